@@ -1,0 +1,148 @@
+"""Capture a model with ``torch.export`` and build its dependency graph."""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from geta.errors import TraceError
+from geta.graph.analysis import analyze
+from geta.graph.dependency_graph import DependencyGraph
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["trace", "export_program"]
+
+_HINTS = [
+    (
+        ("past_key_values", "DynamicCache", "use_cache", "Cache"),
+        "decoder models must be captured without a KV cache: set model.config.use_cache = False "
+        "or pass use_cache=False in example_kwargs",
+    ),
+    (
+        ("data-dependent", "data dependent", "GuardOnDataDependent", "item()"),
+        "the forward branches on tensor values; make that branch depend on shapes or module "
+        "attributes, or move it out of forward",
+    ),
+    (
+        ("missing", "positional argument", "unexpected keyword"),
+        "pass positional inputs in example_args and keyword inputs (dict inputs, attention masks) "
+        "in example_kwargs",
+    ),
+    (("meta",), "on the meta device, pass example inputs on the meta device too"),
+    (
+        ("Expected all tensors to be on the same device",),
+        "put the example inputs on the model's device",
+    ),
+]
+
+
+def _hint(message: str) -> str:
+    for needles, hint in _HINTS:
+        if any(n in message for n in needles):
+            return hint
+    return "check that the model runs eagerly on these inputs; see the torch.export docs for unsupported Python constructs"
+
+
+def export_program(
+    model: nn.Module, example_args: tuple, example_kwargs: Mapping[str, Any] | None
+) -> torch.export.ExportedProgram:
+    """``torch.export.export(strict=False)`` with geta's error handling; the model's
+    train/eval mode is left as found."""
+    was_training = {m: m.training for m in model.modules()}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.export.export(
+                model, tuple(example_args), dict(example_kwargs or {}), strict=False
+            )
+    except Exception as err:
+        message = f"{type(err).__name__}: {err}".strip()
+        first = message.splitlines()[0][:500] if message else type(err).__name__
+        raise TraceError(
+            f"could not capture {type(model).__name__} with torch.export: {first}\nhint: {_hint(message)}"
+        ) from err
+    finally:
+        for m, mode in was_training.items():
+            m.training = mode
+
+
+def tensor_aliases(model: nn.Module) -> dict[str, str]:
+    """Map each name of a tied parameter or buffer to the first name of the same tensor."""
+    first: dict[int, str] = {}
+    aliases: dict[str, str] = {}
+    named = [
+        *model.named_parameters(remove_duplicate=False),
+        *model.named_buffers(remove_duplicate=False),
+    ]
+    for name, tensor in named:
+        canonical = first.setdefault(id(tensor), name)
+        if canonical != name:
+            aliases[name] = canonical
+    return aliases
+
+
+def trace(
+    model: nn.Module,
+    example_args: Any = (),
+    example_kwargs: Mapping[str, Any] | None = None,
+    *,
+    validate: bool = True,
+) -> DependencyGraph:
+    """Capture ``model`` and find its prunable groups.
+
+    Args:
+        model: any ``nn.Module``, on CPU, GPU or the meta device. Its train/eval mode is kept
+            (the graph is the one of the current mode).
+        example_args: positional example inputs (a tensor or a tuple).
+        example_kwargs: keyword example inputs (for example ``input_ids``/``attention_mask``).
+        validate: prune one unit of every group on a meta-device copy, capture it again and
+            check every shape; groups whose sizes the forward code hard-codes are blocked.
+
+    Returns:
+        A :class:`DependencyGraph`.
+
+    Raises:
+        TraceError: the model cannot be captured; the message says why and what to try.
+
+    Example:
+        >>> import torch, torchvision, geta
+        >>> graph = geta.trace(torchvision.models.resnet18(), torch.randn(1, 3, 64, 64))
+        >>> len(graph.groups)
+        12
+    """
+    if not isinstance(model, nn.Module):
+        raise TraceError(f"geta.trace expects an nn.Module, got {type(model).__name__}")
+    if isinstance(example_args, torch.Tensor):
+        example_args = (example_args,)
+    example_args = tuple(example_args)
+    start = time.perf_counter()
+    program = export_program(model, example_args, example_kwargs)
+    graph = DependencyGraph(program, analyze(program, tensor_aliases(model)))
+    graph.example_inputs = (example_args, dict(example_kwargs or {}))
+    if graph.unsupported_ops:
+        ops = sorted({u.op for u in graph.unsupported_ops})
+        warnings.warn(
+            f"geta: {len(graph.unsupported_ops)} op(s) without a rule ({', '.join(ops[:8])}); the "
+            "channels they touch are not pruned. Add a rule with "
+            "geta.graph.rules.register_rule(op) to prune through them.",
+            stacklevel=2,
+        )
+    if validate and graph.groups:
+        from geta.graph.validate import validate_groups
+
+        validate_groups(model, graph)
+    graph.build_seconds = time.perf_counter() - start
+    logger.info(
+        "traced %s: %d groups in %.2fs",
+        type(model).__name__,
+        len(graph.groups),
+        graph.build_seconds,
+    )
+    return graph

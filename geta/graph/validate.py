@@ -1,0 +1,243 @@
+"""Trial pruning: check that the model's own forward code accepts the pruned shapes.
+
+The captured graph records shapes as numbers; it cannot tell whether the Python forward
+computed a size from the tensor (``x.view(b, s, -1, self.head_dim)``) or hard-coded it
+(``x.view(b, s, 12, 64)``, ``embed_dim // num_heads``). So after the groups are found, one unit
+of every group is removed from a meta-device copy of the model (no weights are copied or
+computed), the copy is captured again, and every node's shape is compared with the shape the
+channel analysis predicts. A group that makes the copy fail, or that makes a shape come out
+differently, is blocked. Groups with the same structure in modules of the same type (every
+attention layer of a transformer) are judged together, since they run the same code.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import traceback
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+import torch.fx as fx
+import torch.utils._pytree as pytree
+from torch import nn
+
+from geta.errors import TraceError
+from geta.graph.capture import export_program
+from geta.graph.dependency_graph import DependencyGraph
+from geta.graph.groups import PruningGroup
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["validate_groups", "meta_copy"]
+
+_MAX_ROUNDS = 64
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers live on the meta device."""
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        meta = torch.empty_like(t, device="meta")
+        memo[id(t)] = (
+            nn.Parameter(meta, requires_grad=t.requires_grad)
+            if isinstance(t, nn.Parameter)
+            else meta
+        )
+    return copy.deepcopy(model, memo)
+
+
+def _to_meta(value: Any) -> Any:
+    return pytree.tree_map(lambda x: x.to("meta") if isinstance(x, torch.Tensor) else x, value)
+
+
+def _signature(graph: DependencyGraph, model: nn.Module, group: PruningGroup) -> tuple:
+    """Structure of a group up to module names: member (module type, attribute, dim, role)."""
+    parts = []
+    for m in group.members:
+        module_name, _, attr = m.name.rpartition(".")
+        module = model.get_submodule(module_name)
+        parts.append((type(module).__qualname__, attr, m.dim, m.role, m.width))
+    return (group.size, tuple(sorted(parts)))
+
+
+def _trial_failure(
+    model: nn.Module, graph: DependencyGraph, groups: list[PruningGroup], inputs
+) -> set[int] | None:
+    """Prune one unit of each of ``groups`` on a meta copy; return the suspect group ids
+    (an empty set when the copy captures with exactly the predicted shapes; None when even
+    the unpruned copy cannot be captured on the meta device)."""
+    from geta.graph.surgery import apply_plan
+
+    trial = meta_copy(model)
+    resolved = [(g, np.array([g.size - 1])) for g in groups]
+    if resolved:
+        apply_plan(trial, graph, resolved)
+    removed = {graph.spaces.find(g.leaf): idx for g, idx in resolved}
+    args, kwargs = inputs
+    try:
+        program = export_program(trial, args, kwargs)
+    except TraceError as err:
+        if not groups:
+            return None
+        return _suspects_from_error(err.__cause__, trial, graph, groups)
+    return _suspects_from_shapes(program, graph, removed, groups)
+
+
+def _groups_in_nodes(
+    graph: DependencyGraph, nodes: list[fx.Node], among: list[PruningGroup]
+) -> set[int]:
+    spaces = graph.spaces
+    leaf_to_group = {spaces.find(g.leaf): g.id for g in among}
+    found: set[int] = set()
+    for node in nodes:
+        atoms = graph.analysis.node_atoms.get(node.name)
+        for a in pytree.tree_leaves(atoms) if atoms is not None else []:
+            for leaf in spaces.leaves(a):
+                gid = leaf_to_group.get(leaf)
+                if gid is not None:
+                    found.add(gid)
+    return found
+
+
+def _suspects_from_error(
+    err: BaseException | None, trial: nn.Module, graph: DependencyGraph, groups
+) -> set[int]:
+    names = {id(m): n for n, m in trial.named_modules()}
+    failing: str | None = None
+    if err is not None:
+        for frame, _ in traceback.walk_tb(err.__traceback__):
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, nn.Module) and id(owner) in names:
+                failing = names[id(owner)]
+    if failing is None:
+        return {g.id for g in groups}
+    from geta.graph.analysis import _module_path
+
+    scope = [
+        n
+        for n in graph.program.graph.nodes
+        if n.op == "call_function"
+        and (
+            failing == "" or _module_path(n) == failing or _module_path(n).startswith(failing + ".")
+        )
+    ]
+    suspects = _groups_in_nodes(graph, scope, groups)
+    return suspects or {g.id for g in groups}
+
+
+def _predicted_shape(
+    graph: DependencyGraph, atoms: list[int], removed: dict[int, np.ndarray]
+) -> tuple[int, ...]:
+    out = []
+    for a in atoms:
+        mask = graph.spaces.keep_mask(a, removed)
+        out.append(graph.spaces.size(a) if mask is None else int(mask.sum()))
+    return tuple(out)
+
+
+def _node_keys(nodes: list[fx.Node]) -> list[tuple[str, str, int]]:
+    """Match nodes across captures by (module, op, occurrence within that module): the layers
+    are captured the same way even where, say, mask preparation takes another path on meta."""
+    from geta.graph.analysis import _module_path
+
+    seen: dict[tuple[str, str], int] = {}
+    keys = []
+    for n in nodes:
+        base = (_module_path(n), str(n.target))
+        seen[base] = seen.get(base, 0) + 1
+        keys.append((*base, seen[base]))
+    return keys
+
+
+def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> set[int]:
+    spaces = graph.spaces
+    candidates = {spaces.find(g.leaf) for g in groups}
+    old = [n for n in graph.program.graph.nodes if n.op == "call_function"]
+    new = [n for n in program.graph.nodes if n.op == "call_function"]
+    trial_nodes = dict(zip(_node_keys(new), new, strict=True))
+    for key, node in zip(_node_keys(old), old, strict=True):
+        atoms = graph.analysis.node_atoms.get(node.name)
+        flat = (
+            [a for a in pytree.tree_leaves(atoms) if isinstance(a, int)]
+            if atoms is not None
+            else []
+        )
+        if not any(leaf in candidates for a in flat for leaf in spaces.leaves(a)):
+            continue
+        twin = trial_nodes.get(key)
+        suspects = _groups_in_nodes(graph, [node, *node.all_input_nodes], groups) or {
+            g.id for g in groups
+        }
+        if twin is None:
+            return suspects
+        olds = atoms if atoms and isinstance(atoms[0], list) else [atoms]
+        vals = twin.meta.get("val")
+        news = vals if isinstance(vals, (tuple, list)) else [vals]
+        for a, v in zip(olds, news, strict=False):
+            if (
+                not isinstance(a, list)
+                or not isinstance(v, torch.Tensor)
+                or any(not isinstance(x, int) for x in a)
+            ):
+                continue
+            if _predicted_shape(graph, a, removed) != tuple(v.shape):
+                return suspects
+    return set()
+
+
+def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
+    """Block the groups the model's forward code cannot be pruned along (see module doc)."""
+    inputs = _to_meta(graph.example_inputs)
+    blocked: dict[int, str] = {}
+    verified: set[int] = set()
+    signature = {g.id: _signature(graph, model, g) for g in graph.groups}
+    for _ in range(_MAX_ROUNDS):
+        candidates = [
+            g for g in graph.groups if g.size >= 2 and g.id not in blocked and g.id not in verified
+        ]
+        if not candidates:
+            break
+        suspects = _trial_failure(model, graph, candidates, inputs)
+        if suspects and _trial_failure(model, graph, [], inputs) is None:
+            warnings.warn(
+                "geta: the model cannot be captured on the meta device, so groups were not "
+                "trial-pruned; check pruned models on real inputs",
+                stacklevel=3,
+            )
+            break
+        if not suspects:
+            verified |= {g.id for g in candidates}
+            break
+        by_id = {g.id: g for g in candidates}
+        guilty = set()
+        for gid in sorted(suspects):
+            if gid in guilty:
+                continue
+            alone = _trial_failure(model, graph, [by_id[gid]], inputs)
+            if alone:
+                guilty |= {o for o in by_id if signature[o] == signature[gid]}
+            else:
+                verified.add(gid)
+        if not guilty:  # each passes alone: they only fail together, so block them all
+            guilty = set(suspects)
+        for gid in guilty:
+            blocked[gid] = (
+                "the forward code does not accept a pruned size here (trial prune failed)"
+            )
+    else:
+        warnings.warn(
+            "geta: trial pruning did not settle; unverified groups were blocked", stacklevel=3
+        )
+        for g in graph.groups:
+            if g.id not in verified:
+                blocked.setdefault(g.id, "trial pruning did not settle")
+    if blocked:
+        spaces = graph.spaces
+        for g in graph.groups:
+            if g.id in blocked:
+                spaces._blocked[spaces.find(g.leaf)] = blocked[g.id]
+        graph._rebuild_groups()
+        logger.info("trial pruning blocked %d group(s)", len(blocked))
