@@ -23,6 +23,7 @@ import torch
 import torch.fx as fx
 import torch.utils._pytree as pytree
 from torch import nn
+from torch._subclasses.fake_tensor import FakeTensorMode
 
 from geta.errors import TraceError
 from geta.graph.capture import export_program
@@ -63,16 +64,63 @@ def _signature(graph: DependencyGraph, model: nn.Module, group: PruningGroup) ->
     return (group.size, tuple(sorted(parts)))
 
 
-def _trial_failure(
-    model: nn.Module, graph: DependencyGraph, groups: list[PruningGroup], inputs
-) -> set[int] | None:
-    """Prune one unit of each of ``groups`` on a meta copy; return the suspect group ids
-    (an empty set when the copy captures with exactly the predicted shapes; None when even
-    the unpruned copy cannot be captured on the meta device)."""
+def _fake_run(
+    model: nn.Module, graph: DependencyGraph, resolved
+) -> tuple[nn.Module, BaseException | None]:
+    """Prune a fake-tensor copy of ``model`` and run it eagerly (no data: shapes only, about a
+    second for a 7B model). Returns the copy and the exception it raised, if any."""
     from geta.graph.surgery import apply_plan
 
-    trial = meta_copy(model)
+    mode = FakeTensorMode(allow_non_fake_inputs=True)
+    memo: dict[int, Any] = {}
+    for t in [*model.parameters(), *model.buffers()]:
+        fake = mode.from_tensor(t)
+        memo[id(t)] = (
+            nn.Parameter(fake, requires_grad=t.requires_grad)
+            if isinstance(t, nn.Parameter)
+            else fake
+        )
+    trial = copy.deepcopy(model, memo)
+    args, kwargs = pytree.tree_map(
+        lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x, graph.example_inputs
+    )
+    try:
+        with mode, torch.no_grad():
+            if resolved:
+                apply_plan(trial, graph, resolved)
+            trial(*args, **kwargs)
+    except MemoryError:
+        raise
+    except Exception as err:
+        return trial, err
+    return trial, None
+
+
+def _trial_failure(
+    model: nn.Module,
+    graph: DependencyGraph,
+    groups: list[PruningGroup],
+    inputs,
+    *,
+    eager: bool,
+    capture: bool = True,
+) -> set[int] | None:
+    """Prune one unit of each of ``groups`` on a meta copy; return the suspect group ids
+    (an empty set when the copy runs and, with ``capture``, captures with exactly the
+    predicted shapes; None when even the unpruned copy cannot be captured on meta).
+
+    With ``eager`` a fake-tensor copy is first run eagerly, which finds crashes far faster
+    than a capture."""
+    from geta.graph.surgery import apply_plan
+
     resolved = [(g, np.array([g.size - 1])) for g in groups]
+    if eager:
+        fake, err = _fake_run(model, graph, resolved)
+        if err is not None:
+            return _suspects_from_error(err, fake, graph, groups) if groups else None
+        if not capture:
+            return set()
+    trial = meta_copy(model)
     if resolved:
         apply_plan(trial, graph, resolved)
     removed = {graph.spaces.find(g.leaf): idx for g, idx in resolved}
@@ -82,6 +130,8 @@ def _trial_failure(
     except TraceError as err:
         if not groups:
             return None
+        if isinstance(err.__cause__, MemoryError):
+            raise err.__cause__ from None
         return _suspects_from_error(err.__cause__, trial, graph, groups)
     return _suspects_from_shapes(program, graph, removed, groups)
 
@@ -191,6 +241,8 @@ def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> s
 def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     """Block the groups the model's forward code cannot be pruned along (see module doc)."""
     inputs = _to_meta(graph.example_inputs)
+    eager = _fake_run(model, graph, [])[1] is None
+    capturable: bool | None = True if eager else None
     blocked: dict[int, str] = {}
     verified: set[int] = set()
     signature = {g.id: _signature(graph, model, g) for g in graph.groups}
@@ -200,8 +252,10 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         ]
         if not candidates:
             break
-        suspects = _trial_failure(model, graph, candidates, inputs)
-        if suspects and _trial_failure(model, graph, [], inputs) is None:
+        suspects = _trial_failure(model, graph, candidates, inputs, eager=eager)
+        if suspects and capturable is None:  # is a failure ours, or does meta capture fail anyway?
+            capturable = _trial_failure(model, graph, [], inputs, eager=False) is not None
+        if suspects and not capturable:
             warnings.warn(
                 "geta: the model cannot be captured on the meta device, so groups were not "
                 "trial-pruned; check pruned models on real inputs",
@@ -211,16 +265,25 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         if not suspects:
             verified |= {g.id for g in candidates}
             break
+        logger.debug("trial of %d groups: suspects %s", len(candidates), sorted(suspects))
         by_id = {g.id: g for g in candidates}
-        guilty = set()
-        for gid in sorted(suspects):
-            if gid in guilty:
-                continue
-            alone = _trial_failure(model, graph, [by_id[gid]], inputs)
-            if alone:
-                guilty |= {o for o in by_id if signature[o] == signature[gid]}
-            else:
-                verified.add(gid)
+        guilty: set[int] = set()
+        # Alone, a crash convicts (cheap, eager); only if no suspect crashes alone are they
+        # captured one by one, to catch shapes that come out wrong without a crash.
+        for capture in [False, True] if eager else [True]:
+            for gid in sorted(suspects):
+                if gid in guilty:
+                    continue
+                alone = _trial_failure(
+                    model, graph, [by_id[gid]], inputs, eager=eager, capture=capture
+                )
+                logger.debug(
+                    "group %d alone (capture=%s): %s", gid, capture, "fails" if alone else "passes"
+                )
+                if alone:
+                    guilty |= {o for o in by_id if signature[o] == signature[gid]}
+            if guilty:
+                break
         if not guilty:  # each passes alone: they only fail together, so block them all
             guilty = set(suspects)
         for gid in guilty:
