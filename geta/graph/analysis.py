@@ -59,6 +59,7 @@ class Analysis:
     contracted: set[int] = field(default_factory=set)
     bindings: list[Binding] = field(default_factory=list)
     tags: list[tuple[int, str]] = field(default_factory=list)
+    tensor_nodes: set[fx.Node] = field(default_factory=set, repr=False)
     unsupported: list[UnsupportedOp] = field(default_factory=list)
 
 
@@ -95,6 +96,24 @@ def _all_atoms(value: Any) -> list[int]:
     return []
 
 
+_aten = torch.ops.aten
+_VIEW_OPS = {
+    _aten.t, _aten.transpose, _aten.permute, _aten.view, _aten.reshape, _aten._unsafe_view,
+    _aten.unsqueeze, _aten.squeeze, _aten.expand, _aten.alias, _aten.clone, _aten.contiguous,
+    _aten._to_copy, _aten.to, _aten.detach, _aten.lift_fresh_copy,
+}  # fmt: skip
+
+
+def _parameter_source(node: fx.Node, tensors: set[fx.Node]) -> fx.Node | None:
+    """The parameter/buffer placeholder ``node`` is a (reshaped) view of, if any."""
+    while node.op == "call_function":
+        packet = getattr(node.target, "overloadpacket", None)
+        if packet not in _VIEW_OPS or not node.args or not isinstance(node.args[0], fx.Node):
+            return None
+        node = node.args[0]
+    return node if node in tensors else None
+
+
 def _touches_tensors(node: fx.Node, node_atoms: dict[fx.Node, Any]) -> list[fx.Node]:
     return [n for n in iter_nodes((node.args, node.kwargs)) if node_atoms.get(n) is not None]
 
@@ -122,6 +141,7 @@ def analyze(program: ExportedProgram, aliases: dict[str, str] | None = None) -> 
                 atoms_of[node] = None
             elif kind in (InputKind.PARAMETER, InputKind.BUFFER):
                 name = aliases.get(spec.target, spec.target)
+                result.tensor_nodes.add(node)
                 if name in result.tensors:  # tied to a tensor seen before
                     atoms_of[node] = result.tensors[name].atoms
                     continue
@@ -228,7 +248,9 @@ def _apply_rule(node: fx.Node, atoms_of: dict[fx.Node, Any], result: Analysis) -
         return
     if not ctx.output_set:
         atoms_of[node] = _fresh_atoms(spaces, node.meta.get("val"), f"created by {op_name}")
-    result.contracted |= ctx.contracted
+    for operand, atom in ctx.contracted:
+        if _parameter_source(operand, result.tensor_nodes) is not None:
+            result.contracted.add(atom)
     result.tags.extend(ctx.tags)
     module = _module_path(node)
     for quantity, atom in ctx.bindings:

@@ -9,11 +9,12 @@ recorded by op rules (a convolution's ``groups``, a group norm's ``num_groups``)
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_module_adapter", "adapt_module"]
+__all__ = ["register_module_adapter", "register_lazy_module_adapter", "adapt_module"]
 
 ModuleAdapter = Callable[[nn.Module, dict[str, int]], None]
 _ADAPTERS: list[tuple[type, ModuleAdapter]] = []
@@ -27,8 +28,35 @@ def register_module_adapter(module_type: type) -> Callable[[ModuleAdapter], Modu
     return deco
 
 
+_LAZY: list[tuple[str, str, ModuleAdapter]] = []
+
+
+def register_lazy_module_adapter(
+    module_path: str, type_name: str
+) -> Callable[[ModuleAdapter], ModuleAdapter]:
+    """Register an adapter for a type of an optional library without importing it: the type
+    is resolved only once its module has been imported (by the user's model)."""
+
+    def deco(fn: ModuleAdapter) -> ModuleAdapter:
+        _LAZY.append((module_path, type_name, fn))
+        return fn
+
+    return deco
+
+
+def _resolve_lazy() -> None:
+    for entry in list(_LAZY):
+        module_path, type_name, fn = entry
+        library = sys.modules.get(module_path)
+        if library is not None and hasattr(library, type_name):
+            register_module_adapter(getattr(library, type_name))(fn)
+            _LAZY.remove(entry)
+
+
 def adapt_module(module: nn.Module, quantities: dict[str, int]) -> bool:
     """Run the adapter for ``module``'s type; False if there is none."""
+    if _LAZY:
+        _resolve_lazy()
     for module_type, fn in _ADAPTERS:
         if isinstance(module, module_type):
             fn(module, quantities)
@@ -106,3 +134,9 @@ def _mha(m: nn.MultiheadAttention, q: dict[str, int]) -> None:
         m.kdim, m.vdim = m.k_proj_weight.shape[1], m.v_proj_weight.shape[1]
     m.num_heads = q.get("num_heads", m.num_heads)
     m.head_dim = m.embed_dim // m.num_heads
+
+
+@register_lazy_module_adapter("transformers.pytorch_utils", "Conv1D")
+def _hf_conv1d(m: nn.Module, q: dict[str, int]) -> None:
+    """HF's GPT-2-style Conv1D: a linear layer with weight [in, out] that reshapes to ``nf``."""
+    m.nf = m.weight.shape[1]

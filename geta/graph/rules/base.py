@@ -79,7 +79,7 @@ class RuleContext:
         self.spaces = spaces
         self.atoms_of = atoms_of
         self.node = node
-        self.contracted: set[int] = set()
+        self.contracted: set[tuple[fx.Node, int]] = set()
         self.bindings: list[tuple[str, int]] = []
         self.tags: list[tuple[int, str]] = []
         self._output_set = False
@@ -142,9 +142,11 @@ class RuleContext:
         for a in [atoms] if isinstance(atoms, int) else atoms:
             self.spaces.block(a, f"{reason} ({self.op_name})")
 
-    def mark_contracted(self, atom: int) -> None:
-        """The atom is summed over by this op (members on it are consumers)."""
-        self.contracted.add(atom)
+    def mark_contracted(self, operand: Any, atom: int) -> None:
+        """``operand``'s axis ``atom`` is summed over by this op: where the operand is a
+        parameter (or a view of one), its slices on that axis are consumers."""
+        if isinstance(operand, fx.Node):
+            self.contracted.add((operand, atom))
 
     def tag(self, atom: int, kind: str) -> None:
         """Name what an axis is (``"head"``, ``"head_dim"``); groups on it report that kind."""

@@ -37,7 +37,8 @@ def _conv(ctx: RuleContext, x, w, b, transposed: bool, groups: int) -> None:
             out_ch = wa[0]
             ctx.unify(wa[0], spaces.prod([g, spaces.new(spaces.size(wa[0]) // groups)]))
         ctx.unify(xa[c], spaces.prod([g, in_part]))
-    ctx.mark_contracted(in_part)
+    ctx.mark_contracted(w, in_part)
+    ctx.mark_contracted(w, wa[0] if transposed else in_part)
     for k in wa[2:]:
         ctx.block(k, "convolution kernel window")
     if b is not None and ctx.dims(b) is not None:
@@ -73,7 +74,7 @@ def linear_rule(ctx: RuleContext, node: fx.Node) -> None:
     xa, wa = ctx.dims(node.args[0]), ctx.dims(node.args[1])
     b = ctx.arg(2, "bias")
     ctx.unify(xa[-1], wa[-1])
-    ctx.mark_contracted(wa[-1])
+    ctx.mark_contracted(node.args[1], wa[-1])
     out_ch = wa[0] if len(wa) == 2 else None
     if b is not None and ctx.dims(b) is not None:
         ctx.unify(ctx.dims(b)[-1], out_ch)
@@ -87,8 +88,8 @@ def _matmul(ctx: RuleContext, a: fx.Node, b: fx.Node) -> list[int]:
     ka = aa[-1]
     kb = ba[0] if len(ba) == 1 else ba[-2]
     ctx.unify(ka, kb)
-    ctx.mark_contracted(ka)
-    ctx.mark_contracted(kb)
+    ctx.mark_contracted(a, ka)
+    ctx.mark_contracted(b, kb)
     rows = [aa[-2]] if len(aa) >= 2 else []
     cols = [ba[-1]] if len(ba) >= 2 else []
     batch_a, batch_b = aa[:-2], ba[:-2]
@@ -147,7 +148,7 @@ def einsum_rule(ctx: RuleContext, node: fx.Node) -> None:
             else:
                 letter_atom[letter] = atom
             if letter not in rhs:
-                ctx.mark_contracted(atom)
+                ctx.mark_contracted(t, atom)
     out_shape = ctx.out_shape()
     ctx.set_output(
         [
@@ -208,8 +209,8 @@ def sdpa_rule(ctx: RuleContext, node: fx.Node) -> None:
     ctx.tag(qa[-1], "head_dim")
     ctx.tag(va[-1], "head_dim")
     ctx.unify(qa[-1], ka[-1])
-    ctx.mark_contracted(qa[-1])
-    ctx.mark_contracted(ka[-1])
+    ctx.mark_contracted(q, qa[-1])
+    ctx.mark_contracted(k, ka[-1])
     if scale is None:
         ctx.block(qa[-1], "attention scale derived from head_dim")
     ctx.unify(ka[-2], va[-2])

@@ -138,6 +138,23 @@ def index_select_rule(ctx: RuleContext, node: fx.Node) -> None:
     ctx.set_output(atoms)
 
 
+@register_rule(aten.gather)
+def gather_rule(ctx: RuleContext, node: fx.Node) -> None:
+    """``out[..i..] = x[..index[..i..]..]`` along ``dim``: that dim is blocked; elsewhere the
+    output follows the index, and ties to ``x`` where the sizes agree."""
+    xa, xs = ctx.dims(node.args[0]), ctx.shape(node.args[0])
+    dim = ctx.norm_dim(node.args[1], len(xa))
+    ia, ishape = ctx.dims(node.args[2]), ctx.shape(node.args[2])
+    ctx.block(xa[dim], "gathered by index")
+    for d in range(len(xa)):
+        if d != dim:
+            if xs[d] == ishape[d]:
+                ctx.unify(xa[d], ia[d])
+            else:
+                ctx.block(xa[d], "partly gathered")
+    ctx.set_output(list(ia))
+
+
 @register_rule(aten.index)
 def index_rule(ctx: RuleContext, node: fx.Node) -> None:
     """Advanced indexing ``x[idx0, idx1, ...]``: indexed dims are blocked, the others pass
