@@ -12,6 +12,7 @@ import torch.fx as fx
 from torch.export import ExportedProgram
 from torch.export.graph_signature import InputKind, OutputKind
 
+import geta.quant.ops  # noqa: F401  (torch.ops.geta.quantize)
 from geta.graph.rules import lookup_rule
 from geta.graph.rules.base import RuleContext, iter_nodes, tensor_shape
 from geta.graph.spaces import ChannelSpaces
@@ -60,6 +61,9 @@ class Analysis:
     bindings: list[Binding] = field(default_factory=list)
     tags: list[tuple[int, str]] = field(default_factory=list)
     tensor_nodes: set[fx.Node] = field(default_factory=set, repr=False)
+    attachments: dict[str, list[str]] = field(default_factory=dict)
+    node_tensor: dict[fx.Node, str] = field(default_factory=dict, repr=False)
+    roles: dict[str, str] = field(default_factory=dict)
     unsupported: list[UnsupportedOp] = field(default_factory=list)
 
 
@@ -100,7 +104,7 @@ _aten = torch.ops.aten
 _VIEW_OPS = {
     _aten.t, _aten.transpose, _aten.permute, _aten.view, _aten.reshape, _aten._unsafe_view,
     _aten.unsqueeze, _aten.squeeze, _aten.expand, _aten.alias, _aten.clone, _aten.contiguous,
-    _aten._to_copy, _aten.to, _aten.detach, _aten.lift_fresh_copy,
+    _aten._to_copy, _aten.to, _aten.detach, _aten.lift_fresh_copy, torch.ops.geta.quantize,
 }  # fmt: skip
 
 
@@ -142,6 +146,7 @@ def analyze(program: ExportedProgram, aliases: dict[str, str] | None = None) -> 
             elif kind in (InputKind.PARAMETER, InputKind.BUFFER):
                 name = aliases.get(spec.target, spec.target)
                 result.tensor_nodes.add(node)
+                result.node_tensor[node] = name
                 if name in result.tensors:  # tied to a tensor seen before
                     atoms_of[node] = result.tensors[name].atoms
                     continue
@@ -252,6 +257,16 @@ def _apply_rule(node: fx.Node, atoms_of: dict[fx.Node, Any], result: Analysis) -
         if _parameter_source(operand, result.tensor_nodes) is not None:
             result.contracted.add(atom)
     result.tags.extend(ctx.tags)
+    for operand, role in ctx.roles:
+        source = _parameter_source(operand, result.tensor_nodes)
+        if source is not None:
+            result.roles[result.node_tensor[source]] = role
+    for operand, tensors in ctx.attachments:
+        source = _parameter_source(operand, result.tensor_nodes)
+        if source is None:
+            continue
+        names = [result.node_tensor[t] for t in tensors if t in result.node_tensor]
+        result.attachments.setdefault(result.node_tensor[source], []).extend(names)
     module = _module_path(node)
     for quantity, atom in ctx.bindings:
         result.bindings.append(Binding(module, quantity, atom))

@@ -21,8 +21,8 @@ class GroupMember:
     ``i`` of the group (one index for a plain channel, ``head_dim`` indices for a head,
     ``H * W`` for a channel that was flattened into a linear layer).
     ``role`` is ``"consumer"`` where the tensor sums the channel away (the in-channels of a
-    convolution or linear layer), ``"producer"`` otherwise (out-channels, biases, norm
-    parameters and statistics).
+    convolution or linear layer), ``"quantizer"`` for per-channel quantizer parameters, and
+    ``"producer"`` otherwise (out-channels, biases, norm parameters and statistics).
     """
 
     name: str
@@ -38,7 +38,12 @@ class GroupMember:
 
 @dataclass(eq=False)
 class PruningGroup:
-    """A set of channels (or heads) that can be removed together, index by index."""
+    """A set of channels (or heads) that can be removed together, index by index.
+
+    ``members`` are the tensor slices removed with each unit (per-channel quantizer parameters
+    among them); ``attached`` names whole tensors that travel with the group without being
+    sliced (the parameters of per-tensor quantizers on its layers).
+    """
 
     id: int
     size: int
@@ -46,6 +51,7 @@ class PruningGroup:
     members: tuple[GroupMember, ...]
     params_per_unit: int
     leaf: int = field(repr=False)
+    attached: tuple[str, ...] = ()
 
     @property
     def layers(self) -> list[str]:
@@ -126,10 +132,10 @@ def build_groups(analysis: Analysis) -> tuple[list[PruningGroup], list[BlockedSp
         per_unit = 0
         for name, dim, atom in uses:
             info = analysis.tensors[name]
-            role = "consumer" if atom in contracted else "producer"
+            role = analysis.roles.get(name) or ("consumer" if atom in contracted else "producer")
             positions = _positions(spaces, atom, leaf, size)
             members.append(GroupMember(name, dim, info.is_buffer, role, positions))
-            if not info.is_buffer:
+            if not info.is_buffer and role != "quantizer":
                 other = int(np.prod(info.shape)) // info.shape[dim]
                 per_unit += other * positions.shape[1]
         if per_unit == 0:  # only buffers (e.g. rotary frequencies): nothing to compress
@@ -142,6 +148,9 @@ def build_groups(analysis: Analysis) -> tuple[list[PruningGroup], list[BlockedSp
                 members=tuple(members),
                 params_per_unit=per_unit,
                 leaf=leaf,
+                attached=tuple(
+                    dict.fromkeys(a for m in members for a in analysis.attachments.get(m.name, ()))
+                ),
             )
         )
     return groups, blocked

@@ -70,8 +70,9 @@ def zero_groups(
 ) -> None:
     """Set every member slice of the planned units to zero, in place.
 
-    ``plan`` maps a group id to the unit indices to zero. With ``producers_only`` the
-    consumer slices (in-channels of the next layers) are left alone.
+    ``plan`` maps a group id to the unit indices to zero. Quantizer parameters are never
+    zeroed (a quantizer maps zero to zero). With ``producers_only`` the consumer slices
+    (in-channels of the next layers) are left alone too.
 
     Example:
         >>> geta.zero_groups(model, graph, {0: [1, 4]})  # doctest: +SKIP
@@ -79,7 +80,7 @@ def zero_groups(
     with torch.no_grad():
         for group, idx in _resolve_plan(graph, plan):
             for m in group.members:
-                if producers_only and m.role == "consumer":
+                if m.role == "quantizer" or (producers_only and m.role == "consumer"):
                     continue
                 t = _tensor(model, m.name)
                 pos = torch.as_tensor(m.positions[idx].ravel(), device=t.device)

@@ -4,7 +4,15 @@ Importing this package registers the built-in rules. Add your own with
 :func:`register_rule`; see :mod:`geta.graph.rules.base` for the context a rule receives.
 """
 
-from geta.graph.rules import contraction, indexing, normalization, pointwise, reduction, shape
+from geta.graph.rules import (
+    contraction,
+    indexing,
+    normalization,
+    pointwise,
+    quantization,
+    reduction,
+    shape,
+)
 from geta.graph.rules.base import OpRule, RuleContext, lookup_rule, register_rule, registered_ops
 from geta.graph.rules.pointwise import broadcast_rule
 
@@ -19,6 +27,7 @@ __all__ = [
     "indexing",
     "normalization",
     "pointwise",
+    "quantization",
     "reduction",
     "shape",
 ]

@@ -82,6 +82,8 @@ class RuleContext:
         self.contracted: set[tuple[fx.Node, int]] = set()
         self.bindings: list[tuple[str, int]] = []
         self.tags: list[tuple[int, str]] = []
+        self.attachments: list[tuple[fx.Node, list[fx.Node]]] = []
+        self.roles: list[tuple[fx.Node, str]] = []
         self._output_set = False
 
     # -------------------------------------------------------------- reading
@@ -147,6 +149,18 @@ class RuleContext:
         parameter (or a view of one), its slices on that axis are consumers."""
         if isinstance(operand, fx.Node):
             self.contracted.add((operand, atom))
+
+    def mark_role(self, operand: Any, role: str) -> None:
+        """Give the parameter behind ``operand`` a member role other than producer/consumer
+        (``"quantizer"``: zeroing a group leaves it alone)."""
+        if isinstance(operand, fx.Node):
+            self.roles.append((operand, role))
+
+    def attach(self, operand: Any, tensors: list[fx.Node]) -> None:
+        """Tie whole tensors (e.g. a per-tensor quantizer's parameters) to ``operand``: every
+        group that slices the parameter behind ``operand`` carries them along, unsliced."""
+        if isinstance(operand, fx.Node) and tensors:
+            self.attachments.append((operand, list(tensors)))
 
     def tag(self, atom: int, kind: str) -> None:
         """Name what an axis is (``"head"``, ``"head_dim"``); groups on it report that kind."""

@@ -1,0 +1,27 @@
+"""Learnable quantizers (GETA's d, q_m, t parametrization) as graph ops, and model preparation."""
+
+from geta.quant.functional import bits_of, project_step, step_for_bits
+from geta.quant.ops import quantize
+from geta.quant.prepare import (
+    LayerKind,
+    bits,
+    input_quantizers,
+    prepare,
+    register_layer_kind,
+    weight_quantizers,
+)
+from geta.quant.quantizer import Quantizer
+
+__all__ = [
+    "LayerKind",
+    "Quantizer",
+    "bits",
+    "bits_of",
+    "input_quantizers",
+    "prepare",
+    "project_step",
+    "quantize",
+    "register_layer_kind",
+    "step_for_bits",
+    "weight_quantizers",
+]

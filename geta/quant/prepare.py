@@ -1,0 +1,133 @@
+"""Putting quantizers on a model's layers, through a registry of layer kinds."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.utils import parametrize
+
+from geta.quant.quantizer import Quantizer
+
+__all__ = [
+    "LayerKind",
+    "register_layer_kind",
+    "prepare",
+    "bits",
+    "weight_quantizers",
+    "input_quantizers",
+]
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """How to quantize one module type: which parameter, and its output-channel axis."""
+
+    module_type: type
+    param: str = "weight"
+    channel_axis: int = 0
+    embedding: bool = False
+
+
+_KINDS: list[LayerKind] = []
+
+
+def register_layer_kind(kind: LayerKind) -> LayerKind:
+    """Teach ``prepare`` a new quantizable module type (the most recent registration wins)."""
+    _KINDS.insert(0, kind)
+    return kind
+
+
+register_layer_kind(LayerKind(nn.Linear))
+register_layer_kind(LayerKind(nn.modules.conv._ConvNd))
+register_layer_kind(LayerKind(nn.modules.conv._ConvTransposeNd, channel_axis=1))
+register_layer_kind(LayerKind(nn.Embedding, embedding=True))
+
+
+def _kind_of(module: nn.Module) -> LayerKind | None:
+    for kind in _KINDS:
+        if isinstance(module, kind.module_type):
+            return kind
+    return None
+
+
+class _InputQuantizerHook:
+    def __init__(self, quantizer: Quantizer) -> None:
+        self.quantizer = quantizer
+
+    def __call__(self, module: nn.Module, args: tuple):
+        if args and isinstance(args[0], torch.Tensor) and args[0].is_floating_point():
+            return (self.quantizer(args[0]), *args[1:])
+        return None
+
+
+def prepare(
+    model: nn.Module,
+    weights: bool = True,
+    activations: bool = False,
+    init_bits: float = 16,
+    per_channel: bool = False,
+    embeddings: bool = False,
+) -> nn.Module:
+    """Put learnable quantizers on the weights (and optionally inputs) of conv, linear and,
+    where asked, embedding layers, in place.
+
+    Weight quantizers are parametrizations: ``layer.weight`` becomes ``Q(original)`` and the
+    original lives at ``layer.parametrizations.weight.original``. Input quantizers are
+    submodules ``layer.input_quantizer`` applied by a forward pre-hook. At 16 bits the model's
+    outputs stay within 1e-3 (relative) of the float model.
+
+    Example:
+        >>> model = geta.quant.prepare(torchvision.models.resnet18(), init_bits=8)  # doctest: +SKIP
+        >>> geta.quant.bits(model)["conv1"]                                        # doctest: +SKIP
+        8.0
+    """
+    for module in list(model.modules()):
+        kind = _kind_of(module)
+        if kind is None or (kind.embedding and not embeddings):
+            continue
+        if weights and not parametrize.is_parametrized(module, kind.param):
+            w = getattr(module, kind.param)
+            q = Quantizer.for_tensor(w.detach(), init_bits, per_channel, kind.channel_axis)
+            parametrize.register_parametrization(module, kind.param, q)
+        if activations and not kind.embedding and not hasattr(module, "input_quantizer"):
+            module.input_quantizer = Quantizer(1)
+            with torch.no_grad():
+                module.input_quantizer.q_m.fill_(6.0)  # refined by calibration or training
+                module.input_quantizer.set_bits(init_bits)
+            module.register_forward_pre_hook(_InputQuantizerHook(module.input_quantizer))
+    return model
+
+
+def weight_quantizers(model: nn.Module) -> dict[str, Quantizer]:
+    """``{layer name: its weight quantizer}``."""
+    out = {}
+    for name, module in model.named_modules():
+        kind = _kind_of(module)
+        if kind is not None and parametrize.is_parametrized(module, kind.param):
+            for p in module.parametrizations[kind.param]:
+                if isinstance(p, Quantizer):
+                    out[name] = p
+    return out
+
+
+def input_quantizers(model: nn.Module) -> dict[str, Quantizer]:
+    return {
+        name: m.input_quantizer
+        for name, m in model.named_modules()
+        if isinstance(getattr(m, "input_quantizer", None), Quantizer)
+    }
+
+
+def bits(model: nn.Module) -> dict[str, float]:
+    """Bits per quantized layer (the mean over channels for per-channel quantizers); input
+    quantizers appear as ``"<layer>:input"``."""
+    out = {name: float(q.bits().detach().mean()) for name, q in weight_quantizers(model).items()}
+    out.update(
+        {
+            f"{name}:input": float(q.bits().detach().mean())
+            for name, q in input_quantizers(model).items()
+        }
+    )
+    return out

@@ -1,0 +1,88 @@
+"""The learnable quantizer module: parameters ``d``, ``q_m``, ``t`` and the custom op."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from geta.quant.functional import bits_of, project_step, step_for_bits
+from geta.quant.ops import quantize
+
+__all__ = ["Quantizer"]
+
+
+class Quantizer(nn.Module):
+    """GETA's quantizer with learnable step ``d``, clip ``q_m`` and exponent ``t``.
+
+    ``channels`` is 1 for a per-tensor quantizer, or the size of ``axis`` for per-channel.
+    Used as a weight parametrization (``module.weight`` becomes ``Q(original)``) or as an
+    input quantizer.
+
+    Example:
+        >>> q = Quantizer.for_tensor(torch.randn(8, 4), bits=4)
+        >>> float(q.bits().max())
+        4.0
+    """
+
+    def __init__(self, channels: int = 1, axis: int = 0) -> None:
+        super().__init__()
+        self.axis = axis
+        self.d = nn.Parameter(torch.ones(channels))
+        self.q_m = nn.Parameter(torch.ones(channels))
+        self.t = nn.Parameter(torch.ones(channels))
+
+    @classmethod
+    def for_tensor(
+        cls, x: torch.Tensor, bits: float = 16, per_channel: bool = False, axis: int = 0
+    ) -> Quantizer:
+        """A quantizer initialised on ``x``: clip at max |x| (per channel or overall), t = 1,
+        step for ``bits``."""
+        with torch.no_grad():
+            if per_channel and x.dim() > 0:
+                dims = [i for i in range(x.dim()) if i != axis % x.dim()]
+                clip = x.abs().amax(dim=dims) if dims else x.abs()
+            else:
+                clip = x.abs().max().reshape(1)
+            clip = clip.clamp_min(1e-8).to(torch.float32)
+            q = cls(clip.numel(), axis)
+            q.to(x.device)
+            q.q_m.copy_(clip)
+            q.t.fill_(1.0)
+            q.d.copy_(step_for_bits(bits, q.q_m, q.t))
+        return q
+
+    @property
+    def per_channel(self) -> bool:
+        return self.d.numel() > 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, q_m, t = (p if p.dtype == x.dtype else p.to(x.dtype) for p in (self.d, self.q_m, self.t))
+        return quantize(x, d, q_m, t, self.axis)
+
+    def bits(self) -> torch.Tensor:
+        """Bits per channel (or one value), as a float tensor."""
+        return bits_of(self.d, self.q_m, self.t)
+
+    @torch.no_grad()
+    def project(self, b_lo: float, b_hi: float) -> None:
+        """Clamp the step so the bits stay within ``[b_lo, b_hi]``."""
+        self.t.clamp_(min=1e-3)
+        self.q_m.clamp_(min=1e-8)
+        self.d.copy_(project_step(self.d.clamp(min=1e-12), self.q_m, self.t, b_lo, b_hi))
+
+    @torch.no_grad()
+    def set_bits(self, bits: float | torch.Tensor) -> None:
+        self.d.copy_(step_for_bits(bits, self.q_m, self.t).expand_as(self.d))
+
+    @torch.no_grad()
+    def freeze_bits(self) -> torch.Tensor:
+        """Round the bits to integers (at least 2) and set the step to match; returns them."""
+        bits = self.bits().round().clamp_min(2)
+        self.set_bits(bits)
+        return bits
+
+    def extra_repr(self) -> str:
+        kind = (
+            f"per-channel({self.d.numel()}, axis={self.axis})" if self.per_channel else "per-tensor"
+        )
+        return f"{kind}, bits={self.bits().detach().mean().item():.2f}"

@@ -1,0 +1,55 @@
+import pytest
+import torch
+from torch import nn
+
+import geta
+from geta.graph.equivalence import check_prune_equivalence
+from geta.models import example_inputs, get_model
+from geta.quant import Quantizer, bits, prepare, weight_quantizers
+
+
+@pytest.mark.parametrize("name", ["lenet5", "resnet20", "gqa_block", "conv_decoder"])
+def test_sixteen_bits_stays_close_to_float(name):
+    model = get_model(name).eval()
+    args, _ = example_inputs(name)
+    reference = model(*args)
+    prepare(model, init_bits=16, embeddings=True)
+    out = model(*args)
+    assert (out - reference).abs().max() <= 1e-3 * reference.abs().max()
+
+
+def test_bits_reports_every_quantized_layer():
+    model = prepare(get_model("lenet5"), init_bits=6, activations=True)
+    b = bits(model)
+    layers = {"0", "3", "7", "9", "11"}
+    assert set(b) == layers | {f"{n}:input" for n in layers}
+    assert all(abs(v - 6) < 1e-4 for v in b.values())
+
+
+def test_layer_kinds_come_from_a_registry_not_names():
+    model = nn.Sequential(nn.Conv1d(2, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6, 3))
+    prepare(model)
+    assert set(weight_quantizers(model)) == {"0", "3"}
+    assert isinstance(model[0].parametrizations.weight[0], Quantizer)
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+@pytest.mark.parametrize("name", ["resnet20", "gqa_block", "grouped_depthwise", "lenet5"])
+def test_prepared_model_has_the_float_groups_and_prunes_exactly(name, per_channel):
+    float_model = get_model(name).eval()
+    args, kwargs = example_inputs(name)
+    float_graph = geta.trace(float_model, args, kwargs)
+    model = prepare(get_model(name).eval(), init_bits=8, per_channel=per_channel)
+    graph = geta.trace(model, args, kwargs)
+    assert [(g.kind, g.size) for g in graph.groups] == [
+        (g.kind, g.size) for g in float_graph.groups
+    ]
+    for g in graph.groups:
+        quantizer_members = [m for m in g.members if m.role == "quantizer"]
+        assert bool(quantizer_members) == per_channel
+        assert bool(g.attached) != per_channel
+    result = check_prune_equivalence(model, graph, args, kwargs)
+    assert result.max_abs_diff <= result.tolerance
+    for q in weight_quantizers(model).values():  # per-channel quantizers shrank with their channels
+        layer_channels = q.d.numel()
+        assert layer_channels == 1 or torch.isfinite(q.bits()).all()
