@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["GetaError", "TraceError", "PruneError"]
+__all__ = ["GetaError", "TraceError", "PruneError", "ArtifactError"]
 
 
 class GetaError(Exception):
@@ -20,3 +20,8 @@ class TraceError(GetaError):
 class PruneError(GetaError):
     """A pruning plan cannot be applied (unknown group, index out of range, blocked group,
     or a module that cannot be resized)."""
+
+
+class ArtifactError(GetaError):
+    """An exported artifact is truncated, corrupted, of another format version, or does not
+    match the model it is loaded into."""

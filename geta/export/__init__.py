@@ -1,0 +1,17 @@
+"""Export: the bit-packed artifact (save / load), and size accounting."""
+
+from geta.export.artifact import load, load_tensors, read_manifest, save
+from geta.export.packing import pack_bits, unpack_bits
+from geta.export.size import LayerSize, SizeReport, size_report
+
+__all__ = [
+    "LayerSize",
+    "SizeReport",
+    "load",
+    "load_tensors",
+    "pack_bits",
+    "read_manifest",
+    "save",
+    "size_report",
+    "unpack_bits",
+]
