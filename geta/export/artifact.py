@@ -59,14 +59,22 @@ def _bits_for(codes: np.ndarray) -> int:
     return max(1, int(np.ceil(np.log2(2 * top + 1))))
 
 
+def _clip_and_exponent(q: Quantizer) -> bytes:
+    return np.concatenate(
+        [q.q_m.detach().float().cpu().numpy(), q.t.detach().float().cpu().numpy()]
+    ).tobytes()
+
+
 def _encode_quantized(
-    name: str, codes: np.ndarray, step: np.ndarray, axis: int, blobs: dict
+    name: str, codes: np.ndarray, step: np.ndarray, axis: int, blobs: dict, qparams: bytes = b""
 ) -> dict:
     bits = _bits_for(codes)
     offset = (1 << (bits - 1)) - 1 if bits > 1 else 0
     flat = codes.ravel()
     entry: dict[str, Any] = {"encoding": "quantized", "bits": bits, "offset": offset, "axis": axis}
     _add_stream(blobs, name, "step", step.astype(np.float32).tobytes(), entry)
+    if qparams:  # the quantizer's clip and exponent, kept so training can resume from here
+        _add_stream(blobs, name, "clip_exponent", qparams, entry)
     dense = pack_bits(flat + offset, bits)
     nonzero = flat != 0
     rare_nonzero = nonzero.mean() <= 0.5 if flat.size else True
@@ -218,7 +226,7 @@ def save(
         q = quantizers.get(name)
         if q is not None and tensor.is_floating_point():
             codes, step = quantized_codes(tensor, q)
-            entry.update(_encode_quantized(name, codes, step, q.axis, blobs))
+            entry.update(_encode_quantized(name, codes, step, q.axis, blobs, _clip_and_exponent(q)))
             entry["numel"] = int(codes.size)
         else:
             entry.update(encoding="raw", numel=int(tensor.numel()))

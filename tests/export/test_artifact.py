@@ -1,5 +1,6 @@
 import copy
 import json
+import math
 
 import pytest
 import torch
@@ -76,10 +77,13 @@ def test_unstructured_sparse_layer_is_stored_compactly(tmp_path):
     entry = export.read_manifest(tmp_path)["tensors"]["7.weight"]
     assert entry["layout"] == "sparse"
     numel = entry["numel"]
-    payload = entry["bytes"] - 4  # minus the one float step
+    streams = entry["streams"]
     density = entry["nonzeros"] / numel
     assert density < 0.02
-    assert payload * 8 / numel < 1.2 * 0.0808 + entry["bits"] * density + 64 / numel
+    positions_bits = 8 * (streams["unary"] + streams["remainders"])
+    entropy = -(density * math.log2(density) + (1 - density) * math.log2(1 - density))
+    assert positions_bits / numel <= 1.2 * entropy + 64 / numel
+    assert streams["values"] == math.ceil(entry["nonzeros"] * entry["bits"] / 8)
     loaded = export.load(tmp_path, model=lenet5)
     x = example_inputs("lenet5")[0]
     assert relative(loaded(*x), model(*x)) <= 1e-5

@@ -4,7 +4,8 @@ from torch import nn
 
 import geta
 from geta.graph.equivalence import check_prune_equivalence
-from geta.models import example_inputs, get_model
+from geta.models import example_inputs, get_model, list_models
+from geta.models.torchvision_zoo import build_small, small_input
 from geta.quant import Quantizer, bits, prepare, weight_quantizers
 
 
@@ -53,3 +54,24 @@ def test_prepared_model_has_the_float_groups_and_prunes_exactly(name, per_channe
     for q in weight_quantizers(model).values():  # per-channel quantizers shrank with their channels
         layer_channels = q.d.numel()
         assert layer_channels == 1 or torch.isfinite(q.bits()).all()
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_every_zoo_model_prepared_zeroed_pruned(name):
+    model = prepare(get_model(name).eval(), init_bits=6, per_channel=True, embeddings=True)
+    args, kwargs = example_inputs(name)
+    graph = geta.trace(model, args, kwargs)
+    assert graph.groups and not graph.unsupported_ops
+    result = check_prune_equivalence(model, graph, args, kwargs)
+    assert result.max_abs_diff <= result.tolerance
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenet_v3_small", "vit_b_16", "densenet121"])
+def test_torchvision_models_prepared_zeroed_pruned(name):
+    model = prepare(build_small(name), init_bits=8, per_channel=True)
+    x = small_input(name)
+    graph = geta.trace(model, x)
+    float_graph = geta.trace(build_small(name), x)
+    assert [g.size for g in graph.groups] == [g.size for g in float_graph.groups]
+    result = check_prune_equivalence(model, graph, (x,))
+    assert result.max_abs_diff <= result.tolerance
