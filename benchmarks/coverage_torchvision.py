@@ -13,9 +13,10 @@ Torch-Pruning, in the same run: does its DependencyGraph build (and how long), a
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 import time
-import traceback
 import warnings
 
 import torch
@@ -71,7 +72,7 @@ def run_torch_pruning(name: str) -> dict:
         row["tp_graph"] = False
         row["tp_error"] = f"{type(err).__name__}: {err}"[:160]
         return row
-    try:
+    try:  # Torch-Pruning out of the box: no per-model configuration
         heads = [
             m for m in model.modules() if isinstance(m, torch.nn.Linear) and m.out_features == 1000
         ]
@@ -93,15 +94,32 @@ def run_torch_pruning(name: str) -> dict:
     return row
 
 
-def main(names: list[str]) -> None:
-    warnings.filterwarnings("ignore")
+def run_isolated(name: str, timeout: float) -> dict:
+    """geta then Torch-Pruning for one model in a fresh process: a hang or a crash costs only
+    that row (geta's result is kept if Torch-Pruning is the part that hangs)."""
+    cmd = [sys.executable, __file__, "--one", name]
+    try:
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        stdout, failed = out.stdout, out.returncode != 0
+    except subprocess.TimeoutExpired as err:
+        stdout, failed = (
+            (err.stdout or b"").decode() if isinstance(err.stdout, bytes) else (err.stdout or ""),
+            True,
+        )
+    row: dict = {"model": name}
+    for line in stdout.splitlines():
+        if line.startswith("{"):
+            row.update(json.loads(line))
+    if failed:
+        part = "tp" if "geta_traced" in row else "geta"
+        row.setdefault(f"{part}_error", f"did not finish within {timeout:.0f} s or crashed")
+    return row
+
+
+def main(names: list[str], timeout: float = 300) -> None:
     rows = []
     for name in names:
-        row = run_geta(name)
-        try:
-            row.update(run_torch_pruning(name))
-        except Exception:
-            row["tp_error"] = traceback.format_exc(limit=1)[-160:]
+        row = run_isolated(name, timeout)
         rows.append(row)
         print(row, flush=True)
     n = len(rows)
@@ -128,14 +146,22 @@ def main(names: list[str]) -> None:
             f"{r.get('equivalent', '')} | {r.get('geta_seconds', '')} | {r.get('tp_graph', '')} | "
             f"{r.get('tp_seconds', '')} | {r.get('tp_pruned_runs', '')} |\n"
         )
-    errors = [r for r in rows if "tp_error" in r or "geta_error" in r]
+    errors = [r for r in rows if any(k.endswith("_error") for k in r)]
     if errors:
         md += "\nErrors:\n\n" + "".join(
-            f"- {r['model']}: {r.get('geta_error', '')} {r.get('tp_error', '')}\n" for r in errors
+            f"- {r['model']}: "
+            + "; ".join(f"{k}: {v}" for k, v in r.items() if k.endswith("_error"))
+            + "\n"
+            for r in errors
         )
     suffix = "" if len(names) == len(classification_models()) else "_partial"
     print(write(f"coverage_torchvision{suffix}", md, rows))
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:] or classification_models())
+    warnings.filterwarnings("ignore")
+    if len(sys.argv) == 3 and sys.argv[1] == "--one":
+        print(json.dumps(run_geta(sys.argv[2])), flush=True)
+        print(json.dumps(run_torch_pruning(sys.argv[2])), flush=True)
+    else:
+        main(sys.argv[1:] or classification_models())

@@ -80,11 +80,13 @@ class DependencyGraph:
             covered += int(mask.sum())
         return covered / total if total else 0.0
 
-    def block_group(self, group_id: int, reason: str) -> None:
-        """Make a group unprunable (used when a trial prune shows the forward code relies on
-        its size)."""
-        group = self.group(group_id)
-        self.spaces._blocked[self.spaces.find(group.leaf)] = reason
+    def block_groups(self, reasons: dict[int, str]) -> None:
+        """Make groups unprunable, each with a reason (kept in ``graph.blocked``). The
+        remaining groups are renumbered."""
+        spaces = self.spaces
+        for g in self.groups:
+            if g.id in reasons:
+                spaces.block(g.leaf, reasons[g.id])
         self._rebuild_groups()
 
     # ------------------------------------------------------------ display

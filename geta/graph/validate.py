@@ -303,9 +303,5 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
             if g.id not in verified:
                 blocked.setdefault(g.id, "trial pruning did not settle")
     if blocked:
-        spaces = graph.spaces
-        for g in graph.groups:
-            if g.id in blocked:
-                spaces._blocked[spaces.find(g.leaf)] = blocked[g.id]
-        graph._rebuild_groups()
+        graph.block_groups(blocked)
         logger.info("trial pruning blocked %d group(s)", len(blocked))
