@@ -9,6 +9,7 @@ Torch-Pruning, in the same run: does its DependencyGraph build (and how long), a
 
     python benchmarks/coverage_torchvision.py            # all models
     python benchmarks/coverage_torchvision.py resnet18 vit_b_16
+    python benchmarks/coverage_torchvision.py --resume   # skip models already measured
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from geta.graph.equivalence import check_prune_equivalence
 from geta.models.torchvision_zoo import build_small, classification_models, small_input
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from _common import header, write  # noqa: E402
+from _common import RESULTS, header, write  # noqa: E402
 
 
 def build(name: str) -> torch.nn.Module:
@@ -116,12 +117,24 @@ def run_isolated(name: str, timeout: float) -> dict:
     return row
 
 
-def main(names: list[str], timeout: float = 300) -> None:
+def main(names: list[str], timeout: float = 300, resume: bool = False) -> None:
+    """Rows are written after every model; with ``resume`` models already in the results
+    JSON (complete or partial) are not run again."""
+    done: dict[str, dict] = {}
+    if resume:
+        for stem in ("coverage_torchvision", "coverage_torchvision_partial"):
+            path = RESULTS / f"{stem}.json"
+            if path.exists():
+                done.update({r["model"]: r for r in json.loads(path.read_text())})
     rows = []
     for name in names:
-        row = run_isolated(name, timeout)
+        row = done.get(name) or run_isolated(name, timeout)
         rows.append(row)
         print(row, flush=True)
+        report(rows, final=len(rows) == len(names) and len(names) == len(classification_models()))
+
+
+def report(rows: list[dict], final: bool) -> None:
     n = len(rows)
     traced = sum(r.get("geta_traced", False) for r in rows)
     grouped = sum(r.get("groups", 0) > 0 for r in rows)
@@ -154,8 +167,11 @@ def main(names: list[str], timeout: float = 300) -> None:
             + "\n"
             for r in errors
         )
-    suffix = "" if len(names) == len(classification_models()) else "_partial"
-    print(write(f"coverage_torchvision{suffix}", md, rows))
+    path = write("coverage_torchvision" if final else "coverage_torchvision_partial", md, rows)
+    if final:
+        (RESULTS / "coverage_torchvision_partial.json").unlink(missing_ok=True)
+        (RESULTS / "coverage_torchvision_partial.md").unlink(missing_ok=True)
+        print(path)
 
 
 if __name__ == "__main__":
@@ -164,4 +180,6 @@ if __name__ == "__main__":
         print(json.dumps(run_geta(sys.argv[2])), flush=True)
         print(json.dumps(run_torch_pruning(sys.argv[2])), flush=True)
     else:
-        main(sys.argv[1:] or classification_models())
+        resume = "--resume" in sys.argv
+        names = [a for a in sys.argv[1:] if not a.startswith("--")]
+        main(names or classification_models(), resume=resume)
