@@ -37,17 +37,21 @@ __all__ = ["validate_groups", "meta_copy"]
 _MAX_ROUNDS = 64
 
 
-def meta_copy(model: nn.Module) -> nn.Module:
-    """A deep copy of ``model`` whose parameters and buffers live on the meta device."""
+def _copy_with(model: nn.Module, convert) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers are ``convert(tensor)`` (no data
+    is copied for them)."""
     memo: dict[int, Any] = {}
     for t in [*model.parameters(), *model.buffers()]:
-        meta = torch.empty_like(t, device="meta")
+        new = convert(t)
         memo[id(t)] = (
-            nn.Parameter(meta, requires_grad=t.requires_grad)
-            if isinstance(t, nn.Parameter)
-            else meta
+            nn.Parameter(new, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else new
         )
     return copy.deepcopy(model, memo)
+
+
+def meta_copy(model: nn.Module) -> nn.Module:
+    """A deep copy of ``model`` whose parameters and buffers live on the meta device."""
+    return _copy_with(model, lambda t: torch.empty_like(t, device="meta"))
 
 
 def _to_meta(value: Any) -> Any:
@@ -72,15 +76,7 @@ def _fake_run(
     from geta.graph.surgery import apply_plan
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
-    memo: dict[int, Any] = {}
-    for t in [*model.parameters(), *model.buffers()]:
-        fake = mode.from_tensor(t)
-        memo[id(t)] = (
-            nn.Parameter(fake, requires_grad=t.requires_grad)
-            if isinstance(t, nn.Parameter)
-            else fake
-        )
-    trial = copy.deepcopy(model, memo)
+    trial = _copy_with(model, mode.from_tensor)
     args, kwargs = pytree.tree_map(
         lambda x: mode.from_tensor(x) if isinstance(x, torch.Tensor) else x, graph.example_inputs
     )

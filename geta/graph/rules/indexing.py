@@ -45,9 +45,6 @@ def stack_rule(ctx: RuleContext, node: fx.Node) -> None:
 
 def _split_outputs(ctx: RuleContext, node: fx.Node, dim: int, sizes: list[int]) -> list[int]:
     atoms = ctx.dims(node.args[0])
-    bounds = [0]
-    for s in sizes:
-        bounds.append(bounds[-1] + s)
     pieces = [ctx.spaces.new(s) for s in sizes]
     ctx.unify(atoms[dim], ctx.spaces.cat(pieces))
     outs = []
