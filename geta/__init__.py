@@ -1,6 +1,14 @@
 """geta: joint structured pruning and quantization of any PyTorch model under a size budget.
 
-Quick start::
+Quick start (compress under a budget inside your own training loop)::
+
+    c = geta.Compressor(model, (x,), budget=geta.Budget.size(ratio=50))
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=steps)
+    for x, y in loader:
+        F.cross_entropy(model(x), y).backward(); opt.step(); opt.zero_grad()
+    small = c.finalize(); c.export("out/"); print(c.report())
+
+The pieces on their own::
 
     import torch, torchvision, geta
     model = torchvision.models.resnet18().eval()
@@ -13,22 +21,38 @@ Quick start::
     print(geta.size_report(model, "out/"))  # papers' ratio and real bytes
 """
 
-from geta import export, quant
-from geta.errors import ArtifactError, GetaError, PruneError, TraceError
+from geta import export, optim, quant
+from geta.compressor import Compressor, CompressorConfig
+from geta.errors import (
+    ArtifactError,
+    BudgetError,
+    DivergenceError,
+    GetaError,
+    PruneError,
+    TraceError,
+)
 from geta.export.size import size_report
 from geta.graph import DependencyGraph, GroupMember, PruningGroup, prune, trace, zero_groups
+from geta.optim import Budget, GetaOptimizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "ArtifactError",
+    "Budget",
+    "BudgetError",
+    "Compressor",
+    "CompressorConfig",
     "DependencyGraph",
+    "DivergenceError",
     "GetaError",
+    "GetaOptimizer",
     "GroupMember",
     "PruneError",
     "PruningGroup",
     "TraceError",
     "export",
+    "optim",
     "prune",
     "quant",
     "size_report",

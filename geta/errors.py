@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-__all__ = ["GetaError", "TraceError", "PruneError", "ArtifactError"]
+__all__ = [
+    "GetaError",
+    "TraceError",
+    "PruneError",
+    "ArtifactError",
+    "BudgetError",
+    "DivergenceError",
+]
 
 
 class GetaError(Exception):
@@ -25,3 +32,18 @@ class PruneError(GetaError):
 class ArtifactError(GetaError):
     """An exported artifact is truncated, corrupted, of another format version, or does not
     match the model it is loaded into."""
+
+
+class BudgetError(GetaError):
+    """A budget cannot be met: even with every prunable group at its minimum and every layer at
+    its lowest bit-width the model is larger. ``min_cost`` is the smallest cost that can be
+    reached, in the budget's unit (bits of weight payload, or BOPs)."""
+
+    def __init__(self, message: str, min_cost: float | None = None) -> None:
+        super().__init__(message)
+        self.min_cost = min_cost
+
+
+class DivergenceError(GetaError):
+    """Training diverged: a loss, gradient or weight became NaN or infinite. The optimizer
+    stops before writing non-finite values into the model."""

@@ -4,9 +4,11 @@ from geta.quant.functional import bits_of, project_step, step_for_bits
 from geta.quant.ops import quantize
 from geta.quant.prepare import (
     LayerKind,
+    QuantizableLayer,
     bits,
     input_quantizers,
     prepare,
+    quantizable_layers,
     register_layer_kind,
     weight_quantizers,
 )
@@ -14,12 +16,14 @@ from geta.quant.quantizer import Quantizer
 
 __all__ = [
     "LayerKind",
+    "QuantizableLayer",
     "Quantizer",
     "bits",
     "bits_of",
     "input_quantizers",
     "prepare",
     "project_step",
+    "quantizable_layers",
     "quantize",
     "register_layer_kind",
     "step_for_bits",

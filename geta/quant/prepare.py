@@ -17,6 +17,8 @@ __all__ = [
     "bits",
     "weight_quantizers",
     "input_quantizers",
+    "QuantizableLayer",
+    "quantizable_layers",
 ]
 
 
@@ -50,6 +52,43 @@ def _kind_of(module: nn.Module) -> LayerKind | None:
         if isinstance(module, kind.module_type):
             return kind
     return None
+
+
+@dataclass(frozen=True)
+class QuantizableLayer:
+    """A layer whose weight counts towards the model size: its module name, the fully
+    qualified name of the stored weight tensor (the parametrization's ``original`` when
+    quantized), the module, and its weight quantizer (``None`` when not prepared)."""
+
+    name: str
+    tensor_name: str
+    module: nn.Module
+    kind: LayerKind
+    quantizer: Quantizer | None
+
+    @property
+    def weight(self) -> torch.Tensor:
+        if parametrize.is_parametrized(self.module, self.kind.param):
+            return getattr(self.module.parametrizations, self.kind.param).original
+        return getattr(self.module, self.kind.param)
+
+
+def quantizable_layers(model: nn.Module) -> list[QuantizableLayer]:
+    """Every layer of a registered kind (conv, linear, embedding, ...), in module order."""
+    out = []
+    for name, module in model.named_modules():
+        kind = _kind_of(module)
+        if kind is None or not isinstance(getattr(module, kind.param, None), torch.Tensor):
+            continue
+        quantizer, stored = None, kind.param
+        if parametrize.is_parametrized(module, kind.param):
+            quantizer = next(
+                (p for p in module.parametrizations[kind.param] if isinstance(p, Quantizer)), None
+            )
+            stored = f"parametrizations.{kind.param}.original"
+        prefix = f"{name}." if name else ""
+        out.append(QuantizableLayer(name, prefix + stored, module, kind, quantizer))
+    return out
 
 
 class _InputQuantizerHook:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from geta.quant.functional import bits_of, project_step, step_for_bits
+from geta.quant.functional import bits_of, clip_search, project_step, step_for_bits
 from geta.quant.ops import quantize
 
 __all__ = ["Quantizer"]
@@ -64,15 +64,31 @@ class Quantizer(nn.Module):
         return bits_of(self.d, self.q_m, self.t)
 
     @torch.no_grad()
+    def sanitize(self) -> None:
+        """Keep the learnable parameters where the quantizer is defined: ``t`` in
+        ``[0.25, 4]`` (a negative exponent would send zero weights to infinity), ``q_m > 0``."""
+        self.t.clamp_(0.25, 4.0)
+        self.q_m.clamp_(min=1e-8)
+
+    @torch.no_grad()
     def project(self, b_lo: float, b_hi: float) -> None:
         """Clamp the step so the bits stay within ``[b_lo, b_hi]``."""
-        self.t.clamp_(min=1e-3)
-        self.q_m.clamp_(min=1e-8)
+        self.sanitize()
         self.d.copy_(project_step(self.d.clamp(min=1e-12), self.q_m, self.t, b_lo, b_hi))
 
     @torch.no_grad()
     def set_bits(self, bits: float | torch.Tensor) -> None:
+        self.sanitize()
         self.d.copy_(step_for_bits(bits, self.q_m, self.t).expand_as(self.d))
+
+    @torch.no_grad()
+    def calibrate(self, x: torch.Tensor, bits: float) -> None:
+        """Set the clip to the one with the least squared error on ``x`` at ``bits`` and the
+        step to match (done when a layer's bit target changes)."""
+        self.sanitize()
+        clip, _ = clip_search(x, bits, self.t, self.axis, self.per_channel)
+        self.q_m.copy_(clip.to(self.q_m).expand_as(self.q_m))
+        self.set_bits(bits)
 
     @torch.no_grad()
     def freeze_bits(self) -> torch.Tensor:

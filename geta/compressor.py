@@ -1,0 +1,246 @@
+"""The Compressor: one object from a float model and a budget to a small, quantized model and
+its bit-packed artifact."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from geta.errors import BudgetError
+from geta.export import artifact
+from geta.graph import DependencyGraph, prune, trace
+from geta.optim.budget import Budget
+from geta.optim.cost import output_positions
+from geta.optim.geta_optimizer import GetaOptimizer
+from geta.optim.problem import CompressionProblem
+from geta.optim.projection import minimum_cost
+from geta.optim.report import CompressionReport, measure_layers
+from geta.optim.schedule import Schedule
+from geta.quant import Quantizer, prepare
+
+__all__ = ["Compressor", "CompressorConfig", "MODES"]
+
+MODES = ("geta",)
+
+
+@dataclass
+class CompressorConfig:
+    """Settings of a compression run; the defaults follow GETA's recipes.
+
+    - ``bit_range``: the integer bits a layer may end with (``low >= 2``).
+    - ``init_bits``: the quantizers' bits at the start (near float).
+    - ``per_channel``: per-output-channel quantizer parameters instead of one per tensor.
+    - ``quantize_embeddings`` / ``quantize_activations``: also quantize embedding tables /
+      the inputs of conv and linear layers (activation bits count in BOPs).
+    - ``saliency``: ``"geta"`` (five criteria), ``"magnitude"`` or ``"taylor"``.
+    - ``warmup``, ``bit_reduction``, ``joint``: stage lengths (fractions of the run, or steps);
+      cool-down takes the rest. ``periods``: pruning periods in the joint stage.
+    - ``max_group_sparsity``: the largest share of any one group that may be removed.
+    - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
+    """
+
+    bit_range: tuple[int, int] = (2, 8)
+    init_bits: float = 16
+    per_channel: bool = False
+    quantize_embeddings: bool = False
+    quantize_activations: bool = False
+    saliency: str = "geta"
+    warmup: float | int = 0.1
+    bit_reduction: float | int = 0.1
+    joint: float | int = 0.5
+    periods: int = 5
+    max_group_sparsity: float = 0.9
+    target_group_sparsity: float | None = None
+
+
+class Compressor:
+    """Compress ``model`` under ``budget`` inside your own training loop.
+
+    It prepares the model with learnable quantizers (in place), traces the quantization-aware
+    dependency graph, and checks that the budget can be met at all (:class:`geta.BudgetError`
+    otherwise). Then :meth:`optimizer` gives the optimizer to train with, :meth:`finalize`
+    removes the pruned groups physically, :meth:`export` writes the bit-packed artifact and
+    :meth:`report` says what was achieved.
+
+    Example:
+        >>> c = geta.Compressor(model, (x,), budget=geta.Budget.size(ratio=50))    # doctest: +SKIP
+        >>> opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=steps) # doctest: +SKIP
+        >>> for x, y in loader:                                                     # doctest: +SKIP
+        ...     F.cross_entropy(model(x), y).backward(); opt.step(); opt.zero_grad()
+        >>> small = c.finalize()          # physically pruned, quantized nn.Module   # doctest: +SKIP
+        >>> c.export("out/")              # the bit-packed artifact                  # doctest: +SKIP
+        >>> print(c.report())                                                       # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        example_inputs: tuple | Any,
+        budget: Budget | str | None = None,
+        mode: str = "geta",
+        config: CompressorConfig | None = None,
+        example_kwargs: dict[str, Any] | None = None,
+        graph: DependencyGraph | None = None,
+    ) -> None:
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
+        self.mode = mode
+        self.config = config or CompressorConfig()
+        self.budget = Budget.parse(budget) if isinstance(budget, str) else budget
+        args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
+        self.example_inputs = (args, dict(example_kwargs or {}))
+        self.model = model
+        self.fp32_bytes = sum(4 * t.numel() for t in model.state_dict().values())
+        cfg = self.config
+        prepare(
+            model,
+            init_bits=cfg.init_bits,
+            per_channel=cfg.per_channel,
+            embeddings=cfg.quantize_embeddings,
+            activations=cfg.quantize_activations,
+        )
+        metric = self.budget.metric if self.budget is not None else "size"
+        positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
+        self.graph = graph if graph is not None else trace(model, args, example_kwargs)
+        self.problem = CompressionProblem(
+            model,
+            self.graph,
+            self.budget,
+            bit_range=cfg.bit_range,
+            positions=positions,
+            max_group_sparsity=cfg.max_group_sparsity,
+            target_group_sparsity=cfg.target_group_sparsity,
+            saliency=cfg.saliency,
+        )
+        self._check_feasible()
+        self._optimizer: GetaOptimizer | None = None
+        self.finalized = False
+        self.artifact_path: Path | None = None
+
+    def _check_feasible(self) -> None:
+        p = self.problem
+        if p.target is None:
+            return
+        smallest = minimum_cost(p.cost_model, p.bit_options, min_keep=p.min_keep)
+        if smallest > p.target:
+            dense = p.cost_model.dense_cost()
+            raise BudgetError(
+                f"budget {self.budget} cannot be met: the smallest model geta can reach "
+                f"(every group down to {1 - self.config.max_group_sparsity:.0%} of its units, "
+                f"every layer at {int(p.bit_options[0])} bits) is {dense / smallest:,.1f}x "
+                f"smaller. Ask for at most {dense / smallest:,.1f}x, or raise "
+                "max_group_sparsity / lower bit_range",
+                min_cost=smallest,
+            )
+
+    # ------------------------------------------------------------ training
+    def optimizer(
+        self,
+        base: str | type = "sgd",
+        *,
+        lr: float,
+        total_steps: int,
+        lr_quant: float | None = None,
+        check_finite: bool = True,
+        **base_kwargs: Any,
+    ) -> GetaOptimizer:
+        """The optimizer to train with for ``total_steps`` optimizer steps.
+
+        ``base`` is ``"sgd"``, ``"adam"``, ``"adamw"`` or an optimizer class; ``base_kwargs``
+        go to it (momentum, weight_decay, betas...). Quantizer parameters train with
+        ``lr_quant`` (default ``lr / 10``) and no weight decay.
+        """
+        quant_params = [
+            p
+            for module in self.model.modules()
+            if isinstance(module, Quantizer)
+            for p in module.parameters(recurse=False)
+        ]
+        seen = {id(p) for p in quant_params}
+        weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
+        groups = [
+            {"params": weights},
+            {"params": quant_params, "lr": lr_quant or lr / 10, "weight_decay": 0.0},
+        ]
+        cfg = self.config
+        schedule = Schedule.of(total_steps, cfg.warmup, cfg.bit_reduction, cfg.joint, cfg.periods)
+        self._optimizer = GetaOptimizer(
+            groups,
+            self.problem,
+            schedule,
+            base=base,
+            check_finite=check_finite,
+            lr=lr,
+            **base_kwargs,
+        )
+        return self._optimizer
+
+    # ------------------------------------------------------------ results
+    def finalize(self) -> nn.Module:
+        """Bring the model to its final state (removed units zero, bits frozen; done already
+        when training ran to the end) and remove the zero groups physically. Returns the same
+        model object, now smaller; its outputs equal the zeroed model's."""
+        if self.finalized:
+            return self.model
+        opt = self._optimizer or self.optimizer(lr=0.0, total_steps=1)
+        opt.finish()
+        plan = self.problem.units.to_plan(opt.zeroed)
+        prune(self.model, self.graph, plan)
+        self.finalized = True
+        report = self.report()
+        if not report.within_budget:  # an invariant; never expected
+            raise BudgetError(
+                f"finalized model is over budget: {report.achieved} > {report.target}"
+            )
+        return self.model
+
+    def export(
+        self, path: str | Path, *, architecture: str | None = None, program: bool = False
+    ) -> Path:
+        """Write the bit-packed artifact (finalizing first if needed). ``architecture``
+        (``"module:callable"``) lets :func:`geta.export.load` rebuild the model without a
+        factory; ``program`` also writes a self-contained ``torch.export`` program."""
+        if not self.finalized:
+            self.finalize()
+        args, _ = self.example_inputs
+        self.artifact_path = artifact.save(
+            self.model, path, architecture=architecture, example_inputs=args if program else None
+        )
+        return self.artifact_path
+
+    def report(self) -> CompressionReport:
+        """Budget, achieved cost (measured on the model: nonzero quantized codes x bits), the
+        papers' ratio, per-layer shapes, density and bits."""
+        p = self.problem
+        cm = p.cost_model
+        rows, nnz, bits = measure_layers(cm)
+        achieved = float((cm.coefficients() * bits * nnz).sum())
+        opt = self._optimizer
+        artifact_bytes = None
+        if self.artifact_path is not None:
+            artifact_bytes = sum(f.stat().st_size for f in Path(self.artifact_path).iterdir())
+        return CompressionReport(
+            mode=self.mode,
+            budget=str(self.budget)
+            if self.budget
+            else f"{self.config.target_group_sparsity:.0%} of groups",
+            metric=cm.metric,
+            target=p.target,
+            achieved=achieved,
+            dense_cost=cm.dense_cost(),
+            layers=rows,
+            removed_units=int(opt.zeroed.sum()) if opt is not None else 0,
+            total_units=p.units.count,
+            stage="finalized" if self.finalized else (opt.stage if opt else "not started"),
+            artifact_bytes=artifact_bytes,
+            fp32_bytes=self.fp32_bytes,
+            extra={"history": list(opt.history) if opt else []},
+        )
+
+    @property
+    def removed(self) -> np.ndarray:
+        return self._optimizer.zeroed if self._optimizer is not None else np.zeros(0, bool)

@@ -1,0 +1,343 @@
+"""The GETA optimizer: a ``torch.optim.Optimizer`` that drives a model under its budget inside
+an ordinary training loop (warm-up, bit reduction, joint pruning + quantization, cool-down)."""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from geta.errors import DivergenceError
+from geta.optim.problem import CompressionProblem
+from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
+
+__all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
+
+log = logging.getLogger("geta")
+
+BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "sgd": torch.optim.SGD,
+    "adam": torch.optim.Adam,
+    "adamw": torch.optim.AdamW,
+}
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+class GetaOptimizer(torch.optim.Optimizer):
+    """Joint pruning and quantization under a budget, around a base optimizer.
+
+    Every step takes the base optimizer's step (SGD, Adam, AdamW, or any
+    ``torch.optim.Optimizer`` class) and then applies GETA's stage:
+
+    1. warm-up: plain steps; quantizer bits stay in ``[low, initial]``;
+    2. bit reduction: the budget projection picks each layer's target bits (and the groups to
+       remove); the upper bit bound of each layer moves linearly down to its target, as a
+       projection on the quantizer step ``d``;
+    3. joint: in ``periods`` periods, each period re-projects with fresh saliency and marks the
+       next share of the groups to remove; marked units shrink as
+       ``x <- x (T - t - 1) / (T - t)`` so they are exactly zero at the period's end (HESSO's
+       form of GETA's pull ``x - gamma Q(x)`` with ``gamma = 1 / (T - t)``), and stay zero;
+    4. cool-down: bits frozen at integers (never above the plan), removed units held at zero.
+
+    When the run ends the model meets the budget exactly: the last projection chose removed
+    units and integer bits with ``cost <= B``, removed units are exactly zero, and every
+    layer's bits are at most its planned bits. Build it with
+    :meth:`geta.Compressor.optimizer`.
+
+    Example:
+        >>> opt = compressor.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=1000)  # doctest: +SKIP
+        >>> loss.backward(); opt.step(); opt.zero_grad()                                      # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        problem: CompressionProblem,
+        schedule: Schedule,
+        base: str | type[torch.optim.Optimizer] = "sgd",
+        check_finite: bool = True,
+        **base_kwargs: Any,
+    ) -> None:
+        base_cls = BASE_OPTIMIZERS.get(base, base) if isinstance(base, str) else base
+        if isinstance(base_cls, str):
+            raise ValueError(f"unknown base optimizer {base!r}; use {', '.join(BASE_OPTIMIZERS)}")
+        self.base = base_cls(params, **base_kwargs)
+        super().__init__(self.base.param_groups, self.base.defaults)
+        self._share_base_state()
+        self.problem = problem
+        self.schedule = schedule
+        self.check_finite = check_finite
+        self.quantizers = [
+            layer.quantizer for layer in problem.cost_model.layers if layer.quantizer is not None
+        ]
+        n_units, n_layers = problem.units.count, len(problem.cost_model.layers)
+        self.step_count = 0
+        self.marked = np.zeros(n_units, dtype=bool)  # being pulled to zero or already zero
+        self.zeroed = np.zeros(n_units, dtype=bool)  # exactly zero, held there
+        self.target = np.zeros(n_units, dtype=bool)  # the latest plan's removal set
+        self.plan_bits = np.full(n_layers, float(problem.bit_options[-1]))
+        self.initial_bits = np.maximum(problem.cost_model.current_bits(), self.plan_bits)
+        self.frozen = False
+        self.planned = False
+        self.history: list[dict[str, float]] = []
+        self._factors: list = []
+        self._factors_key: tuple | None = None
+
+    def _share_base_state(self) -> None:
+        self.param_groups = self.base.param_groups
+        self.state = self.base.state
+
+    # ------------------------------------------------------------ the step
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        if self.check_finite:
+            self._check_finite(loss)
+        step = self.step_count
+        stage = self.schedule.stage(step)
+        self._before(step, stage)
+        self._scale_quantizer_grads()
+        self.base.step()
+        self._after(step, stage)
+        self.step_count += 1
+        return loss
+
+    def _check_finite(self, loss: Any) -> None:
+        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
+            raise DivergenceError(
+                f"the loss is {loss.item()} at step {self.step_count}; lower the learning rate "
+                "(or lr_quant), clip gradients, or check the data"
+            )
+        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
+            names = {id(p): n for n, p in self.problem.model.named_parameters()}
+            bad = next(
+                names.get(id(p), "?")
+                for g in self.param_groups
+                for p in g["params"]
+                if p.grad is not None and not bool(p.grad.isfinite().all())
+            )
+            raise DivergenceError(
+                f"non-finite gradient in {bad} at step {self.step_count}; the model was not "
+                "updated. Lower the learning rate (or lr_quant), clip gradients, or check the data"
+            )
+
+    def _before(self, step: int, stage: str) -> None:
+        s = self.schedule
+        if stage != WARMUP and not self.planned:
+            self._replan()
+        if stage == JOINT:
+            index, start, _ = s.period(step)
+            if step == start:
+                if self.history[-1]["step"] != step:
+                    self._replan()
+                self._mark(index)
+        if stage == COOLDOWN and not self.frozen:
+            self._finish_marking()
+            self._freeze_bits()
+
+    def _scale_quantizer_grads(self) -> None:
+        """LSQ's gradient scale ``1 / sqrt(N * levels)`` on each quantizer's step and clip:
+        their gradients sum over every element they quantize, so unscaled they outgrow the
+        values they update (a 16-bit step is ~1e-5)."""
+        for layer in self.problem.cost_model.layers:
+            q = layer.quantizer
+            if q is None:
+                continue
+            levels = (q.q_m.detach().pow(q.t.detach()) / q.d.detach()).clamp_min(1)
+            scale = (levels * (layer.weight.numel() / q.d.numel())).rsqrt()
+            for p in (q.d, q.q_m):
+                if p.grad is not None:
+                    p.grad.mul_(scale)
+
+    def _after(self, step: int, stage: str) -> None:
+        self._apply_masks(step, stage)
+        self._project_bits(step, stage)
+
+    # ------------------------------------------------------------ planning
+    def _replan(self) -> None:
+        projection = self.problem.plan(forced=self.zeroed | self.marked)
+        removed, bits = projection.removed, projection.bits
+        if _distributed():
+            payload = [removed, bits]
+            torch.distributed.broadcast_object_list(payload, src=0)
+            removed, bits = payload
+        self.target = removed
+        self._calibrate(bits)
+        self.plan_bits = bits
+        self.planned = True
+        self.history.append(
+            {
+                "step": self.step_count,
+                "planned_cost": float(projection.cost),
+                "removed_units": int(removed.sum()),
+            }
+        )
+        log.info(
+            "geta: step %d planned %d of %d units removed, bits %s, cost %.4g (budget %s)",
+            self.step_count,
+            int(removed.sum()),
+            len(removed),
+            np.unique(bits[self.problem.cost_model.quantized]).astype(int).tolist(),
+            projection.cost,
+            f"{self.problem.target:.4g}" if self.problem.target else "none",
+        )
+
+    def _calibrate(self, bits: np.ndarray) -> None:
+        """Fit the clip of every layer whose bit target changed to its new bits (the step
+        follows from the current bound at the next projection)."""
+        for i, layer in enumerate(self.problem.cost_model.layers):
+            q = layer.quantizer
+            if q is None or (self.planned and bits[i] == self.plan_bits[i]):
+                continue
+            current = q.bits().detach().clone()
+            q.calibrate(layer.weight, float(bits[i]))
+            q.set_bits(torch.maximum(current.clamp_max(self.initial_bits[i]), q.bits()))
+
+    def _mark(self, period_index: int) -> None:
+        """Mark the next share of the target units: after period ``k`` of ``P``, ``(k+1)/P`` of
+        them are marked, least important first."""
+        self.zeroed |= self.marked
+        todo = np.nonzero(self.target & ~self.zeroed)[0]
+        periods_left = self.schedule.periods - period_index
+        count = math.ceil(len(todo) / periods_left) if periods_left > 0 else len(todo)
+        if count and len(todo):
+            imp = self.problem.importance()[todo]
+            chosen = todo[np.argsort(imp, kind="stable")[:count]]
+        else:
+            chosen = np.zeros(0, dtype=np.int64)
+        self.marked = self.zeroed.copy()
+        self.marked[chosen] = True
+        self._factors_key = None
+
+    def _finish_marking(self) -> None:
+        """Entering cool-down: every planned unit is zero from now on."""
+        if not self.planned:
+            self._replan()
+        self.zeroed |= self.marked | self.target
+        self.marked = self.zeroed.copy()
+        self._factors_key = None
+
+    # ------------------------------------------------------------ applying
+    def _apply_masks(self, step: int, stage: str) -> None:
+        """Zeroed units are multiplied by 0, units being pulled by ``(T - t - 1) / (T - t)``."""
+        if not self.marked.any():
+            return
+        pulling = self.marked & ~self.zeroed
+        ratio = 0.0
+        if stage == JOINT and pulling.any():
+            _, _, end = self.schedule.period(step)
+            ratio = (end - step - 1) / (end - step)
+        key = (ratio, int(self.zeroed.sum()), int(self.marked.sum()))
+        if key != self._factors_key:
+            factor = torch.ones(len(self.marked))
+            factor[torch.as_tensor(self.zeroed)] = 0.0
+            factor[torch.as_tensor(pulling)] = ratio
+            self._factors = self.problem.keep_factors(factor)
+            self._factors_key = key
+        for p, _, values in self._factors:
+            p.mul_(values)
+        if ratio == 0.0:
+            self.zeroed |= pulling
+
+    def _upper_bits(self, step: int, stage: str) -> np.ndarray:
+        s = self.schedule
+        if stage == WARMUP:
+            return self.initial_bits
+        if stage == BIT_REDUCTION:
+            done = (step - s.warmup + 1) / s.bit_reduction
+            return self.initial_bits - (self.initial_bits - self.plan_bits) * done
+        return self.plan_bits
+
+    def _project_bits(self, step: int, stage: str) -> None:
+        layers = self.problem.cost_model.layers
+        if self.frozen:
+            for layer, bits in zip(layers, self.frozen_bits, strict=True):
+                if layer.quantizer is not None:
+                    layer.quantizer.set_bits(bits)
+            return
+        upper = self._upper_bits(step, stage)
+        low = float(self.problem.bit_options[0])
+        for i, layer in enumerate(layers):
+            if layer.quantizer is not None:
+                layer.quantizer.project(low, max(low, float(upper[i])))
+
+    def _freeze_bits(self) -> None:
+        bits = []
+        for layer, cap in zip(self.problem.cost_model.layers, self.plan_bits, strict=True):
+            q = layer.quantizer
+            if q is None:
+                bits.append(torch.tensor(32.0))
+                continue
+            b = q.bits().detach().round().clamp(float(self.problem.bit_options[0]), float(cap))
+            q.set_bits(b)
+            bits.append(b)
+        self.frozen_bits = bits
+        self.frozen = True
+        log.info("geta: step %d cool-down, bits frozen", self.step_count)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Bring the model to its final state now: every planned unit zero, bits frozen
+        (what the end of the run does; :meth:`geta.Compressor.finalize` calls it)."""
+        if not self.frozen:
+            self._finish_marking()
+            self._apply_masks(self.step_count, COOLDOWN)
+            self._freeze_bits()
+        self._apply_masks(self.step_count, COOLDOWN)
+        self._project_bits(self.step_count, COOLDOWN)
+
+    # ------------------------------------------------------------ state
+    @property
+    def stage(self) -> str:
+        return self.schedule.stage(self.step_count)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["geta"] = {
+            "step_count": self.step_count,
+            "marked": torch.as_tensor(self.marked),
+            "zeroed": torch.as_tensor(self.zeroed),
+            "target": torch.as_tensor(self.target),
+            "plan_bits": torch.as_tensor(self.plan_bits),
+            "initial_bits": torch.as_tensor(self.initial_bits),
+            "frozen": self.frozen,
+            "planned": self.planned,
+            "frozen_bits": [torch.as_tensor(b) for b in getattr(self, "frozen_bits", [])],
+            "history": list(self.history),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("geta")
+        super().load_state_dict(state_dict)
+        self.base.param_groups = self.param_groups
+        self.base.state = self.state
+        self.step_count = int(extra["step_count"])
+        self.marked = extra["marked"].numpy().astype(bool)
+        self.zeroed = extra["zeroed"].numpy().astype(bool)
+        self.target = extra["target"].numpy().astype(bool)
+        self.plan_bits = extra["plan_bits"].numpy().astype(np.float64)
+        self.initial_bits = extra["initial_bits"].numpy().astype(np.float64)
+        self.frozen = bool(extra["frozen"])
+        self.planned = bool(extra["planned"])
+        self.frozen_bits = [torch.as_tensor(b) for b in extra["frozen_bits"]]
+        self.history = list(extra["history"])
+        self._factors_key = None
+
+    def __repr__(self) -> str:
+        return (
+            f"GetaOptimizer(base={type(self.base).__name__}, step={self.step_count}/"
+            f"{self.schedule.total_steps}, stage={self.stage})"
+        )

@@ -1,0 +1,136 @@
+"""Everything the optimizer needs to plan: cost model, unit statistics, budget, bit options,
+and the per-tensor masks that apply a removal plan to the live parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from geta.graph.dependency_graph import DependencyGraph
+from geta.optim.budget import Budget
+from geta.optim.cost import CostModel
+from geta.optim.projection import Projection, bit_distortion, project, select_fraction
+from geta.optim.saliency import UnitStatistics, importance
+
+__all__ = ["CompressionProblem", "TensorMask"]
+
+
+@dataclass(frozen=True)
+class TensorMask:
+    """The units of one (parameter, dim) pair: ``unit_of[i]`` is the unit index ``i`` belongs
+    to, or -1."""
+
+    name: str
+    dim: int
+    unit_of: torch.Tensor
+
+
+class CompressionProblem:
+    """A model, its graph, a budget and a bit range, ready to be projected.
+
+    ``budget=None`` with ``target_group_sparsity`` is GETA's own formulation: remove that share
+    of units and learn bits within ``bit_range``.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        graph: DependencyGraph,
+        budget: Budget | None,
+        *,
+        bit_range: tuple[int, int] = (2, 8),
+        positions: dict[str, float] | None = None,
+        max_group_sparsity: float = 0.9,
+        target_group_sparsity: float | None = None,
+        saliency: str = "geta",
+    ) -> None:
+        lo, hi = bit_range
+        if not 2 <= lo <= hi <= 32:
+            raise ValueError(f"bit_range must satisfy 2 <= low <= high <= 32, got {bit_range}")
+        if budget is None and target_group_sparsity is None:
+            raise ValueError("give a budget, or a target_group_sparsity (GETA's own target)")
+        self.model = model
+        self.graph = graph
+        self.metric = budget.metric if budget is not None else "size"
+        self.cost_model = CostModel(model, graph, self.metric, positions)
+        self.stats = UnitStatistics(model, graph)
+        self.budget = budget
+        self.target = budget.target(self.cost_model.dense_cost()) if budget else None
+        self.bit_options = np.arange(lo, hi + 1, dtype=np.float64)
+        self.target_group_sparsity = target_group_sparsity
+        self.saliency = saliency
+        sizes = np.diff(self.cost_model.units.offsets)
+        self.min_keep = np.maximum(1, np.ceil((1 - max_group_sparsity) * sizes)).astype(np.int64)
+        self.masks = self._tensor_masks()
+
+    @property
+    def units(self):
+        return self.cost_model.units
+
+    def _tensor_masks(self) -> list[TensorMask]:
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        offsets = self.units.offsets
+        found: dict[tuple[str, int], torch.Tensor] = {}
+        for gi, group in enumerate(self.graph.groups):
+            for m in group.members:
+                if m.is_buffer or m.role == "quantizer" or m.name not in params:
+                    continue
+                size = params[m.name].shape[m.dim]
+                unit_of = found.setdefault((m.name, m.dim), torch.full((size,), -1))
+                for u in range(group.size):
+                    unit_of[torch.as_tensor(m.positions[u])] = int(offsets[gi]) + u
+        return [TensorMask(n, d, u) for (n, d), u in found.items()]
+
+    def importance(self, criterion: str | None = None) -> np.ndarray:
+        stats = self.stats.compute(with_grad=True)
+        has_grad = bool(stats["g2"].sum() > 0)
+        crit = criterion or self.saliency
+        return importance(stats, crit if has_grad else "magnitude")
+
+    def plan(
+        self,
+        forced: np.ndarray | None = None,
+        max_bits: np.ndarray | None = None,
+        criterion: str | None = None,
+    ) -> Projection:
+        """Project the current model onto the budget (or GETA's sparsity target)."""
+        imp = self.importance(criterion)
+        cm = self.cost_model
+        if self.target is None:
+            removed = select_fraction(
+                cm, imp, self.target_group_sparsity, forced=forced, min_keep=self.min_keep
+            )
+            bits = np.where(cm.quantized, self.bit_options[-1], 32.0)
+            return Projection(removed, bits, cm.cost(removed, bits), None)
+        distortion = bit_distortion(cm, self.bit_options)
+        return project(
+            cm,
+            self.target,
+            imp,
+            distortion,
+            self.bit_options,
+            forced=forced,
+            max_bits=max_bits,
+            min_keep=self.min_keep,
+        )
+
+    def keep_factors(
+        self, factor_of_unit: torch.Tensor
+    ) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
+        """For each masked (parameter, dim): the multiplier of each index along ``dim``
+        (1 where the unit is kept). ``factor_of_unit`` has one value per unit."""
+        params = dict(self.model.named_parameters(remove_duplicate=False))
+        out = []
+        for mask in self.masks:
+            p = params[mask.name]
+            values = torch.ones(mask.unit_of.shape, dtype=torch.float32)
+            hit = mask.unit_of >= 0
+            values[hit] = factor_of_unit[mask.unit_of[hit]]
+            if bool((values != 1).any()):
+                shape = [1] * p.dim()
+                shape[mask.dim] = -1
+                out.append((p, mask.dim, values.to(p.device, p.dtype).reshape(shape)))
+        return out

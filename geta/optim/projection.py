@@ -1,0 +1,330 @@
+"""The budget projection shared by every mode: which units to remove and which bits each layer
+gets, so that ``cost <= B`` with the least importance lost (ALGORITHMS.md section 2).
+
+Two kinds of moves, one scale (squared weight error per unit of cost saved):
+
+- remove a unit of a group: loses its importance, saves ``sum_l coef_l * bits_l * dnnz_l``;
+- lower a layer's bits to the next point of the lower convex hull of its (bits, distortion)
+  curve: loses ``nnz_l * (D_l(b') - D_l(b))``, saves ``coef_l * (b - b') * nnz_l``.
+
+A greedy takes the cheapest move (loss per cost saved) until the budget holds (a lazy heap:
+a move's ratio is recomputed when it reaches the top, since removals change later costs);
+then spends any slack on bit upgrades, best distortion drop per cost first (the
+multiple-choice knapsack greedy). With one bit-width and groups of single weights this is the
+ADMM papers' "rank by w^2 / b" projection.
+"""
+
+from __future__ import annotations
+
+import heapq
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geta.errors import BudgetError
+from geta.optim.cost import FLOAT_BITS, CostModel
+from geta.quant.functional import clip_search
+
+__all__ = ["Projection", "bit_distortion", "project", "select_fraction", "minimum_cost"]
+
+
+@dataclass(frozen=True)
+class Projection:
+    """The chosen removal mask (one flag per unit), bits per layer, and resulting cost."""
+
+    removed: np.ndarray
+    bits: np.ndarray
+    cost: float
+    budget: float | None
+
+
+@torch.no_grad()
+def bit_distortion(
+    cost_model: CostModel, bit_options: np.ndarray, sample: int = 1 << 16
+) -> np.ndarray:
+    """Mean squared quantization error per weight of each layer at each bit option, with the
+    clip that suits that bit-width (the quantizer learns its clip, and is recalibrated when its
+    target changes). ``[layers, options]``; rows of unquantized layers are zero. Per-tensor
+    quantizers are measured on a fixed random sample of at most ``sample`` weights."""
+    out = np.zeros((len(cost_model.layers), len(bit_options)))
+    generator = torch.Generator().manual_seed(0)
+    for i, layer in enumerate(cost_model.layers):
+        q = layer.quantizer
+        if q is None:
+            continue
+        w = layer.weight.detach().float()
+        if not q.per_channel and w.numel() > sample:
+            w = w.reshape(-1)[torch.randperm(w.numel(), generator=generator)[:sample]]
+        for j, b in enumerate(bit_options):
+            _, err = clip_search(w, float(b), q.t, q.axis, q.per_channel)
+            out[i, j] = float(err.mean())
+    return out
+
+
+def _lower_hull(bits: np.ndarray, dist: np.ndarray) -> list[int]:
+    """Indices of the lower convex hull of the points (bits, distortion), by bits."""
+    hull: list[int] = []
+    for i in range(len(bits)):
+        while len(hull) >= 2:
+            a, b = hull[-2], hull[-1]
+            cross = (bits[b] - bits[a]) * (dist[i] - dist[a]) - (dist[b] - dist[a]) * (
+                bits[i] - bits[a]
+            )
+            if cross <= 0:
+                hull.pop()
+            else:
+                break
+        hull.append(i)
+    # keep only the decreasing part: more bits must buy less distortion
+    while len(hull) >= 2 and dist[hull[-1]] >= dist[hull[-2]]:
+        hull.pop()
+    return hull
+
+
+class _State:
+    """Removal mask, kept indices per axis, nonzeros and bits, updated move by move."""
+
+    def __init__(self, cm: CostModel, removed: np.ndarray, bits: np.ndarray, coef: np.ndarray):
+        self.cm = cm
+        self.removed = removed.copy()
+        self.kept = cm.kept(self.removed)
+        self.bits = bits.astype(np.float64).copy()
+        self.coef = coef
+        self.nnz = cm.nonzeros(kept=self.kept)
+        self.cost = float((coef * self.bits * self.nnz).sum())
+
+    def unit_saving(self, u: int) -> float:
+        per_layer: dict[int, float] = {}
+        for a, w in self.cm.unit_axes[u]:
+            layer = self.cm.axes[a].layer
+            kept = self.kept[a]
+            factor = (kept - w) / kept if kept > 0 else 1.0
+            per_layer[layer] = per_layer.get(layer, 1.0) * factor
+        return sum(
+            self.coef[layer] * self.bits[layer] * self.nnz[layer] * (1 - f)
+            for layer, f in per_layer.items()
+        )
+
+    def remove(self, u: int) -> None:
+        self.removed[u] = True
+        layers = set()
+        for a, w in self.cm.unit_axes[u]:
+            self.kept[a] -= w
+            layers.add(self.cm.axes[a].layer)
+        for layer in layers:
+            nnz = self.cm.numel[layer]
+            for a in self.cm.layer_axes[layer]:
+                nnz *= self.kept[a] / self.cm.axes[a].size
+            self.cost += self.coef[layer] * self.bits[layer] * (nnz - self.nnz[layer])
+            self.nnz[layer] = nnz
+
+    def set_bits(self, layer: int, bits: float) -> None:
+        self.cost += self.coef[layer] * (bits - self.bits[layer]) * self.nnz[layer]
+        self.bits[layer] = bits
+
+
+def _per_group(cm: CostModel, min_keep: int | np.ndarray) -> np.ndarray:
+    return np.broadcast_to(np.asarray(min_keep, dtype=np.int64), (len(cm.units.group_ids),))
+
+
+def _keep_best(cm: CostModel, importance: np.ndarray, min_keep: int | np.ndarray) -> np.ndarray:
+    """Removal mask of every unit but the ``min_keep`` most important of each group."""
+    removed = np.ones(cm.units.count, dtype=bool)
+    keep = _per_group(cm, min_keep)
+    for g in range(len(cm.units.group_ids)):
+        lo, hi = cm.units.offsets[g], cm.units.offsets[g + 1]
+        best = np.argsort(-importance[lo:hi], kind="stable")[: keep[g]]
+        removed[lo + best] = False
+    return removed
+
+
+def minimum_cost(
+    cm: CostModel,
+    bit_options: np.ndarray,
+    coef: np.ndarray | None = None,
+    min_keep: int | np.ndarray = 1,
+) -> float:
+    """The smallest reachable cost: every group down to ``min_keep`` units, lowest bits."""
+    coef = cm.coefficients() if coef is None else coef
+    removed = _keep_best(cm, np.zeros(cm.units.count), min_keep)
+    bits = np.where(cm.quantized, float(min(bit_options)), float(FLOAT_BITS))
+    return cm.cost(removed, bits, coef)
+
+
+def _describe(cm: CostModel, cost: float) -> str:
+    if cm.metric == "size":
+        return f"{cost / 8:,.0f} bytes ({cm.dense_cost() / cost:,.1f}x)"
+    return f"{cost:.4g} BOPs ({cm.dense_cost() / cost:,.1f}x fewer)"
+
+
+def project(
+    cm: CostModel,
+    budget: float,
+    importance: np.ndarray,
+    distortion: np.ndarray,
+    bit_options: np.ndarray,
+    *,
+    forced: np.ndarray | None = None,
+    max_bits: np.ndarray | None = None,
+    min_keep: int | np.ndarray = 1,
+    allow_pruning: bool = True,
+    coef: np.ndarray | None = None,
+) -> Projection:
+    """Choose removed units and per-layer bits with ``cost <= budget``.
+
+    ``importance`` has one value per unit (squared-error scale, see
+    :func:`geta.optim.saliency.importance`); ``distortion`` is :func:`bit_distortion`;
+    ``forced`` units are removed whatever their importance (already being pruned);
+    ``max_bits`` caps each layer's bits; ``min_keep`` (one value, or one per group) is the
+    fewest units a group keeps. Layers without a quantizer keep 32 bits.
+
+    Raises:
+        BudgetError: even the smallest reachable model is over the budget.
+
+    Example:
+        >>> p = project(cm, budget, imp, bit_distortion(cm, opts), opts)   # doctest: +SKIP
+        >>> p.cost <= budget                                                # doctest: +SKIP
+        True
+    """
+    coef = cm.coefficients() if coef is None else coef
+    bit_options = np.asarray(sorted(bit_options), dtype=np.float64)
+    n_layers = len(cm.layers)
+    forced = np.zeros(cm.units.count, bool) if forced is None else forced.astype(bool)
+    if max_bits is None:
+        max_bits = np.full(n_layers, bit_options[-1])
+    smallest = minimum_cost(cm, bit_options, coef, min_keep) if allow_pruning else None
+    if smallest is not None and smallest > budget * (1 + 1e-12):
+        raise BudgetError(
+            f"the budget of {_describe(cm, budget)} cannot be met: the smallest model geta can "
+            f"reach (every group down to its minimum, every layer at "
+            f"{int(bit_options[0])} bits) is {_describe(cm, smallest)}; raise the budget or "
+            "lower the bit range",
+            min_cost=smallest,
+        )
+
+    hulls: list[list[int]] = []
+    position = np.zeros(n_layers, dtype=np.int64)
+    start_bits = np.full(n_layers, float(FLOAT_BITS))
+    for layer in range(n_layers):
+        if not cm.quantized[layer]:
+            hulls.append([])
+            continue
+        allowed = np.nonzero(bit_options <= max_bits[layer] + 1e-9)[0]
+        allowed = allowed if allowed.size else np.array([0])
+        sub = _lower_hull(bit_options[allowed], distortion[layer, allowed])
+        hull = [int(allowed[i]) for i in sub]
+        hulls.append(hull)
+        position[layer] = len(hull) - 1
+        start_bits[layer] = bit_options[hull[-1]]
+
+    state = _State(cm, forced, start_bits, coef)
+    keep = _per_group(cm, min_keep)
+    groups_left = np.diff(cm.units.offsets) - np.bincount(
+        cm.units.group_of[forced], minlength=len(cm.units.group_ids)
+    )
+
+    def bit_key(layer: int) -> float | None:
+        if position[layer] == 0:
+            return None
+        hi, lo = hulls[layer][position[layer]], hulls[layer][position[layer] - 1]
+        saved = coef[layer] * (bit_options[hi] - bit_options[lo])
+        return (distortion[layer, lo] - distortion[layer, hi]) / saved if saved > 0 else None
+
+    def unit_key(u: int) -> float | None:
+        saved = state.unit_saving(u)
+        return importance[u] / saved if saved > 0 else None
+
+    heap: list[tuple[float, int, int]] = []  # (loss per cost saved, kind 0=bits 1=unit, index)
+    for layer in range(n_layers):
+        if (k := bit_key(layer)) is not None:
+            heap.append((k, 0, layer))
+    if allow_pruning:
+        for u in np.nonzero(~forced)[0].tolist():
+            if (k := unit_key(u)) is not None:
+                heap.append((k, 1, u))
+    heapq.heapify(heap)
+
+    while state.cost > budget and heap:
+        key, kind, index = heapq.heappop(heap)
+        if kind == 1:
+            group = cm.units.group_of[index]
+            if state.removed[index] or groups_left[group] <= keep[group]:
+                continue
+            fresh = unit_key(index)
+            if fresh is None:
+                continue
+            if heap and fresh > key * (1 + 1e-9) and fresh > heap[0][0]:
+                heapq.heappush(heap, (fresh, 1, index))
+                continue
+            state.remove(index)
+            groups_left[group] -= 1
+        else:
+            position[index] -= 1
+            state.set_bits(index, bit_options[hulls[index][position[index]]])
+            if (k := bit_key(index)) is not None:
+                heapq.heappush(heap, (k, 0, index))
+
+    if state.cost > budget * (1 + 1e-12):
+        raise BudgetError(
+            f"the budget of {_describe(cm, budget)} cannot be met with the allowed moves; the "
+            f"closest reached is {_describe(cm, state.cost)}",
+            min_cost=state.cost,
+        )
+    _spend_slack(state, budget, hulls, position, distortion, bit_options, coef)
+    return Projection(state.removed, state.bits.copy(), state.cost, budget)
+
+
+def _spend_slack(state, budget, hulls, position, distortion, bit_options, coef) -> None:
+    """Raise bits where the budget still has room: best distortion drop per cost first."""
+    while True:
+        best, best_layer = 0.0, -1
+        for layer, hull in enumerate(hulls):
+            if not hull or position[layer] + 1 >= len(hull):
+                continue
+            lo, hi = hull[position[layer]], hull[position[layer] + 1]
+            extra = coef[layer] * (bit_options[hi] - bit_options[lo]) * state.nnz[layer]
+            if extra <= 0 or state.cost + extra > budget:
+                continue
+            gain = (distortion[layer, lo] - distortion[layer, hi]) * state.nnz[layer] / extra
+            if gain > best:
+                best, best_layer = gain, layer
+        if best_layer < 0:
+            return
+        position[best_layer] += 1
+        state.set_bits(best_layer, bit_options[hulls[best_layer][position[best_layer]]])
+
+
+def select_fraction(
+    cm: CostModel,
+    importance: np.ndarray,
+    fraction: float,
+    *,
+    forced: np.ndarray | None = None,
+    min_keep: int | np.ndarray = 1,
+) -> np.ndarray:
+    """GETA's own target: remove ``fraction`` of all units, least important per scalar first
+    (keeping ``min_keep`` units of every group). Returns the removal mask."""
+    removed = np.zeros(cm.units.count, bool) if forced is None else forced.astype(bool).copy()
+    target = int(round(fraction * cm.units.count))
+    sizes = np.diff(cm.units.offsets)
+    left = sizes - np.bincount(cm.units.group_of[removed], minlength=len(sizes))
+    keep = _per_group(cm, min_keep)
+    per_scalar = importance / np.maximum(_unit_numel(cm), 1)
+    for u in np.argsort(per_scalar, kind="stable").tolist():
+        if removed.sum() >= target:
+            break
+        g = cm.units.group_of[u]
+        if removed[u] or left[g] <= keep[g]:
+            continue
+        removed[u] = True
+        left[g] -= 1
+    return removed
+
+
+def _unit_numel(cm: CostModel) -> np.ndarray:
+    """Weight scalars of counted layers removed with each unit, in the dense model."""
+    state = _State(
+        cm, np.zeros(cm.units.count, bool), np.ones(len(cm.layers)), np.ones(len(cm.layers))
+    )
+    return np.array([state.unit_saving(u) for u in range(cm.units.count)])
