@@ -208,19 +208,31 @@ class DependencyGraph:
         return write(self, path, "html", **options)
 
     def to_svg(self, path: str | Path, layout: str = "auto") -> Path:
-        """Write the graph as a static SVG (group colours, tooltips as ``<title>``)."""
+        """Write the graph as a static SVG (group colours, tooltips as ``<title>``).
+
+        Example:
+            >>> graph.to_svg("graph.svg", layout="layered")   # doctest: +SKIP
+        """
         from geta.graph.explore import write
 
         return write(self, path, "svg", layout=layout)
 
     def to_dot(self, path: str | Path) -> Path:
-        """Write the op graph in graphviz's DOT (render it with ``dot -Tpdf``)."""
+        """Write the op graph in graphviz's DOT (render it with ``dot -Tpdf``).
+
+        Example:
+            >>> graph.to_dot("graph.dot")   # then: dot -Tpdf graph.dot -o graph.pdf  # doctest: +SKIP
+        """
         from geta.graph.explore import write
 
         return write(self, path, "dot")
 
     def to_graphml(self, path: str | Path) -> Path:
-        """Write :meth:`to_networkx` as GraphML (yEd, Gephi, ``networkx.read_graphml``)."""
+        """Write :meth:`to_networkx` as GraphML (yEd, Gephi, ``networkx.read_graphml``).
+
+        Example:
+            >>> graph.to_graphml("graph.graphml")   # doctest: +SKIP
+        """
         from geta.graph.explore import write
 
         return write(self, path, "graphml")

@@ -230,6 +230,7 @@ def _browser(exe: str, tmp_path, *args: str) -> subprocess.CompletedProcess:
             "--no-sandbox",
             "--disable-gpu",
             "--no-first-run",
+            "--disable-dev-shm-usage",
             f"--user-data-dir={tmp_path / 'profile'}",
             "--window-size=1280,800",
             *args,

@@ -125,7 +125,8 @@ class GraphView:
 def write(graph: DependencyGraph, path: str | Path, fmt: str | None = None, **options) -> Path:
     """Write ``graph`` as html, svg, dot or graphml, by ``fmt`` or the file's extension.
 
-    ``options`` go to :class:`GraphView` (html) or choose the layout (svg: ``layout=``).
+    ``options`` go to :class:`GraphView` for html; svg takes ``layout=`` only, dot and
+    graphml none.
 
     Example:
         >>> write(graph, "resnet.svg")   # doctest: +SKIP
@@ -138,6 +139,9 @@ def write(graph: DependencyGraph, path: str | Path, fmt: str | None = None, **op
         )
     if fmt == "html":
         return GraphView(graph, **options).save(path)
+    allowed = {"layout"} if fmt == "svg" else set()
+    if set(options) - allowed:
+        raise TypeError(f"{fmt} takes no option {', '.join(sorted(set(options) - allowed))}")
     if fmt == "graphml":
         import networkx as nx
 

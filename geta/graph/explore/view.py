@@ -100,20 +100,17 @@ class GraphViewData:
     unsupported: list[dict[str, str]]
     blocked: list[dict[str, object]]
 
-    by_id: dict[str, ViewNode] = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.by_id = {n.id: n for n in self.nodes}
-
 
 def short_op(op: str) -> str:
-    """``aten.conv2d.default`` -> ``conv2d``; custom ops keep their namespace."""
+    """``aten.conv2d.default`` -> ``conv2d``; ``ns.op.overload`` -> ``ns.op``."""
+    if op.startswith("<built-in function "):
+        return op[len("<built-in function ") : -1]
     parts = op.split(".")
-    if len(parts) >= 2 and parts[-1] in ("default", "Tensor", "Scalar", "int", "dim", "self"):
-        parts = parts[:-1]
-    if parts and parts[0] == "aten":
+    if len(parts) == 3:  # namespace.name.overload
+        parts = parts[:2]
+    if parts[0] == "aten":
         parts = parts[1:]
-    return ".".join(parts) or op
+    return ".".join(parts)
 
 
 def _owner(tensor: str) -> str:
