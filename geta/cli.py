@@ -2,6 +2,7 @@
 
 geta graph resnet18                     # trace a model and print its prunable groups
 geta graph lenet5 --graphml lenet.graphml
+geta graph resnet20 --out graph.html      # interactive explorer (also .svg, .dot, .graphml)
 geta graph mypkg.models:build --input-shape 1,3,64,64
 """
 
@@ -12,6 +13,7 @@ import importlib
 import logging
 import sys
 import time
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -61,6 +63,17 @@ def _shape(text: str) -> tuple[int, ...]:
         ) from None
 
 
+def _out_path(text: str) -> str:
+    from geta.graph.explore import FORMATS
+
+    if Path(text).suffix.lower() not in FORMATS:
+        raise argparse.ArgumentTypeError(
+            f"cannot tell the format of {text!r}: use a name ending in "
+            + ", ".join(sorted(FORMATS))
+        )
+    return text
+
+
 def _cmd_graph(args: argparse.Namespace) -> int:
     import geta
 
@@ -73,10 +86,13 @@ def _cmd_graph(args: argparse.Namespace) -> int:
     print(graph.summary_table())
     print(f"\ntraced in {time.perf_counter() - start:.2f}s")
     if args.graphml:
-        import networkx as nx
-
-        nx.write_graphml(graph.to_networkx(), args.graphml)
+        graph.to_graphml(args.graphml)
         print(f"wrote {args.graphml}")
+    if args.out:
+        from geta.graph.explore import write
+
+        write(graph, args.out)
+        print(f"wrote {args.out}")
     return 0
 
 
@@ -94,6 +110,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--input-shape", type=_shape, default=None, help="example input shape, e.g. 1,3,224,224"
     )
     g.add_argument("--graphml", default=None, help="also write the op graph as GraphML")
+    g.add_argument(
+        "--out",
+        default=None,
+        type=_out_path,
+        help="write the graph; format from the extension: .html (interactive explorer), "
+        ".svg, .dot, .graphml",
+    )
     g.add_argument("--no-validate", action="store_true", help="skip the trial prune on a meta copy")
     g.set_defaults(run=_cmd_graph)
     return parser

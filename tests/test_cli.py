@@ -1,4 +1,7 @@
+import xml.etree.ElementTree as ET
+
 import networkx as nx
+import pytest
 
 from geta.cli import main
 
@@ -20,3 +23,27 @@ def test_unknown_model_is_one_clear_error(capsys):
 def test_module_callable_spec(capsys):
     assert main(["graph", "geta.models:lenet300_100", "--input-shape", "2,1,28,28"]) == 0
     assert "2 prunable groups" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".html", ".svg", ".dot", ".graphml"])
+def test_graph_out_writes_the_format_of_the_extension(tmp_path, capsys, suffix):
+    out = tmp_path / f"g{suffix}"
+    assert main(["graph", "lenet5", "--no-validate", "--out", str(out)]) == 0
+    assert f"wrote {out}" in capsys.readouterr().out
+    text = out.read_text()
+    assert "conv2d" in text
+    if suffix == ".html":
+        assert 'id="geta-data"' in text and "<script>" in text
+    elif suffix == ".svg":
+        assert ET.fromstring(text).tag.endswith("svg")
+    elif suffix == ".graphml":
+        assert nx.read_graphml(out).number_of_nodes() > 10
+    else:
+        assert text.startswith("digraph")
+
+
+def test_graph_out_with_unknown_extension_fails_before_tracing(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["graph", "lenet5", "--out", str(tmp_path / "g.pdf")])
+    assert exit_info.value.code == 2
+    assert "cannot tell the format" in capsys.readouterr().err

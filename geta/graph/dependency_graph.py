@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 import numpy as np
@@ -13,6 +14,8 @@ from geta.graph.groups import BlockedSpace, PruningGroup, build_groups
 
 if TYPE_CHECKING:
     import networkx
+
+    from geta.graph.explore import GraphView
 
 __all__ = ["DependencyGraph"]
 
@@ -128,10 +131,18 @@ class DependencyGraph:
         print(self.summary_table(), file=file or sys.stdout)
 
     def to_networkx(self) -> networkx.MultiDiGraph:
-        """The op graph: nodes carry op, shape and group ids; edges carry the tensor shape."""
+        """The op graph: nodes carry op, shape and group ids; edges carry the tensor shape.
+
+        Node attributes (all strings, so the graph writes to GraphML as it is): ``op``,
+        ``shape``, ``groups`` (comma-separated group ids), ``module`` (the submodule that ran
+        the op), ``tensor`` (the parameter or buffer name of a placeholder) and ``unsupported``
+        (why the op has no rule; empty for supported ops).
+        """
         import networkx as nx
 
         spaces = self.spaces
+        tensor_of = {node.name: name for node, name in self.analysis.node_tensor.items()}
+        unsupported = {u.node: u.reason for u in self.analysis.unsupported}
         leaf_to_group = {spaces.find(g.leaf): g.id for g in self.groups}
         graph = nx.MultiDiGraph()
         for node in self.program.graph.nodes:
@@ -155,6 +166,8 @@ class DependencyGraph:
                 shape=str(shape) if shape is not None else "",
                 groups=",".join(map(str, group_ids)),
                 module=_module_of(node),
+                tensor=tensor_of.get(node.name, ""),
+                unsupported=unsupported.get(node.name, ""),
             )
             for arg in node.all_input_nodes:
                 arg_val = arg.meta.get("val")
@@ -164,6 +177,65 @@ class DependencyGraph:
                     shape=str(tuple(arg_val.shape)) if hasattr(arg_val, "shape") else "",
                 )
         return graph
+
+    # ------------------------------------------------------------ explorer and export
+    def show(self, **options: Any) -> GraphView:
+        """The interactive view: zoom, pan, hover for op, shapes, groups and their cost; nodes
+        coloured by group; click a node or pick a group to highlight it; fold modules;
+        unsupported ops outlined in red and listed. Displays itself in Jupyter (an iframe),
+        needs no network and no system binary.
+
+        Options: ``fold`` (module paths, or ``1`` to fold the top-level modules),
+        ``highlight`` (a group id), ``layout`` (``"auto"``, ``"dot"``, ``"layered"``),
+        ``title``, ``height`` (px, of the notebook frame).
+
+        Example:
+            >>> graph.show(fold=1)                    # doctest: +SKIP
+            >>> graph.show(highlight=3).save("g.html")  # doctest: +SKIP
+        """
+        from geta.graph.explore import GraphView
+
+        return GraphView(self, **options)
+
+    def to_html(self, path: str | Path, **options: Any) -> Path:
+        """Write the interactive view (see :meth:`show`) as one self-contained HTML file.
+
+        Example:
+            >>> graph.to_html("graph.html")   # doctest: +SKIP
+        """
+        from geta.graph.explore import write
+
+        return write(self, path, "html", **options)
+
+    def to_svg(self, path: str | Path, layout: str = "auto") -> Path:
+        """Write the graph as a static SVG (group colours, tooltips as ``<title>``).
+
+        Example:
+            >>> graph.to_svg("graph.svg", layout="layered")   # doctest: +SKIP
+        """
+        from geta.graph.explore import write
+
+        return write(self, path, "svg", layout=layout)
+
+    def to_dot(self, path: str | Path) -> Path:
+        """Write the op graph in graphviz's DOT (render it with ``dot -Tpdf``).
+
+        Example:
+            >>> graph.to_dot("graph.dot")   # then: dot -Tpdf graph.dot -o graph.pdf  # doctest: +SKIP
+        """
+        from geta.graph.explore import write
+
+        return write(self, path, "dot")
+
+    def to_graphml(self, path: str | Path) -> Path:
+        """Write :meth:`to_networkx` as GraphML (yEd, Gephi, ``networkx.read_graphml``).
+
+        Example:
+            >>> graph.to_graphml("graph.graphml")   # doctest: +SKIP
+        """
+        from geta.graph.explore import write
+
+        return write(self, path, "graphml")
 
     def __repr__(self) -> str:
         return f"DependencyGraph({len(self.groups)} groups, {len(self.unsupported_ops)} unsupported ops)"
