@@ -4,8 +4,19 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# Debian packages: Fashion-MNIST for the benchmarks and the demo, Chromium for the explorer's
+# browser test. Installed only when missing (root, or sudo when available).
+DEBIAN_PACKAGES := dataset-fashion-mnist chromium
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test lint bench clean system
+
+system:
+	@missing=""; for p in $(DEBIAN_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -13,14 +24,14 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $(STAMP)
 
-demo: $(STAMP)
+demo: system $(STAMP)
 	$(VENV)/bin/geta graph resnet18
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check geta tests benchmarks
 	$(VENV)/bin/ruff format --check geta tests benchmarks
 
-test: lint
+test: system lint
 	$(PY) -m pytest -n 2 -q
 
 clean:

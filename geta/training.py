@@ -1,0 +1,82 @@
+"""A plain classification training loop for the CLI, the benchmarks and the notebooks (geta's
+optimizer works in any loop; this is only the one geta's own tools use)."""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+__all__ = ["evaluate", "fit", "History"]
+
+
+@dataclass
+class History:
+    """Per-step loss and per-epoch test accuracy of a run, plus its wall time."""
+
+    loss: list[float] = field(default_factory=list)
+    accuracy: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    extra: list[dict] = field(default_factory=list)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy (0..1) of ``model`` on ``loader``, in eval mode (mode restored)."""
+    was_training = model.training
+    model.eval()
+    correct = total = 0
+    for x, y in loader:
+        correct += int((model(x).argmax(1) == y).sum())
+        total += len(y)
+    model.train(was_training)
+    return correct / max(total, 1)
+
+
+def fit(
+    model: nn.Module,
+    train: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    epochs: int,
+    *,
+    test: DataLoader | None = None,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    on_step: Callable[[int], dict | None] | None = None,
+    progress: bool = True,
+    description: str = "train",
+) -> History:
+    """Train with cross-entropy for ``epochs``, stepping ``scheduler`` every step; evaluates on
+    ``test`` after each epoch. ``on_step(step)`` may return a dict that is kept in
+    ``history.extra`` (e.g. the cost against the budget)."""
+    history = History()
+    start = time.perf_counter()
+    step = 0
+    bar = tqdm(total=epochs * len(train), desc=description, disable=not progress, leave=False)
+    for _ in range(epochs):
+        model.train()
+        for x, y in train:
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if scheduler is not None:
+                scheduler.step()
+            value = float(loss.detach())
+            history.loss.append(value if math.isfinite(value) else float("nan"))
+            if on_step is not None and (info := on_step(step)):
+                history.extra.append(info)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{value:.3f}")
+        if test is not None:
+            history.accuracy.append(evaluate(model, test))
+    bar.close()
+    history.seconds = time.perf_counter() - start
+    return history
