@@ -1,11 +1,21 @@
-"""The compressed artifact: a directory with a JSON manifest and one safetensors file.
+"""The compressed artifact: a directory with a small JSON manifest and one safetensors file.
 
-Each quantized weight is stored as integer codes bit-packed at its own width (1..16 bits,
-from the codes' actual range), with its step per channel; where that is smaller, only the
-nonzero codes are stored and their positions are Rice-coded (about the entropy of the
-sparsity pattern). Everything else (biases, norms, statistics) is stored as it is. The
-manifest holds the format version, shapes, bits, sizes, module attributes (so a pruned
-architecture can be rebuilt from its unpruned factory) and a checksum. Nothing is pickled.
+``weights.safetensors`` holds a single uint8 tensor, the concatenation of three sections:
+
+1. the index: a JSON table of every tensor (shape, dtype, bits, layout, coder, stream lengths)
+   and the size attributes of the modules that own them, compressed (deflate with a preset
+   dictionary of the usual keys, plain deflate or LZMA, whichever is smallest);
+2. the plain section: every fixed-width number (per-channel steps, the quantizers' clip and
+   exponent, unquantized tensors such as biases and norm statistics), exact, grouped by item
+   size, byte-shuffled and compressed;
+3. the coded section: each quantized weight's integer codes, coded the smallest of three
+   ways: bit-packed at the width of their range, rANS entropy-coded, or (sparse) only the
+   nonzero codes with Rice-coded positions.
+
+Streams follow one another in index order, so the index stores lengths, not offsets.
+``manifest.json`` holds the format and version, the SHA-256 of the weights file, where the
+index ends and how it is compressed, and the architecture. Nothing is pickled;
+:func:`read_manifest` returns the manifest with the index merged in.
 
     geta.export.save(model, "out/", example_inputs=(x,))   # also writes out/model.pt2
     small = geta.export.load("out/", model=lambda: lenet5())
@@ -17,6 +27,8 @@ import copy
 import hashlib
 import importlib
 import json
+import lzma
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -28,17 +40,30 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from geta.errors import ArtifactError
-from geta.export.packing import pack_bits, rice_decode, rice_encode, rice_parameter, unpack_bits
+from geta.export.packing import (
+    RANS_PRECISION,
+    pack_bits,
+    rans_decode,
+    rans_encode,
+    rans_frequencies,
+    rice_decode,
+    rice_encode,
+    rice_parameter,
+    unpack_bits,
+)
 from geta.quant.prepare import input_quantizers, weight_quantizers
 from geta.quant.quantizer import Quantizer
 
 __all__ = ["save", "load", "FORMAT", "VERSION", "read_manifest"]
 
 FORMAT = "geta-artifact"
-VERSION = 1
+VERSION = 2
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 PROGRAM = "model.pt2"
+BLOB = "data"  # the one tensor of weights.safetensors
+_STEP_STREAMS = ("step", "clip_exponent")  # float32, in the plain section
+_RANS_MAX_SYMBOLS = 256
 
 
 # ---------------------------------------------------------------------------- codes
@@ -60,90 +85,254 @@ def _bits_for(codes: np.ndarray) -> int:
 
 
 def _clip_and_exponent(q: Quantizer) -> bytes:
-    return np.concatenate(
-        [q.q_m.detach().float().cpu().numpy(), q.t.detach().float().cpu().numpy()]
-    ).tobytes()
+    return (
+        np.concatenate([q.q_m.detach().float().cpu().numpy(), q.t.detach().float().cpu().numpy()])
+        .astype("<f4")
+        .tobytes()
+    )
 
 
-def _encode_quantized(
-    name: str, codes: np.ndarray, step: np.ndarray, axis: int, blobs: dict, qparams: bytes = b""
-) -> dict:
-    bits = _bits_for(codes)
-    offset = (1 << (bits - 1)) - 1 if bits > 1 else 0
+def _encode_symbols(values: np.ndarray, stream: str) -> tuple[dict, dict[str, bytes]]:
+    """The smaller of two codings of integer ``values``: packed at the bit width of their
+    range (0 bits when all are equal), or rANS with a frequency table."""
+    if not values.size:
+        return {"coder": "packed", "lo": 0, "width": 0}, {}
+    lo, hi = int(values.min()), int(values.max())
+    shifted = values - lo
+    width = (hi - lo).bit_length()
+    spec: dict[str, Any] = {"coder": "packed", "lo": lo, "width": width}
+    streams = {stream: pack_bits(shifted, width)} if width else {}
+    if 0 < width and hi - lo < _RANS_MAX_SYMBOLS:
+        freqs = rans_frequencies(np.bincount(shifted, minlength=hi - lo + 1))
+        states, words = rans_encode(shifted, freqs)
+        table = pack_bits(freqs, RANS_PRECISION)  # every frequency is below 2**RANS_PRECISION
+        coded = {f"{stream}.freqs": table, f"{stream}.states": states, f"{stream}.words": words}
+        if sum(map(len, coded.values())) < len(streams[stream]):
+            spec, streams = {"coder": "rans", "lo": lo, "symbols": hi - lo + 1}, coded
+    return spec, streams
+
+
+def _decode_symbols(spec: dict, stream: str, parts: dict[str, bytes], count: int) -> np.ndarray:
+    if spec["coder"] == "rans":
+        freqs = unpack_bits(parts[f"{stream}.freqs"], RANS_PRECISION, spec["symbols"])
+        shifted = rans_decode(parts[f"{stream}.states"], parts[f"{stream}.words"], freqs, count)
+    elif spec["coder"] == "packed" and spec["width"]:
+        shifted = unpack_bits(parts[stream], spec["width"], count).astype(np.int64)
+    elif spec["coder"] == "packed":
+        shifted = np.zeros(count, dtype=np.int64)
+    else:
+        raise ValueError(f"unknown coder {spec['coder']!r}")
+    return shifted + spec["lo"]
+
+
+def _encode_quantized(codes: np.ndarray, step: np.ndarray, q: Quantizer) -> tuple[dict, dict]:
+    """Index entry and streams of one quantized weight: dense (every code) or sparse (the
+    nonzero codes and the Rice-coded gaps between the rarer of zeros and nonzeros), whichever
+    is smaller."""
     flat = codes.ravel()
-    entry: dict[str, Any] = {"encoding": "quantized", "bits": bits, "offset": offset, "axis": axis}
-    _add_stream(blobs, name, "step", step.astype(np.float32).tobytes(), entry)
-    if qparams:  # the quantizer's clip and exponent, kept so training can resume from here
-        _add_stream(blobs, name, "clip_exponent", qparams, entry)
-    dense = pack_bits(flat + offset, bits)
     nonzero = flat != 0
+    entry: dict[str, Any] = {
+        "encoding": "quantized",
+        "bits": _bits_for(codes),
+        "axis": q.axis,
+        "per_channel": q.per_channel,
+        "nonzeros": int(nonzero.sum()),
+    }
+    fixed = {"step": step.astype("<f4").tobytes(), "clip_exponent": _clip_and_exponent(q)}
+    spec, dense = _encode_symbols(flat, "codes")
+    candidates = [({"layout": "dense", "codes": spec}, dense)]
     rare_nonzero = nonzero.mean() <= 0.5 if flat.size else True
     marked = np.flatnonzero(nonzero if rare_nonzero else ~nonzero)
     gaps = np.diff(np.concatenate([[-1], marked])) - 1
     k = rice_parameter(gaps)
     unary, remainders = rice_encode(gaps, k)
-    values = pack_bits(flat[nonzero] + offset, bits)
-    if len(unary) + len(remainders) + len(values) < len(dense):
-        entry.update(
-            layout="sparse",
-            marks="nonzero" if rare_nonzero else "zero",
-            count=int(marked.size),
-            rice_k=k,
-        )
-        entry["nonzeros"] = int(nonzero.sum())
-        for stream, data in (("values", values), ("unary", unary), ("remainders", remainders)):
-            _add_stream(blobs, name, stream, data, entry)
-    else:
-        entry.update(layout="dense", nonzeros=int(nonzero.sum()))
-        _add_stream(blobs, name, "codes", dense, entry)
-    blobs[name] = np.frombuffer(
-        b"".join(blobs.pop(f"{name}::{k}") for k in entry["streams"]), np.uint8
-    )
-    return entry
+    values = flat[nonzero]
+    # nonzero codes only: positive ones move down by one so that no level is spent on zero
+    spec, coded = _encode_symbols(values - (values > 0), "values")
+    sparse = {"layout": "sparse", "marks": "nonzero" if rare_nonzero else "zero", "rice_k": k}
+    sparse["values"] = spec
+    candidates.append((sparse, {"unary": unary, "remainders": remainders, **coded}))
+    layout, streams = min(candidates, key=lambda c: sum(map(len, c[1].values())))
+    return {**entry, **layout}, {**fixed, **streams}
 
 
-def _add_stream(blobs: dict, name: str, stream: str, data: bytes, entry: dict) -> None:
-    """Queue ``data`` as part ``stream`` of the tensor's single uint8 blob."""
-    entry.setdefault("streams", {})[stream] = len(data)
-    blobs[f"{name}::{stream}"] = data
-
-
-def _streams(blob: np.ndarray, entry: dict) -> dict[str, np.ndarray]:
-    out, offset = {}, 0
-    for stream, length in entry["streams"].items():
-        if offset + length > blob.size:
-            raise ValueError(f"stream {stream} runs past the end of the tensor data")
-        out[stream] = blob[offset : offset + length]
-        offset += length
-    return out
-
-
-def _decode_quantized(name: str, entry: dict, shape: list[int], blobs: dict) -> np.ndarray:
+def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
+    shape = entry["shape"]
     n = int(np.prod(shape))
-    bits, offset = entry["bits"], entry["offset"]
-    parts = _streams(blobs[name], entry)
     if entry["layout"] == "dense":
-        flat = unpack_bits(parts["codes"], bits, n).astype(np.int64) - offset
-    else:
-        gaps = rice_decode(
-            parts["unary"].tobytes(), parts["remainders"].tobytes(), entry["rice_k"], entry["count"]
-        )
+        flat = _decode_symbols(entry["codes"], "codes", parts, n)
+    elif entry["layout"] == "sparse":
+        marks = {"nonzero": entry["nonzeros"], "zero": n - entry["nonzeros"]}[entry["marks"]]
+        gaps = rice_decode(parts["unary"], parts["remainders"], entry["rice_k"], marks)
         marked = np.cumsum(gaps + 1) - 1
         nonzero = np.zeros(n, dtype=bool)
         nonzero[marked] = True
         if entry["marks"] == "zero":
             nonzero = ~nonzero
+        values = _decode_symbols(entry["values"], "values", parts, int(nonzero.sum()))
         flat = np.zeros(n, dtype=np.int64)
-        flat[nonzero] = (
-            unpack_bits(parts["values"], bits, int(nonzero.sum())).astype(np.int64) - offset
-        )
-    codes = flat.reshape(shape).astype(np.float32)
-    step = np.frombuffer(parts["step"].tobytes(), dtype=np.float32)
-    if step.size > 1:
+        flat[nonzero] = values + (values >= 0)
+    else:
+        raise ValueError(f"unknown layout {entry['layout']!r}")
+    step = np.frombuffer(parts["step"], dtype="<f4")
+    if entry["per_channel"]:
         view = [1] * len(shape)
         view[entry["axis"] % len(shape)] = -1
         step = step.reshape(view)
-    return (codes * step).astype(np.float32)
+    elif step.size != 1:
+        raise ValueError(f"{step.size} steps for a per-tensor quantizer")
+    return (flat.reshape(shape).astype(np.float32) * step).astype(np.float32)
+
+
+# ---------------------------------------------------------------------------- sections
+def _itemsize(entry: dict, stream: str) -> int:
+    """The item size of a plain stream (its bytes are shuffled with others of that size), or
+    0 for a stream of the coded section."""
+    if stream in _STEP_STREAMS:
+        return 4
+    if entry["encoding"] == "raw":
+        return _torch_dtype(entry["dtype"]).itemsize
+    return 0
+
+
+def _layout(tensors: dict) -> tuple[dict[tuple[str, str], tuple[int, int, int]], dict[int, int]]:
+    """Where each stream lies, ``(group, offset, length)`` by ``(tensor, stream)``: group 0 is
+    the coded section, group ``s > 0`` the plain streams of item size ``s``; and the size of
+    each group."""
+    places, ends = {}, {}
+    for name, entry in tensors.items():
+        for stream, length in entry["streams"].items():
+            group = _itemsize(entry, stream)
+            places[name, stream] = (group, ends.get(group, 0), length)
+            ends[group] = ends.get(group, 0) + length
+    return places, ends
+
+
+def _shuffle(data: bytes, size: int, inverse: bool = False) -> bytes:
+    """Byte planes first: byte 0 of every item, then byte 1, ... (exponents compress)."""
+    if size == 1:
+        return data
+    array = np.frombuffer(data, dtype=np.uint8)
+    shape = (size, -1) if inverse else (-1, size)
+    return array.reshape(shape).T.tobytes()
+
+
+_LZMA_FILTERS = [{"id": lzma.FILTER_LZMA2, "preset": 9 | lzma.PRESET_EXTREME, "dict_size": 1 << 20}]
+
+
+# Strings that most indexes contain, given to deflate as a preset dictionary so that even the
+# first occurrence of a key costs a back-reference. Part of format version 2: never edit it.
+_INDEX_DICTIONARY = b"".join(
+    [
+        b'"modules":{"in_features":,"out_features":},"num_features":,"in_channels":,',
+        b'"out_channels":,"kernel_size":[3,3],"stride":[1,1],"padding":[1,1],',
+        b'"dilation":[1,1],"output_padding":[0,0],"groups":1},',
+        b'"plain":{"codec":"lzma","bytes":,"groups":{"4":,"8":}},',
+        b'"layout":"sparse","marks":"nonzero","rice_k":,',
+        b'"values":{"coder":"packed","lo":-1,"width":1},',
+        b'"streams":{"step":4,"clip_exponent":8,"unary":,"remainders":,"values":}},',
+        b'.num_batches_tracked":{"shape":[],"dtype":"int64",',
+        b'"encoding":"raw","streams":{"data":8}},',
+        b'.running_mean":{"shape":[],"dtype":"float32","encoding":"raw","streams":{"data":}},',
+        b'.running_var":{"shape":[],"dtype":"float32","encoding":"raw","streams":{"data":}},',
+        b'.bias":{"shape":[],"dtype":"float32","encoding":"raw","streams":{"data":}},',
+        b'{"tensors":{".weight":{"shape":[,"dtype":"float32","encoding":"quantized","bits":4,',
+        b'"axis":0,"per_channel":true,"nonzeros":,"layout":"dense",',
+        b'"codes":{"coder":"rans","lo":-7,"symbols":15},',
+        b'"streams":{"step":,"clip_exponent":,"codes.freqs":,"codes.states":,"codes.words":}},',
+    ]
+)
+
+
+def _deflate(data: bytes, zdict: bytes | None = None) -> bytes:
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -15, **({"zdict": zdict} if zdict else {}))
+    return compressor.compress(data) + compressor.flush()
+
+
+def _compress(data: bytes, index: bool = False) -> tuple[str, bytes]:
+    """The smallest of the bytes as they are, raw deflate (for the index also with the preset
+    dictionary) and raw LZMA2, with its codec."""
+    packed = {
+        "none": data,
+        "zlib": _deflate(data),
+        "lzma": lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
+    }
+    if index:
+        packed["zlib-dict"] = _deflate(data, _INDEX_DICTIONARY)
+    codec = min(packed, key=lambda c: len(packed[c]))
+    return codec, packed[codec]
+
+
+def _decompress(codec: str, data: bytes, size: int) -> bytes:
+    """Inverse of :func:`_compress`; never produces more than ``size + 1`` bytes."""
+    if codec == "none":
+        out = data
+    elif codec in ("zlib", "zlib-dict"):
+        zdict = {"zdict": _INDEX_DICTIONARY} if codec == "zlib-dict" else {}
+        out = zlib.decompressobj(-15, **zdict).decompress(data, size + 1)
+    elif codec == "lzma":
+        decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        out = decoder.decompress(data, size + 1)
+    else:
+        raise ValueError(f"unknown codec {codec!r}")
+    if len(out) != size:
+        raise ValueError(f"{codec} data holds {len(out)} bytes, {size} expected")
+    return out
+
+
+def _torch_dtype(name: str) -> torch.dtype:
+    dtype = getattr(torch, str(name), None)
+    if not isinstance(dtype, torch.dtype):
+        raise ValueError(f"unknown dtype {name!r}")
+    return dtype
+
+
+def _raw_bytes(tensor: torch.Tensor) -> bytes:
+    flat = tensor.detach().cpu().contiguous().reshape(-1)
+    return flat.view(torch.uint8).numpy().tobytes() if flat.numel() else b""
+
+
+def _from_raw(data: bytes, entry: dict) -> torch.Tensor:
+    dtype = _torch_dtype(entry["dtype"])
+    if not data:
+        return torch.empty(entry["shape"], dtype=dtype)
+    return torch.frombuffer(bytearray(data), dtype=dtype).reshape(entry["shape"])
+
+
+def _pack_sections(tensors: dict, streams: dict[tuple[str, str], bytes]) -> tuple[bytes, dict]:
+    """The plain section (compressed) followed by the coded section, and the plain section's
+    codec, compressed size and group sizes for the index."""
+    places, ends = _layout(tensors)
+    groups: dict[int, list[bytes]] = {group: [] for group in ends}
+    for key, (group, _, _) in places.items():  # places are in stream order
+        groups[group].append(streams[key])
+    sizes = sorted(size for size in groups if size > 0)
+    plain = b"".join(_shuffle(b"".join(groups[size]), size) for size in sizes)
+    codec, packed = _compress(plain)
+    spec = {"codec": codec, "bytes": len(packed), "groups": {str(s): ends[s] for s in sizes}}
+    return packed + b"".join(groups.get(0, [])), spec
+
+
+def _unpack_sections(tensors: dict, plain: dict, data: bytes) -> dict[tuple[str, str], bytes]:
+    """Inverse of :func:`_pack_sections`: every stream by ``(tensor, stream)``; a stream that
+    runs past the end of its section comes back short."""
+    groups = {int(size): int(length) for size, length in plain["groups"].items()}
+    raw = _decompress(plain["codec"], data[: plain["bytes"]], sum(groups.values()))
+    sections, offset = {0: data[plain["bytes"] :]}, 0
+    for size, length in sorted(groups.items()):
+        if size < 1 or length % size:
+            raise ValueError(f"a plain group of item size {size} cannot hold {length} bytes")
+        sections[size] = _shuffle(raw[offset : offset + length], size, inverse=True)
+        offset += length
+    places, ends = _layout(tensors)
+    for group, section in sections.items():
+        if ends.get(group, 0) < len(section):
+            raise ValueError(f"{len(section) - ends.get(group, 0)} bytes are not in the index")
+    empty = b""
+    return {
+        key: sections.get(group, empty)[start : start + n]
+        for key, (group, start, n) in places.items()
+    }
 
 
 # ---------------------------------------------------------------------------- save
@@ -216,8 +405,8 @@ def save(
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     state, quantizers = _float_state(model)
-    blobs: dict[str, np.ndarray] = {}
     tensors: dict[str, dict] = {}
+    streams: dict[tuple[str, str], bytes] = {}
     for name, tensor in state.items():
         entry: dict[str, Any] = {
             "shape": list(tensor.shape),
@@ -226,30 +415,33 @@ def save(
         q = quantizers.get(name)
         if q is not None and tensor.is_floating_point():
             codes, step = quantized_codes(tensor, q)
-            entry.update(_encode_quantized(name, codes, step, q.axis, blobs, _clip_and_exponent(q)))
-            entry["numel"] = int(codes.size)
+            fields, parts = _encode_quantized(codes, step, q)
+            entry.update(fields)
         else:
-            entry.update(encoding="raw", numel=int(tensor.numel()))
-            blobs[name] = tensor.detach().cpu().contiguous().numpy()
+            entry["encoding"] = "raw"
+            parts = {"data": _raw_bytes(tensor)}
+        entry["streams"] = {stream: len(data) for stream, data in parts.items()}
+        streams.update({(name, stream): data for stream, data in parts.items()})
         tensors[name] = entry
-    for name, entry in tensors.items():
-        entry["bytes"] = int(blobs[name].nbytes)
+    sections, plain = _pack_sections(tensors, streams)
+    index = {
+        "tensors": tensors,
+        "plain": plain,
+        "modules": _module_attributes(model, {n.rpartition(".")[0] for n in tensors}),
+    }
+    text = json.dumps(index, separators=(",", ":")).encode()
+    codec, packed = _compress(text, index=True)
+    blob = np.frombuffer(packed + sections, dtype=np.uint8)
     weights_path = path / WEIGHTS
-    safetensors.numpy.save_file(blobs, str(weights_path))
-    manifest = {
+    safetensors.numpy.save_file({BLOB: blob}, str(weights_path))
+    manifest: dict[str, Any] = {
         "format": FORMAT,
         "version": VERSION,
-        "architecture": architecture,
-        "weights_file": WEIGHTS,
         "weights_sha256": hashlib.sha256(weights_path.read_bytes()).hexdigest(),
-        "tensors": tensors,
-        "quantizers": {
-            name: {"bits": tensors[name]["bits"], "per_channel": q.per_channel, "axis": q.axis}
-            for name, q in quantizers.items()
-        },
-        "modules": _module_attributes(model, {n.rpartition(".")[0] for n in tensors}),
-        "total_bytes": int(weights_path.stat().st_size),
+        "index": {"codec": codec, "bytes": len(packed), "size": len(text)},
     }
+    if architecture:
+        manifest["architecture"] = architecture
     (path / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")))
     if example_inputs is not None:
         float_model = _dequantized_copy(model)
@@ -268,9 +460,8 @@ def _dequantized_copy(model: nn.Module) -> nn.Module:
 
 
 # ---------------------------------------------------------------------------- load
-def read_manifest(path: str | Path) -> dict:
-    """The manifest of an artifact, validated for format and version."""
-    path = Path(path)
+def _read_envelope(path: Path) -> dict:
+    """``manifest.json``, validated for format and version."""
     try:
         manifest = json.loads((path / MANIFEST).read_text())
     except FileNotFoundError:
@@ -279,8 +470,9 @@ def read_manifest(path: str | Path) -> dict:
         raise ArtifactError(
             f"{path / MANIFEST} is corrupted ({err}); export the model again"
         ) from None
-    if manifest.get("format") != FORMAT:
-        raise ArtifactError(f"{path} is not a geta artifact (format {manifest.get('format')!r})")
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        format_ = manifest.get("format") if isinstance(manifest, dict) else None
+        raise ArtifactError(f"{path} is not a geta artifact (format {format_!r})")
     if manifest.get("version") != VERSION:
         raise ArtifactError(
             f"{path} has artifact format version {manifest.get('version')}; this geta reads version "
@@ -289,48 +481,85 @@ def read_manifest(path: str | Path) -> dict:
     return manifest
 
 
-def _read_blobs(path: Path, manifest: dict) -> dict[str, np.ndarray]:
-    weights = path / manifest["weights_file"]
+def _read_blob(path: Path, manifest: dict) -> bytes:
+    weights = path / WEIGHTS
     try:
         data = weights.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{weights} is missing") from None
-    if hashlib.sha256(data).hexdigest() != manifest["weights_sha256"]:
+    if hashlib.sha256(data).hexdigest() != manifest.get("weights_sha256"):
         raise ArtifactError(
             f"{weights} does not match the checksum in its manifest (truncated or corrupted, "
             f"{len(data)} bytes); copy or export it again"
         )
     try:
-        return safetensors.numpy.load(data)
+        return safetensors.numpy.load(data)[BLOB].tobytes()
     except Exception as err:
         raise ArtifactError(f"{weights} cannot be parsed: {err}") from None
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an artifact as float (dequantized) torch tensors."""
+def _read(path: str | Path) -> tuple[dict, bytes]:
+    """The manifest with its index merged in, and the sections after the index."""
     path = Path(path)
-    manifest = read_manifest(path)
-    blobs = _read_blobs(path, manifest)
+    manifest = _read_envelope(path)
+    blob = _read_blob(path, manifest)
+    try:
+        spec = manifest["index"]
+        index = json.loads(_decompress(spec["codec"], blob[: spec["bytes"]], spec["size"]))
+        if not isinstance(index, dict) or not isinstance(index.get("tensors"), dict):
+            raise ValueError("the index has no tensor table")
+        for entry in index["tensors"].values():
+            entry["numel"] = int(np.prod(entry["shape"]))
+            entry["bytes"] = sum(entry["streams"].values())
+    except (KeyError, TypeError, ValueError, AttributeError, lzma.LZMAError, zlib.error) as err:
+        raise ArtifactError(f"{path}: the index of {WEIGHTS} cannot be read: {err}") from None
+    return {**manifest, **index}, blob[spec["bytes"] :]
+
+
+def read_manifest(path: str | Path) -> dict:
+    """The manifest of an artifact, validated for format, version and checksum, with its index
+    merged in: ``tensors`` (per tensor: shape, dtype, encoding, bits, layout, coders, stream
+    lengths, numel, bytes), ``modules`` (size attributes) and ``plain``."""
+    return _read(path)[0]
+
+
+def _load(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+    manifest, sections = _read(path)
+    tensors = manifest["tensors"]
+    try:
+        streams = _unpack_sections(tensors, manifest["plain"], sections)
+    except (KeyError, TypeError, ValueError, lzma.LZMAError, zlib.error) as err:
+        raise ArtifactError(f"{path}: the sections of {WEIGHTS} cannot be read: {err}") from None
     out = {}
-    for name, entry in manifest["tensors"].items():
+    for name, entry in tensors.items():
+        parts = {stream: streams[name, stream] for stream in entry["streams"]}
         try:
+            for stream, length in entry["streams"].items():
+                if len(parts[stream]) != length:
+                    raise KeyError(f"{stream} ({length} bytes)")
             if entry["encoding"] == "quantized":
-                array = _decode_quantized(name, entry, entry["shape"], blobs)
+                tensor = torch.from_numpy(_decode_quantized(entry, parts))
+            elif entry["encoding"] == "raw":
+                tensor = _from_raw(parts["data"], entry)
             else:
-                array = blobs[name]
+                raise ValueError(f"unknown encoding {entry['encoding']!r}")
         except KeyError as err:
             raise ArtifactError(
-                f"{path}: tensor data {err} for {name} is missing from {manifest['weights_file']}"
+                f"{path}: tensor data {err} for {name} is missing from {WEIGHTS}"
             ) from None
-        except ValueError as err:
+        except (TypeError, ValueError, IndexError, RuntimeError) as err:
             raise ArtifactError(f"{path}: tensor {name} cannot be decoded: {err}") from None
-        tensor = torch.from_numpy(np.array(array))
         if list(tensor.shape) != entry["shape"]:
             raise ArtifactError(
                 f"{path}: tensor {name} has shape {list(tensor.shape)}, manifest says {entry['shape']}"
             )
-        out[name] = tensor.to(getattr(torch, entry["dtype"]))
-    return out
+        out[name] = tensor.to(_torch_dtype(entry["dtype"]))
+    return manifest, out
+
+
+def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    """Every tensor of an artifact as float (dequantized) torch tensors."""
+    return _load(Path(path))[1]
 
 
 def _build(manifest: dict, model: nn.Module | Callable[[], nn.Module] | None) -> nn.Module:
@@ -363,8 +592,7 @@ def load(path: str | Path, model: nn.Module | Callable[[], nn.Module] | None = N
             does not fit the model.
     """
     path = Path(path)
-    manifest = read_manifest(path)
-    tensors = load_tensors(path)
+    manifest, tensors = _load(path)
     module = _build(manifest, model)
     for name, tensor in tensors.items():
         owner_name, _, attr = name.rpartition(".")
