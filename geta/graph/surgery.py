@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils import parametrize
 
 from geta.errors import PruneError
 from geta.graph.dependency_graph import DependencyGraph
@@ -150,6 +151,14 @@ def apply_plan(
             for module, attr, is_buffer in _owners(model, old):  # every owner of a tied tensor
                 (module._buffers if is_buffer else module._parameters)[attr] = new
                 touched.setdefault(module, {})
+
+    for (
+        module
+    ) in model.modules():  # a parametrized weight lives in the module's ParametrizationList
+        if parametrize.is_parametrized(module) and any(
+            plist in touched for plist in module.parametrizations.values()
+        ):
+            touched.setdefault(module, {})
 
     removed = {spaces.find(g.leaf): idx for g, idx in resolved}
     for binding in graph.analysis.bindings:

@@ -75,3 +75,17 @@ def test_torchvision_models_prepared_zeroed_pruned(name):
     assert [g.size for g in graph.groups] == [g.size for g in float_graph.groups]
     result = check_prune_equivalence(model, graph, (x,))
     assert result.max_abs_diff <= result.tolerance
+
+
+def test_pruned_prepared_convs_report_their_new_sizes():
+    """Bias-free convs own their weight only through the parametrization; their
+    in/out_channels must still follow the pruned shapes."""
+    model = prepare(get_model("resnet20").eval(), init_bits=8)
+    args, kwargs = example_inputs("resnet20")
+    graph = geta.trace(model, args, kwargs)
+    geta.prune(model, graph, {g.id: [0] for g in graph.groups})
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            w = module.weight
+            assert (module.out_channels, module.in_channels) == (w.shape[0], w.shape[1])
+    assert model(*args).shape[-1] == 10
