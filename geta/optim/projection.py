@@ -48,16 +48,13 @@ def bit_distortion(
     target changes). ``[layers, options]``; rows of unquantized layers are zero. Per-tensor
     quantizers are measured on a fixed random sample of at most ``sample`` weights."""
     out = np.zeros((len(cost_model.layers), len(bit_options)))
-    generator = torch.Generator().manual_seed(0)
     for i, layer in enumerate(cost_model.layers):
         q = layer.quantizer
         if q is None:
             continue
-        w = layer.weight.detach().float()
-        if not q.per_channel and w.numel() > sample:
-            w = w.reshape(-1)[torch.randperm(w.numel(), generator=generator)[:sample]]
+        w = layer.weight.detach()
         for j, b in enumerate(bit_options):
-            _, err = clip_search(w, float(b), q.t, q.axis, q.per_channel)
+            _, err = clip_search(w, float(b), q.t, q.axis, q.per_channel, sample=sample)
             out[i, j] = float(err.mean())
     return out
 

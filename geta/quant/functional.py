@@ -25,33 +25,50 @@ def project_step(
     return torch.minimum(torch.maximum(d, step_for_bits(b_hi, q_m, t)), step_for_bits(b_lo, q_m, t))
 
 
+def _fake_quantize(x: torch.Tensor, d: torch.Tensor, q_m: torch.Tensor, t: torch.Tensor):
+    """The quantizer's forward in plain tensor math (broadcasting), for calibration sweeps."""
+    c = torch.minimum(x.abs(), q_m).pow(t)
+    return torch.sign(x) * d * torch.round(c / d)
+
+
 def clip_search(
     x: torch.Tensor,
     bits: float,
     t: torch.Tensor,
     axis: int = 0,
     per_channel: bool = False,
-    grid: int = 24,
+    grid: int = 16,
+    sample: int = 1 << 16,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The clip ``q_m`` that minimises the squared quantization error of ``x`` at ``bits``
     (a grid over fractions of max |x|, per channel or per tensor), and that error per scalar
-    (per channel, or one value)."""
-    from geta.quant.ops import quantize
-
+    (per channel, or one value). A per-tensor search looks at a fixed random sample of at most
+    ``sample`` values, all grid points at once."""
     x = x.detach().float()
-    t = t.detach().float()
-    dims = [i for i in range(x.dim()) if i != axis % max(x.dim(), 1)] if per_channel else None
-    top = (x.abs().amax(dim=dims) if dims else x.abs()) if per_channel else x.abs().max()
-    top = top.reshape(-1).clamp_min(1e-8)
+    t = t.detach().float().reshape(-1)
+    fractions = torch.linspace(1.0 / grid, 1.0, grid, device=x.device)
+    if not per_channel:
+        flat = x.reshape(-1)
+        top = flat.abs().max().clamp_min(1e-8)
+        if flat.numel() > sample:
+            g = torch.Generator(device=flat.device).manual_seed(0)
+            flat = flat[torch.randint(flat.numel(), (sample,), generator=g, device=flat.device)]
+        q_m = (top * fractions).unsqueeze(1)
+        d = step_for_bits(bits, q_m, t[:1])
+        err = (_fake_quantize(flat.unsqueeze(0), d, q_m, t[:1]) - flat).square().mean(1)
+        best = int(err.argmin())
+        return q_m[best].reshape(1), err[best].reshape(1)
+    axis = axis % x.dim()
+    moved = x.movedim(axis, 0).reshape(x.shape[axis], -1)
+    top = moved.abs().amax(1).clamp_min(1e-8)
+    t_col = t.reshape(-1, 1) if t.numel() > 1 else t.reshape(1, 1)
     best_err = torch.full_like(top, float("inf"))
     best_clip = top.clone()
-    count = x.numel() / top.numel()
-    for f in torch.linspace(1.0 / grid, 1.0, grid).tolist():
-        q_m = top * f
-        d = step_for_bits(bits, q_m, t)
-        sq = (quantize(x, d, q_m, t, axis) - x).square()
-        err = (sq.sum(dim=dims) if dims else sq.sum()).reshape(-1) / count
+    for f in fractions.tolist():
+        q_m = (top * f).unsqueeze(1)
+        d = step_for_bits(bits, q_m, t_col)
+        err = (_fake_quantize(moved, d, q_m, t_col) - moved).square().mean(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
-        best_clip = torch.where(better, q_m, best_clip)
+        best_clip = torch.where(better, q_m.squeeze(1), best_clip)
     return best_clip, best_err
