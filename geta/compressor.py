@@ -7,7 +7,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from geta.errors import BudgetError
@@ -240,7 +239,3 @@ class Compressor:
             fp32_bytes=self.fp32_bytes,
             extra={"history": list(opt.history) if opt else []},
         )
-
-    @property
-    def removed(self) -> np.ndarray:
-        return self._optimizer.zeroed if self._optimizer is not None else np.zeros(0, bool)

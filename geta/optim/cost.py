@@ -174,9 +174,7 @@ class CostModel:
         """Each layer's weight bits now: the ceiling of its quantizer's largest channel, or 32."""
         return np.array(
             [
-                float(torch.ceil(layer.quantizer.bits().detach().max() - 1e-6).item())
-                if layer.quantizer is not None
-                else FLOAT_BITS
+                layer.quantizer.storage_bits() if layer.quantizer is not None else FLOAT_BITS
                 for layer in self.layers
             ],
             dtype=np.float64,

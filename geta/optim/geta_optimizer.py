@@ -166,7 +166,10 @@ class GetaOptimizer(torch.optim.Optimizer):
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
-        projection = self.problem.plan(forced=self.zeroed | self.marked)
+        self._importance = self.problem.importance()
+        projection = self.problem.plan(
+            forced=self.zeroed | self.marked, importance=self._importance
+        )
         removed, bits = projection.removed, projection.bits
         if _distributed():
             payload = [removed, bits]
@@ -212,7 +215,7 @@ class GetaOptimizer(torch.optim.Optimizer):
         periods_left = self.schedule.periods - period_index
         count = math.ceil(len(todo) / periods_left) if periods_left > 0 else len(todo)
         if count and len(todo):
-            imp = self.problem.importance()[todo]
+            imp = self._importance[todo]  # from the plan made at this same step
             chosen = todo[np.argsort(imp, kind="stable")[:count]]
         else:
             chosen = np.zeros(0, dtype=np.int64)
@@ -245,7 +248,7 @@ class GetaOptimizer(torch.optim.Optimizer):
             factor[torch.as_tensor(pulling)] = ratio
             self._factors = self.problem.keep_factors(factor)
             self._factors_key = key
-        for p, _, values in self._factors:
+        for p, values in self._factors:
             p.mul_(values)
         if ratio == 0.0:
             self.zeroed |= pulling

@@ -71,18 +71,14 @@ class CompressionProblem:
         return self.cost_model.units
 
     def _tensor_masks(self) -> list[TensorMask]:
-        params = dict(self.model.named_parameters(remove_duplicate=False))
-        offsets = self.units.offsets
-        found: dict[tuple[str, int], torch.Tensor] = {}
-        for gi, group in enumerate(self.graph.groups):
-            for m in group.members:
-                if m.is_buffer or m.role == "quantizer" or m.name not in params:
-                    continue
-                size = params[m.name].shape[m.dim]
-                unit_of = found.setdefault((m.name, m.dim), torch.full((size,), -1))
-                for u in range(group.size):
-                    unit_of[torch.as_tensor(m.positions[u])] = int(offsets[gi]) + u
-        return [TensorMask(n, d, u) for (n, d), u in found.items()]
+        """The unit of every index of every grouped (parameter, dim): the saliency slices'
+        positions and unit ids, scattered into one lookup per pair."""
+        masks = []
+        for s in self.stats.slices:
+            unit_of = torch.full((self.stats.params[s.tensor].shape[s.dim],), -1)
+            unit_of[s.positions] = s.unit_ids
+            masks.append(TensorMask(s.tensor, s.dim, unit_of))
+        return masks
 
     def importance(self, criterion: str | None = None) -> np.ndarray:
         stats = self.stats.compute(with_grad=True)
@@ -95,9 +91,11 @@ class CompressionProblem:
         forced: np.ndarray | None = None,
         max_bits: np.ndarray | None = None,
         criterion: str | None = None,
+        importance: np.ndarray | None = None,
     ) -> Projection:
-        """Project the current model onto the budget (or GETA's sparsity target)."""
-        imp = self.importance(criterion)
+        """Project the current model onto the budget (or GETA's sparsity target), with the
+        units' ``importance`` (computed now from the saliency ``criterion`` when not given)."""
+        imp = self.importance(criterion) if importance is None else importance
         cm = self.cost_model
         if self.target is None:
             removed = select_fraction(
@@ -117,20 +115,18 @@ class CompressionProblem:
             min_keep=self.min_keep,
         )
 
-    def keep_factors(
-        self, factor_of_unit: torch.Tensor
-    ) -> list[tuple[torch.Tensor, int, torch.Tensor]]:
-        """For each masked (parameter, dim): the multiplier of each index along ``dim``
-        (1 where the unit is kept). ``factor_of_unit`` has one value per unit."""
-        params = dict(self.model.named_parameters(remove_duplicate=False))
+    def keep_factors(self, factor_of_unit: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """For each masked (parameter, dim) with a factor other than 1: the parameter and the
+        multiplier of each index along ``dim``, shaped to broadcast. ``factor_of_unit`` has
+        one value per unit."""
         out = []
         for mask in self.masks:
-            p = params[mask.name]
+            p = self.stats.params[mask.name]
             values = torch.ones(mask.unit_of.shape, dtype=torch.float32)
             hit = mask.unit_of >= 0
             values[hit] = factor_of_unit[mask.unit_of[hit]]
             if bool((values != 1).any()):
                 shape = [1] * p.dim()
                 shape[mask.dim] = -1
-                out.append((p, mask.dim, values.to(p.device, p.dtype).reshape(shape)))
+                out.append((p, values.to(p.device, p.dtype).reshape(shape)))
         return out

@@ -100,7 +100,7 @@ def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray
         if layer.quantizer is not None:
             codes, _ = quantized_codes(w, layer.quantizer)
             nonzeros = int(np.count_nonzero(codes))
-            bits = int(torch.ceil(layer.quantizer.bits().max() - 1e-6).item())
+            bits = layer.quantizer.storage_bits()
         else:
             nonzeros = int(torch.count_nonzero(w).item())
             bits = FLOAT_BITS

@@ -63,6 +63,11 @@ class Quantizer(nn.Module):
         """Bits per channel (or one value), as a float tensor."""
         return bits_of(self.d, self.q_m, self.t)
 
+    def storage_bits(self) -> int:
+        """Bits one stored code needs: the ceiling of the largest channel's bits (a float
+        hair above an integer counts as that integer)."""
+        return int(torch.ceil(self.bits().detach().max() - 1e-6).item())
+
     @torch.no_grad()
     def sanitize(self) -> None:
         """Keep the learnable parameters where the quantizer is defined: ``t`` in
