@@ -46,11 +46,36 @@ def test_mean_over_channels_blocks_them():
     assert graph.groups == []
 
 
-def test_fixed_slice_blocks_but_full_slice_does_not():
-    assert groups_and_check(Fn(lambda h: h[:, :5], out_width=5), torch.randn(2, 4)).groups == []
+def test_hard_coded_slice_blocks_what_it_keeps_and_frees_what_it_drops():
+    graph = groups_and_check(Fn(lambda h: h[:, :5], out_width=5), torch.randn(2, 4))
+    assert [g.size for g in graph.groups] == [3]  # channels 5..7 are never used
+    assert any(b.size == 5 and "trial prune" in b.reason for b in graph.blocked)
     assert [g.size for g in groups_and_check(Fn(lambda h: h[:, :]), torch.randn(2, 4)).groups] == [
         8
     ]
+
+
+def test_hard_coded_slice_start_blocks_the_channels_before_it():
+    # pruning channel 0..2 keeps the slice's size but shifts what it selects
+    graph = groups_and_check(Fn(lambda h: h[:, 3:6], out_width=3), torch.randn(2, 4))
+    assert [g.size for g in graph.groups] == [2]
+    assert graph.groups[0].member("fc_in.weight").positions.ravel().tolist() == [6, 7]
+
+
+def test_fused_parts_sliced_by_size_prune_part_by_part():
+    def halves(h):
+        return torch.cat([h[:, : h.shape[1] // 2] * 2, h[:, h.shape[1] // 2 :]], 1)
+
+    graph = groups_and_check(Fn(halves), torch.randn(2, 4))
+    # the first half follows ``size // 2`` alone; the second only if the first shrinks too
+    assert [g.member("fc_in.weight").positions.min() for g in graph.groups] == [0]
+    assert any("only with other groups" in b.reason for b in graph.blocked)
+
+
+def test_strided_slice_blocks():
+    graph = groups_and_check(Fn(lambda h: h[:, ::2], out_width=4), torch.randn(2, 4))
+    assert graph.groups == []
+    assert any("stride" in b.reason for b in graph.blocked)
 
 
 def test_repeat_tiles_keep_index_maps():

@@ -195,18 +195,23 @@ register_rule(
 
 
 def creation_rule(ctx: RuleContext, node: fx.Node) -> None:
-    """New tensors with hard-coded shapes (zeros, arange, new_ones, ...): every dim is a new,
-    blocked axis; the inputs are not affected."""
+    """New tensors whose values depend on the position (arange, eye, random, literal data):
+    every dim is a new, blocked axis; the inputs are not affected."""
     val = node.meta.get("val")
     if isinstance(val, torch.Tensor):
         ctx.set_output([ctx.fresh(s, "created with a fixed shape") for s in ctx.out_shape()])
 
 
+def constant_fill_rule(ctx: RuleContext, node: fx.Node) -> None:
+    """Tensors filled with one value (zeros, ones, full, empty): every index holds the same
+    value, so any index can go; each dim is a new, free axis that the ops using the tensor
+    tie to their channels. (The trial prune checks that the code creates the pruned size.)"""
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        ctx.set_output([ctx.spaces.new(s) for s in ctx.out_shape()])
+
+
 register_rule(
-    aten.zeros,
-    aten.ones,
-    aten.full,
-    aten.empty,
     aten.arange,
     aten.linspace,
     aten.eye,
@@ -214,11 +219,18 @@ register_rule(
     aten.randn,
     aten.randint,
     aten.scalar_tensor,
+    aten.tensor,
+)(creation_rule)
+
+register_rule(
+    aten.zeros,
+    aten.ones,
+    aten.full,
+    aten.empty,
     aten.new_zeros,
     aten.new_ones,
     aten.new_full,
     aten.new_empty,
-    aten.tensor,
     aten.empty_strided,
     aten.new_empty_strided,
-)(creation_rule)
+)(constant_fill_rule)
