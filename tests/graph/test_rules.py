@@ -1,5 +1,6 @@
 """Rule behaviour seen through tiny models: which dims couple, which block."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -149,3 +150,33 @@ def test_channel_padding_stays_unprunable_but_the_rest_prunes():
     assert group.size == 4
     np_positions = group.member("b.weight").positions.ravel().tolist()
     assert np_positions == [2, 3, 4, 5]  # the middle of b's channels, aligned with a's
+
+
+class NormedMLP(nn.Module):
+    def __init__(self, rms: bool):
+        super().__init__()
+        self.up, self.down = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.norm = None if rms else nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = self.up(x)
+        if self.norm is None:  # an RMS norm written out, as HF's RMSNorm is
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        else:
+            h = self.norm(h)
+        return self.down(torch.relu(h))
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_norms_block_unless_opted_in_then_inexact(rms):
+    x = torch.randn(2, 4)
+    model = NormedMLP(rms).eval()
+    assert geta.trace(model, x).groups == []
+    with pytest.warns(UserWarning, match="LayerNorm / RMSNorm"):
+        graph = geta.trace(model, x, through_norms=True)
+    (group,) = graph.groups
+    assert (group.kind, group.size, group.exact) == ("hidden", 8, False)
+    assert "normalised over" in group.inexact[0]
+    assert "inexact" in graph.summary_table()
+    result = check_prune_equivalence(model, graph, (x,), plan={group.id: [0, 3]})
+    assert result.params_after < result.params_before  # prunes, not exactly

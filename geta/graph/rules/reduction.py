@@ -20,12 +20,26 @@ def _dims_arg(ctx: RuleContext, node: fx.Node, rank: int) -> list[int]:
     return sorted(ctx.norm_dim(d, rank) for d in dim)
 
 
+def _is_square(node: object) -> bool:
+    """``x ** 2`` or ``x * x``: the statistic of an RMS norm written out (HF's RMSNorm)."""
+    if not isinstance(node, fx.Node) or node.op != "call_function":
+        return False
+    packet = getattr(node.target, "overloadpacket", None)
+    if packet is aten.pow:
+        return len(node.args) > 1 and node.args[1] == 2
+    return packet is aten.mul and len(node.args) > 1 and node.args[0] is node.args[1]
+
+
 def reduce_rule(ctx: RuleContext, node: fx.Node) -> None:
     """Reduced dims are blocked (removing a channel changes a mean, max or norm); the others
-    pass through, size-1 where ``keepdim``."""
+    pass through, size-1 where ``keepdim``. The mean of a square (an RMS norm written out) is
+    a norm's statistic: see :meth:`RuleContext.normalised`."""
     xa = ctx.dims(node.args[0])
     reduced = _dims_arg(ctx, node, len(xa))
-    ctx.block([xa[d] for d in reduced], "reduced over")
+    if node.target.overloadpacket is aten.mean and _is_square(node.args[0]):
+        ctx.normalised([xa[d] for d in reduced], "normalised over (root mean square)")
+    else:
+        ctx.block([xa[d] for d in reduced], "reduced over")
     val = node.meta.get("val")
     shapes = (
         [ctx.out_shape(i) for i in range(len(val))]
