@@ -60,13 +60,14 @@ def _to_meta(value: Any) -> Any:
 
 
 def _signature(graph: DependencyGraph, model: nn.Module, group: PruningGroup) -> tuple:
-    """Structure of a group up to module names: member (module type, attribute, dim, role)."""
+    """Structure of a group up to module names: its kind and size, and member (module type,
+    attribute, dim, role, width)."""
     parts = []
     for m in group.members:
         module_name, _, attr = m.name.rpartition(".")
         module = model.get_submodule(module_name)
         parts.append((type(module).__qualname__, attr, m.dim, m.role, m.width))
-    return (group.size, tuple(sorted(parts)))
+    return (group.kind, group.size, tuple(sorted(parts)))
 
 
 def _fake_run(
@@ -334,8 +335,9 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     # The parts of a slice may follow the pruned sizes only when they shrink together (bounds
     # computed as ``size // 2``): a group that feeds a slice is also tried alone, one per kind.
     tried: dict[tuple, bool] = {}
+    sliced = _sliced_groups(graph)
     for g in graph.groups:
-        if g.id in verified and g.id not in blocked and g.id in _sliced_groups(graph):
+        if g.id in verified and g.id not in blocked and g.id in sliced:
             offsets = sorted(
                 (m.name.rpartition(".")[2], m.dim, int(m.positions.min())) for m in g.members
             )
@@ -351,9 +353,6 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
 
 def _sliced_groups(graph: DependencyGraph) -> set[int]:
     """Ids of the groups whose units sit in a dimension that a slice takes part of."""
-    cached = getattr(graph, "_sliced_group_ids", None)
-    if cached is not None:
-        return cached
     spaces = graph.spaces
     leaves: set[int] = set()
     for node in graph.program.graph.nodes:
@@ -364,6 +363,4 @@ def _sliced_groups(graph: DependencyGraph) -> set[int]:
         if isinstance(atoms, list) and isinstance(out, list) and atoms != out:
             dim = node.args[1] if len(node.args) > 1 else 0
             leaves |= {spaces.find(leaf) for leaf in spaces.leaves(atoms[dim])}
-    found = {g.id for g in graph.groups if spaces.find(g.leaf) in leaves}
-    graph._sliced_group_ids = found
-    return found
+    return {g.id for g in graph.groups if spaces.find(g.leaf) in leaves}
