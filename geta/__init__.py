@@ -13,7 +13,7 @@ Quick start::
     print(geta.size_report(model, "out/"))  # papers' ratio and real bytes
 """
 
-from geta import export, quant
+from geta import export, hf, quant
 from geta.errors import ArtifactError, GetaError, PruneError, TraceError
 from geta.export.size import size_report
 from geta.graph import DependencyGraph, GroupMember, PruningGroup, prune, trace, zero_groups
@@ -29,6 +29,7 @@ __all__ = [
     "PruningGroup",
     "TraceError",
     "export",
+    "hf",
     "prune",
     "quant",
     "size_report",
