@@ -21,7 +21,7 @@ The pieces on their own::
     print(geta.size_report(model, "out/"))  # papers' ratio and real bytes
 """
 
-from geta import export, optim, quant
+from geta import export, hf, optim, quant
 from geta.compressor import Compressor, CompressorConfig
 from geta.errors import (
     ArtifactError,
@@ -52,6 +52,7 @@ __all__ = [
     "PruningGroup",
     "TraceError",
     "export",
+    "hf",
     "optim",
     "prune",
     "quant",

@@ -65,6 +65,8 @@ class Analysis:
     node_tensor: dict[fx.Node, str] = field(default_factory=dict, repr=False)
     roles: dict[str, str] = field(default_factory=dict)
     unsupported: list[UnsupportedOp] = field(default_factory=list)
+    inexact: list[tuple[int, str]] = field(default_factory=list)
+    options: frozenset[str] = frozenset()
 
 
 def _module_path(node: fx.Node) -> str:
@@ -122,18 +124,23 @@ def _touches_tensors(node: fx.Node, node_atoms: dict[fx.Node, Any]) -> list[fx.N
     return [n for n in iter_nodes((node.args, node.kwargs)) if node_atoms.get(n) is not None]
 
 
-def analyze(program: ExportedProgram, aliases: dict[str, str] | None = None) -> Analysis:
+def analyze(
+    program: ExportedProgram,
+    aliases: dict[str, str] | None = None,
+    options: frozenset[str] = frozenset(),
+) -> Analysis:
     """Run every op rule over ``program``'s graph and return the resulting channel spaces.
 
     ``aliases`` maps the name of a tied parameter or buffer to the name of the first tensor it
-    is shared with; tied tensors get one set of atoms.
+    is shared with; tied tensors get one set of atoms. ``options`` are handed to the rules
+    (``"through_norms"``: normalised dims stay prunable, inexactly).
     """
     aliases = aliases or {}
     spaces = ChannelSpaces()
     sig = program.graph_signature
     specs = {spec.arg.name: spec for spec in sig.input_specs if hasattr(spec.arg, "name")}
     atoms_of: dict[fx.Node, Any] = {}
-    result = Analysis(spaces=spaces, node_atoms={}, tensors={})
+    result = Analysis(spaces=spaces, node_atoms={}, tensors={}, options=frozenset(options))
 
     for node in program.graph.nodes:
         if node.op == "placeholder":
@@ -222,7 +229,7 @@ def _walk_subgraph(
 def _apply_rule(node: fx.Node, atoms_of: dict[fx.Node, Any], result: Analysis) -> None:
     spaces = result.spaces
     rule = lookup_rule(node.target)
-    ctx = RuleContext(spaces, atoms_of, node)
+    ctx = RuleContext(spaces, atoms_of, node, result.options)
     op_name = ctx.op_name
     reason = None
     if rule is None:
@@ -257,6 +264,7 @@ def _apply_rule(node: fx.Node, atoms_of: dict[fx.Node, Any], result: Analysis) -
         if _parameter_source(operand, result.tensor_nodes) is not None:
             result.contracted.add(atom)
     result.tags.extend(ctx.tags)
+    result.inexact.extend(ctx.inexact)
     for operand, role in ctx.roles:
         source = _parameter_source(operand, result.tensor_nodes)
         if source is not None:

@@ -94,6 +94,7 @@ def trace(
     example_kwargs: Mapping[str, Any] | None = None,
     *,
     validate: bool = True,
+    through_norms: bool = False,
 ) -> DependencyGraph:
     """Capture ``model`` and find its prunable groups.
 
@@ -104,6 +105,10 @@ def trace(
         example_kwargs: keyword example inputs (for example ``input_ids``/``attention_mask``).
         validate: prune one unit of every group on a meta-device copy, capture it again and
             check every shape; groups whose sizes the forward code hard-codes are blocked.
+        through_norms: also prune the dims that LayerNorm / RMSNorm average over (a
+            transformer's hidden size). Such groups are ``kind == "hidden"`` and inexact
+            (``group.exact`` is False: removing a unit changes the norm's statistics, so the
+            pruned model needs fine-tuning); a warning says how many there are.
 
     Returns:
         A :class:`DependencyGraph`.
@@ -124,7 +129,8 @@ def trace(
     example_args = tuple(example_args)
     start = time.perf_counter()
     program = export_program(model, example_args, example_kwargs)
-    graph = DependencyGraph(program, analyze(program, tensor_aliases(model)))
+    options = frozenset({"through_norms"} if through_norms else ())
+    graph = DependencyGraph(program, analyze(program, tensor_aliases(model), options))
     graph.example_inputs = (example_args, dict(example_kwargs or {}))
     if graph.unsupported_ops:
         ops = sorted({u.op for u in graph.unsupported_ops})
@@ -138,6 +144,13 @@ def trace(
         from geta.graph.validate import validate_groups
 
         validate_groups(model, graph)
+    inexact = [g for g in graph.groups if not g.exact]
+    if inexact:
+        warnings.warn(
+            f"geta: {len(inexact)} group(s) prune through a LayerNorm / RMSNorm (group.exact is "
+            "False): pruning them changes the outputs of the units that stay; fine-tune after",
+            stacklevel=2,
+        )
     graph.build_seconds = time.perf_counter() - start
     logger.info(
         "traced %s: %d groups in %.2fs",

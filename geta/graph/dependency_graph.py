@@ -100,7 +100,8 @@ class DependencyGraph:
             shown = ", ".join(layers[:3]) + (
                 f", +{len(layers) - 3} more" if len(layers) > 3 else ""
             )
-            rows.append((str(g.id), g.kind, str(g.size), f"{g.numel:,}", shown))
+            kind = g.kind if g.exact else f"{g.kind}*"
+            rows.append((str(g.id), kind, str(g.size), f"{g.numel:,}", shown))
         widths = [max(len(r[i]) for r in rows) for i in range(4)]
         lines = [
             "  ".join(
@@ -120,6 +121,8 @@ class DependencyGraph:
             f"{len(self.groups)} prunable groups; {self.prunable_fraction():.1%} of weight scalars "
             f"prunable; {total:,} parameters; {len(self.unsupported_ops)} unsupported ops"
         )
+        if any(not g.exact for g in self.groups):
+            lines.append("  * inexact: prunes through a LayerNorm / RMSNorm (fine-tune after)")
         for op in self.unsupported_ops:
             lines.append(
                 f"  unsupported: {op.op} at {op.node} ({op.module or 'top level'}): {op.reason}"

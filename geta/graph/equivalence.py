@@ -38,10 +38,13 @@ class EquivalenceResult:
 def random_plan(
     graph: DependencyGraph, fraction: float = 0.3, seed: int = 0
 ) -> dict[int, list[int]]:
-    """Remove a random ``fraction`` (at least one unit, never all) of every prunable group."""
+    """Remove a random ``fraction`` (at least one unit, never all) of every exact group
+    (inexact ones, pruned through a norm, cannot keep the outputs)."""
     rng = np.random.default_rng(seed)
     plan = {}
     for g in graph.groups:
+        if not g.exact:
+            continue
         k = min(max(1, int(round(fraction * g.size))), g.size - 1)
         if k > 0:
             plan[g.id] = sorted(rng.choice(g.size, k, replace=False).tolist())

@@ -42,7 +42,9 @@ class PruningGroup:
 
     ``members`` are the tensor slices removed with each unit (per-channel quantizer parameters
     among them); ``attached`` names whole tensors that travel with the group without being
-    sliced (the parameters of per-tensor quantizers on its layers).
+    sliced (the parameters of per-tensor quantizers on its layers). ``inexact`` says why
+    removing a unit changes the other units' values (a norm it goes through, with
+    ``geta.trace(..., through_norms=True)``); it is empty for an exact group.
     """
 
     id: int
@@ -52,6 +54,12 @@ class PruningGroup:
     params_per_unit: int
     leaf: int = field(repr=False)
     attached: tuple[str, ...] = ()
+    inexact: tuple[str, ...] = ()
+
+    @property
+    def exact(self) -> bool:
+        """Zeroing then removing units gives the zeroed model's outputs."""
+        return not self.inexact
 
     @property
     def layers(self) -> list[str]:
@@ -119,7 +127,11 @@ def build_groups(analysis: Analysis) -> tuple[list[PruningGroup], list[BlockedSp
     leaf_tags: dict[int, str] = {}
     for atom, tag in analysis.tags:
         for leaf in spaces.leaves(atom):
-            leaf_tags.setdefault(leaf, tag)
+            leaf_tags.setdefault(spaces.find(leaf), tag)
+    inexact: dict[int, list[str]] = {}
+    for atom, reason in analysis.inexact:
+        for leaf in spaces.leaves(atom):
+            inexact.setdefault(spaces.find(leaf), []).append(reason)
     groups: list[PruningGroup] = []
     blocked: list[BlockedSpace] = []
     for leaf, uses in by_leaf.items():
@@ -144,13 +156,14 @@ def build_groups(analysis: Analysis) -> tuple[list[PruningGroup], list[BlockedSp
             PruningGroup(
                 id=len(groups),
                 size=size,
-                kind=_kind(members, leaf_tags.get(leaf)),
+                kind=_kind(members, leaf_tags.get(spaces.find(leaf))),
                 members=tuple(members),
                 params_per_unit=per_unit,
                 leaf=leaf,
                 attached=tuple(
                     dict.fromkeys(a for m in members for a in analysis.attachments.get(m.name, ()))
                 ),
+                inexact=tuple(dict.fromkeys(inexact.get(spaces.find(leaf), ()))),
             )
         )
     return groups, blocked

@@ -5,6 +5,11 @@ result is an ordinary, smaller module.
 Adapters are looked up by module type (``isinstance``), never by name. Register one for your
 own module type with :func:`register_module_adapter`; ``quantities`` carries structural sizes
 recorded by op rules (a convolution's ``groups``, a group norm's ``num_groups``) after pruning.
+
+Some attributes live above the resized modules (an attention module's head count, read from
+its projections' new shapes). :func:`register_model_adapter` adds a hook that surgery runs on
+the whole model after the module adapters, in a real prune and in the trial prune of
+:func:`geta.trace` alike, so a hook that makes a group prunable also makes it pass the trial.
 """
 
 from __future__ import annotations
@@ -14,7 +19,13 @@ from collections.abc import Callable
 
 from torch import nn
 
-__all__ = ["register_module_adapter", "register_lazy_module_adapter", "adapt_module"]
+__all__ = [
+    "register_module_adapter",
+    "register_lazy_module_adapter",
+    "register_model_adapter",
+    "adapt_module",
+    "adapt_model",
+]
 
 ModuleAdapter = Callable[[nn.Module, dict[str, int]], None]
 _ADAPTERS: list[tuple[type, ModuleAdapter]] = []
@@ -62,6 +73,34 @@ def adapt_module(module: nn.Module, quantities: dict[str, int]) -> bool:
             fn(module, quantities)
             return True
     return False
+
+
+ModelAdapter = Callable[[nn.Module], None]
+_MODEL_ADAPTERS: list[ModelAdapter] = []
+
+
+def register_model_adapter(fn: ModelAdapter) -> ModelAdapter:
+    """Register ``fn(model)``, run after every surgery once the module adapters are done.
+
+    It must only read shapes (the trial prune runs it on fake and meta tensors) and must be
+    idempotent (it runs after every prune, on the whole model).
+
+    Example:
+        >>> @register_model_adapter                                   # doctest: +SKIP
+        ... def _(model):
+        ...     for m in model.modules():
+        ...         if isinstance(m, MyAttention):
+        ...             m.num_heads = m.out.in_features // m.head_dim
+    """
+    if fn not in _MODEL_ADAPTERS:
+        _MODEL_ADAPTERS.append(fn)
+    return fn
+
+
+def adapt_model(model: nn.Module) -> None:
+    """Run every registered model adapter on ``model``."""
+    for fn in list(_MODEL_ADAPTERS):
+        fn(model)
 
 
 @register_module_adapter(nn.modules.conv._ConvNd)

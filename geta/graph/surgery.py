@@ -12,7 +12,7 @@ from torch.nn.utils import parametrize
 from geta.errors import PruneError
 from geta.graph.dependency_graph import DependencyGraph
 from geta.graph.groups import PruningGroup
-from geta.graph.module_adapters import adapt_module
+from geta.graph.module_adapters import adapt_model, adapt_module
 
 __all__ = ["Plan", "zero_groups", "prune", "apply_plan"]
 
@@ -125,7 +125,8 @@ def prune(model: nn.Module, graph: DependencyGraph, plan: Plan) -> nn.Module:
 def apply_plan(
     model: nn.Module, graph: DependencyGraph, resolved: list[tuple[PruningGroup, np.ndarray]]
 ) -> None:
-    """Slice every member tensor and update module attributes (the graph stays usable)."""
+    """Slice every member tensor and update module attributes: each touched module's adapter,
+    then the model adapters (the graph stays usable)."""
     spaces = graph.spaces
     keep: dict[tuple[str, int], np.ndarray] = {}
     for group, idx in resolved:
@@ -179,3 +180,4 @@ def apply_plan(
         quantities[binding.quantity] = value
     for module, quantities in touched.items():
         adapt_module(module, quantities)
+    adapt_model(model)

@@ -29,6 +29,7 @@ from geta.errors import TraceError
 from geta.graph.capture import export_program
 from geta.graph.dependency_graph import DependencyGraph
 from geta.graph.groups import PruningGroup
+from geta.graph.rules.indexing import slice_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -59,13 +60,14 @@ def _to_meta(value: Any) -> Any:
 
 
 def _signature(graph: DependencyGraph, model: nn.Module, group: PruningGroup) -> tuple:
-    """Structure of a group up to module names: member (module type, attribute, dim, role)."""
+    """Structure of a group up to module names: its kind and size, and member (module type,
+    attribute, dim, role, width)."""
     parts = []
     for m in group.members:
         module_name, _, attr = m.name.rpartition(".")
         module = model.get_submodule(module_name)
         parts.append((type(module).__qualname__, attr, m.dim, m.role, m.width))
-    return (group.size, tuple(sorted(parts)))
+    return (group.kind, group.size, tuple(sorted(parts)))
 
 
 def _fake_run(
@@ -203,6 +205,35 @@ def _node_keys(nodes: list[fx.Node]) -> list[tuple[str, str, int]]:
     return keys
 
 
+def _slice_follows(
+    graph: DependencyGraph, node: fx.Node, twin: fx.Node, removed: dict[int, np.ndarray]
+) -> bool:
+    """For a slice: do the trial's bounds select the same kept positions as the original?
+    (A hard-coded start can give the predicted size at the wrong offset.)"""
+    if getattr(node.target, "overloadpacket", None) is not torch.ops.aten.slice:
+        return True
+    atoms = graph.analysis.node_atoms.get(node.args[0].name)
+    source = twin.args[0].meta.get("val") if isinstance(twin.args[0], fx.Node) else None
+    if not isinstance(atoms, list) or not isinstance(source, torch.Tensor):
+        return True
+    dim = node.args[1] if len(node.args) > 1 else 0
+    dim = dim + len(atoms) if dim < 0 else dim
+    mask = graph.spaces.keep_mask(atoms[dim], removed)
+    if mask is None:
+        return True
+    start, end = slice_bounds(*_slice_args(node), len(mask))
+    kept = np.concatenate([[0], np.cumsum(mask)])
+    return slice_bounds(*_slice_args(twin), int(source.shape[dim])) == (
+        int(kept[start]),
+        int(kept[end]),
+    )
+
+
+def _slice_args(node: fx.Node) -> tuple[int | None, int | None]:
+    args = list(node.args) + [None] * 4
+    return node.kwargs.get("start", args[2]), node.kwargs.get("end", args[3])
+
+
 def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> set[int]:
     spaces = graph.spaces
     candidates = {spaces.find(g.leaf) for g in groups}
@@ -216,13 +247,16 @@ def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> s
             if atoms is not None
             else []
         )
+        if getattr(node.target, "overloadpacket", None) is torch.ops.aten.slice:
+            source = graph.analysis.node_atoms.get(node.args[0].name)  # its bounds may move
+            flat += [a for a in pytree.tree_leaves(source) if isinstance(a, int)]
         if not any(leaf in candidates for a in flat for leaf in spaces.leaves(a)):
             continue
         twin = trial_nodes.get(key)
         suspects = _groups_in_nodes(graph, [node, *node.all_input_nodes], groups) or {
             g.id for g in groups
         }
-        if twin is None:
+        if twin is None or not _slice_follows(graph, node, twin, removed):
             return suspects
         olds = atoms if atoms and isinstance(atoms[0], list) else [atoms]
         vals = twin.meta.get("val")
@@ -298,6 +332,35 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         for g in graph.groups:
             if g.id not in verified:
                 blocked.setdefault(g.id, "trial pruning did not settle")
+    # The parts of a slice may follow the pruned sizes only when they shrink together (bounds
+    # computed as ``size // 2``): a group that feeds a slice is also tried alone, one per kind.
+    tried: dict[tuple, bool] = {}
+    sliced = _sliced_groups(graph)
+    for g in graph.groups:
+        if g.id in verified and g.id not in blocked and g.id in sliced:
+            offsets = sorted(
+                (m.name.rpartition(".")[2], m.dim, int(m.positions.min())) for m in g.members
+            )
+            key = (signature[g.id], tuple(offsets))  # the same part of the same kind of layer
+            if key not in tried:
+                tried[key] = bool(_trial_failure(model, graph, [g], inputs, eager=eager))
+            if tried[key]:
+                blocked[g.id] = "a slice's bounds follow the pruned size only with other groups"
     if blocked:
         graph.block_groups(blocked)
         logger.info("trial pruning blocked %d group(s)", len(blocked))
+
+
+def _sliced_groups(graph: DependencyGraph) -> set[int]:
+    """Ids of the groups whose units sit in a dimension that a slice takes part of."""
+    spaces = graph.spaces
+    leaves: set[int] = set()
+    for node in graph.program.graph.nodes:
+        if getattr(node.target, "overloadpacket", None) is not torch.ops.aten.slice:
+            continue
+        atoms = graph.analysis.node_atoms.get(node.args[0].name)
+        out = graph.analysis.node_atoms.get(node.name)
+        if isinstance(atoms, list) and isinstance(out, list) and atoms != out:
+            dim = node.args[1] if len(node.args) > 1 else 0
+            leaves |= {spaces.find(leaf) for leaf in spaces.leaves(atoms[dim])}
+    return {g.id for g in graph.groups if spaces.find(g.leaf) in leaves}

@@ -1,5 +1,6 @@
 """Rule behaviour seen through tiny models: which dims couple, which block."""
 
+import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,11 +47,36 @@ def test_mean_over_channels_blocks_them():
     assert graph.groups == []
 
 
-def test_fixed_slice_blocks_but_full_slice_does_not():
-    assert groups_and_check(Fn(lambda h: h[:, :5], out_width=5), torch.randn(2, 4)).groups == []
+def test_hard_coded_slice_blocks_what_it_keeps_and_frees_what_it_drops():
+    graph = groups_and_check(Fn(lambda h: h[:, :5], out_width=5), torch.randn(2, 4))
+    assert [g.size for g in graph.groups] == [3]  # channels 5..7 are never used
+    assert any(b.size == 5 and "trial prune" in b.reason for b in graph.blocked)
     assert [g.size for g in groups_and_check(Fn(lambda h: h[:, :]), torch.randn(2, 4)).groups] == [
         8
     ]
+
+
+def test_hard_coded_slice_start_blocks_the_channels_before_it():
+    # pruning channel 0..2 keeps the slice's size but shifts what it selects
+    graph = groups_and_check(Fn(lambda h: h[:, 3:6], out_width=3), torch.randn(2, 4))
+    assert [g.size for g in graph.groups] == [2]
+    assert graph.groups[0].member("fc_in.weight").positions.ravel().tolist() == [6, 7]
+
+
+def test_fused_parts_sliced_by_size_prune_part_by_part():
+    def halves(h):
+        return torch.cat([h[:, : h.shape[1] // 2] * 2, h[:, h.shape[1] // 2 :]], 1)
+
+    graph = groups_and_check(Fn(halves), torch.randn(2, 4))
+    # the first half follows ``size // 2`` alone; the second only if the first shrinks too
+    assert [g.member("fc_in.weight").positions.min() for g in graph.groups] == [0]
+    assert any("only with other groups" in b.reason for b in graph.blocked)
+
+
+def test_strided_slice_blocks():
+    graph = groups_and_check(Fn(lambda h: h[:, ::2], out_width=4), torch.randn(2, 4))
+    assert graph.groups == []
+    assert any("stride" in b.reason for b in graph.blocked)
 
 
 def test_repeat_tiles_keep_index_maps():
@@ -124,3 +150,33 @@ def test_channel_padding_stays_unprunable_but_the_rest_prunes():
     assert group.size == 4
     np_positions = group.member("b.weight").positions.ravel().tolist()
     assert np_positions == [2, 3, 4, 5]  # the middle of b's channels, aligned with a's
+
+
+class NormedMLP(nn.Module):
+    def __init__(self, rms: bool):
+        super().__init__()
+        self.up, self.down = nn.Linear(4, 8), nn.Linear(8, 3)
+        self.norm = None if rms else nn.LayerNorm(8)
+
+    def forward(self, x):
+        h = self.up(x)
+        if self.norm is None:  # an RMS norm written out, as HF's RMSNorm is
+            h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6)
+        else:
+            h = self.norm(h)
+        return self.down(torch.relu(h))
+
+
+@pytest.mark.parametrize("rms", [False, True])
+def test_norms_block_unless_opted_in_then_inexact(rms):
+    x = torch.randn(2, 4)
+    model = NormedMLP(rms).eval()
+    assert geta.trace(model, x).groups == []
+    with pytest.warns(UserWarning, match="LayerNorm / RMSNorm"):
+        graph = geta.trace(model, x, through_norms=True)
+    (group,) = graph.groups
+    assert (group.kind, group.size, group.exact) == ("hidden", 8, False)
+    assert "normalised over" in group.inexact[0]
+    assert "inexact" in graph.summary_table()
+    result = check_prune_equivalence(model, graph, (x,), plan={group.id: [0, 3]})
+    assert result.params_after < result.params_before  # prunes, not exactly

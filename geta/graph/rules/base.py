@@ -75,10 +75,18 @@ class RuleContext:
     dim) for a tensor, a list of those for a tuple of tensors, or None.
     """
 
-    def __init__(self, spaces: ChannelSpaces, atoms_of: dict[fx.Node, Any], node: fx.Node):
+    def __init__(
+        self,
+        spaces: ChannelSpaces,
+        atoms_of: dict[fx.Node, Any],
+        node: fx.Node,
+        options: frozenset[str] = frozenset(),
+    ):
         self.spaces = spaces
         self.atoms_of = atoms_of
         self.node = node
+        self.options = options
+        self.inexact: list[tuple[int, str]] = []
         self.contracted: set[tuple[fx.Node, int]] = set()
         self.bindings: list[tuple[str, int]] = []
         self.tags: list[tuple[int, str]] = []
@@ -161,6 +169,18 @@ class RuleContext:
         group that slices the parameter behind ``operand`` carries them along, unsliced."""
         if isinstance(operand, fx.Node) and tensors:
             self.attachments.append((operand, list(tensors)))
+
+    def normalised(self, atoms: int | Iterable[int], reason: str) -> None:
+        """Dims a norm averages over: blocked, unless the trace opted in to pruning through
+        norms (``through_norms``); then they stay prunable, tagged ``hidden``, and their
+        groups are marked inexact (removing a unit changes the norm's statistics)."""
+        atoms = [atoms] if isinstance(atoms, int) else list(atoms)
+        if "through_norms" not in self.options:
+            self.block(atoms, reason)
+            return
+        for a in atoms:
+            self.inexact.append((a, f"{reason} ({self.op_name})"))
+            self.tag(a, "hidden")
 
     def tag(self, atom: int, kind: str) -> None:
         """Name what an axis is (``"head"``, ``"head_dim"``); groups on it report that kind."""

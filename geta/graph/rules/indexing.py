@@ -85,19 +85,34 @@ def unbind_rule(ctx: RuleContext, node: fx.Node) -> None:
 
 @register_rule(aten.slice)
 def slice_rule(ctx: RuleContext, node: fx.Node) -> None:
-    """A full slice is the identity. A slice with hard-coded bounds keeps pointing at the same
-    positions after pruning, so the sliced dimension is blocked."""
+    """A slice with step 1 takes a sub-range: the sliced dim is the concatenation (before,
+    piece, after), as for a split, and the output is the piece, so a fused projection sliced
+    into parts (``qkv[..., :q_size]``) prunes part by part. The bounds must follow the pruned
+    sizes: the trial prune of :func:`geta.trace` checks every slice's bounds and blocks the
+    groups whose slices the code hard-codes. A strided slice blocks the dim."""
     atoms = ctx.dims(node.args[0])
     shape = ctx.shape(node.args[0])
     dim = ctx.norm_dim(ctx.arg(1, "dim", 0), len(atoms))
-    start = ctx.arg(2, "start", None) or 0
-    end = ctx.arg(3, "end", None)
+    start, end = slice_bounds(ctx.arg(2, "start", None), ctx.arg(3, "end", None), shape[dim])
     step = ctx.arg(4, "step", 1)
-    n = shape[dim]
+    if step != 1 or (start == 0 and end == shape[dim]):
+        _sub_range(ctx, atoms, dim, step == 1, "sliced with a stride")
+        return
+    spaces = ctx.spaces
+    piece = spaces.new(end - start)
+    ctx.unify(atoms[dim], spaces.cat([spaces.new(start), piece, spaces.new(shape[dim] - end)]))
+    out = list(atoms)
+    out[dim] = piece
+    ctx.set_output(out)
+
+
+def slice_bounds(start: int | None, end: int | None, n: int) -> tuple[int, int]:
+    """``(start, end)`` of ``x[start:end]`` on a dim of ``n``, as non-negative ints."""
+    start = 0 if start is None else start
     end = n if end is None or end >= n else end
-    start = max(start + n, 0) if start < 0 else start
+    start = max(start + n, 0) if start < 0 else min(start, n)
     end = max(end + n, 0) if end < 0 else end
-    _sub_range(ctx, atoms, dim, start == 0 and end == n and step == 1, "sliced at fixed positions")
+    return start, max(start, end)
 
 
 def _sub_range(ctx: RuleContext, atoms: list[int], dim: int, full: bool, reason: str) -> None:

@@ -1,6 +1,7 @@
 """Normalisation layers. Batch and instance norm treat each channel on its own (the channel
 passes through and ties the per-channel parameters and statistics to it). Layer and RMS norm
-average over their normalised dims, so those dims are blocked. Group norm averages inside
+average over their normalised dims, so those dims are blocked (or, with
+``geta.trace(..., through_norms=True)``, kept prunable as inexact ``hidden`` groups). Group norm averages inside
 each group of channels: whole groups can go, single channels cannot."""
 
 from __future__ import annotations
@@ -57,7 +58,7 @@ def layer_norm_rule(ctx: RuleContext, node: fx.Node) -> None:
     xa = ctx.dims(node.args[0])
     k = len(node.args[1])
     normed = xa[len(xa) - k :]
-    ctx.block(normed, "normalised over")
+    ctx.normalised(normed, "normalised over")
     for t in node.args[2:4]:
         if isinstance(t, fx.Node) and ctx.dims(t) is not None:
             for a, b in zip(ctx.dims(t), normed, strict=True):

@@ -146,7 +146,9 @@ POINTWISE_OPS = [
 
 
 def _register_pointwise() -> None:
-    ops = []
+    # ``min`` / ``max`` are reductions, except their elementwise ``.other`` overloads (an exact
+    # overload wins over the packet's rule)
+    ops = [aten.min.other, aten.max.other]
     for name in POINTWISE_OPS:
         for variant in (name, name + "_"):
             op = getattr(aten, variant, None)

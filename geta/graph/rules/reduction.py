@@ -20,12 +20,26 @@ def _dims_arg(ctx: RuleContext, node: fx.Node, rank: int) -> list[int]:
     return sorted(ctx.norm_dim(d, rank) for d in dim)
 
 
+def _is_square(node: object) -> bool:
+    """``x ** 2`` or ``x * x``: the statistic of an RMS norm written out (HF's RMSNorm)."""
+    if not isinstance(node, fx.Node) or node.op != "call_function":
+        return False
+    packet = getattr(node.target, "overloadpacket", None)
+    if packet is aten.pow:
+        return len(node.args) > 1 and node.args[1] == 2
+    return packet is aten.mul and len(node.args) > 1 and node.args[0] is node.args[1]
+
+
 def reduce_rule(ctx: RuleContext, node: fx.Node) -> None:
     """Reduced dims are blocked (removing a channel changes a mean, max or norm); the others
-    pass through, size-1 where ``keepdim``."""
+    pass through, size-1 where ``keepdim``. The mean of a square (an RMS norm written out) is
+    a norm's statistic: see :meth:`RuleContext.normalised`."""
     xa = ctx.dims(node.args[0])
     reduced = _dims_arg(ctx, node, len(xa))
-    ctx.block([xa[d] for d in reduced], "reduced over")
+    if node.target.overloadpacket is aten.mean and _is_square(node.args[0]):
+        ctx.normalised([xa[d] for d in reduced], "normalised over (root mean square)")
+    else:
+        ctx.block([xa[d] for d in reduced], "reduced over")
     val = node.meta.get("val")
     shapes = (
         [ctx.out_shape(i) for i in range(len(val))]
@@ -195,18 +209,23 @@ register_rule(
 
 
 def creation_rule(ctx: RuleContext, node: fx.Node) -> None:
-    """New tensors with hard-coded shapes (zeros, arange, new_ones, ...): every dim is a new,
-    blocked axis; the inputs are not affected."""
+    """New tensors whose values depend on the position (arange, eye, random, literal data):
+    every dim is a new, blocked axis; the inputs are not affected."""
     val = node.meta.get("val")
     if isinstance(val, torch.Tensor):
         ctx.set_output([ctx.fresh(s, "created with a fixed shape") for s in ctx.out_shape()])
 
 
+def constant_fill_rule(ctx: RuleContext, node: fx.Node) -> None:
+    """Tensors filled with one value (zeros, ones, full, empty): every index holds the same
+    value, so any index can go; each dim is a new, free axis that the ops using the tensor
+    tie to their channels. (The trial prune checks that the code creates the pruned size.)"""
+    val = node.meta.get("val")
+    if isinstance(val, torch.Tensor):
+        ctx.set_output([ctx.spaces.new(s) for s in ctx.out_shape()])
+
+
 register_rule(
-    aten.zeros,
-    aten.ones,
-    aten.full,
-    aten.empty,
     aten.arange,
     aten.linspace,
     aten.eye,
@@ -214,11 +233,18 @@ register_rule(
     aten.randn,
     aten.randint,
     aten.scalar_tensor,
+    aten.tensor,
+)(creation_rule)
+
+register_rule(
+    aten.zeros,
+    aten.ones,
+    aten.full,
+    aten.empty,
     aten.new_zeros,
     aten.new_ones,
     aten.new_full,
     aten.new_empty,
-    aten.tensor,
     aten.empty_strided,
     aten.new_empty_strided,
-)(creation_rule)
+)(constant_fill_rule)
