@@ -77,7 +77,7 @@ def test_quantized_checkpoint_is_bit_packed_and_reloads(llama_setup, tmp_path):
     geta.quant.prepare(model, init_bits=4, per_channel=True)
     geta.hf.save_pretrained(model, tmp_path)
     assert not (tmp_path / "model.safetensors").exists()
-    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    manifest = geta.export.artifact.read_manifest(tmp_path)
     assert manifest["tensors"]["model.layers.0.mlp.gate_proj.weight"]["bits"] <= 4
     assert json.loads((tmp_path / "geta.json").read_text())["quantized"] is True
     loaded = geta.hf.from_pretrained(tmp_path)
