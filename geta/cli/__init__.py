@@ -54,14 +54,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _status_and_message(err: BaseException) -> tuple[int, str]:
+def _status_and_message(err: BaseException, debug: bool) -> tuple[int, str]:
     if isinstance(err, KeyboardInterrupt):
         return INTERRUPTED, "interrupted"
     if isinstance(err, ConfigError):
         return USAGE_ERROR, str(err)
     if isinstance(err, GetaError | OSError):
         return FAILURE, str(err)
-    return FAILURE, f"unexpected {type(err).__name__}: {err} (run with --debug for the traceback)"
+    hint = "" if debug else " (run with --debug for the traceback)"
+    return FAILURE, f"unexpected {type(err).__name__}: {err}{hint}"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except (KeyboardInterrupt, Exception) as err:
-        status, message = _status_and_message(err)
+        status, message = _status_and_message(err, debug)
         if debug:
             traceback.print_exception(err)
     one_line = " ".join(message.split()) or "failed"

@@ -45,7 +45,7 @@ def _cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("GETA_CACHE", str(tmp_path_factory.getbasetemp() / "geta-cache"))
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def finished(tmp_path_factory) -> Finished:
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("GETA_CACHE", str(tmp_path_factory.getbasetemp() / "geta-cache"))
