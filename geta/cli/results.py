@@ -148,14 +148,18 @@ def result_table(data: dict[str, Any], out: Path) -> str:
     """The table ``geta compress`` prints at the end (from :func:`result_dict`'s values)."""
     d, c, s, spec = data["dense"], data["compressed"], data["seconds"], data["spec"]
     size = c["metric"] == "size"
-    unit = (lambda v: f"{v / 8:,.0f} B") if size else (lambda v: f"{v:.3g} BOPs")
+    unit = (lambda v: f"{v / 8:,.0f} B") if size else (lambda v: f"{v:.3g}")
     drop = 100 * (c["accuracy"] - d["accuracy"])
     real = f"{c['artifact_bytes']:,} B ({c['real_ratio']:.1f}x smaller)"
     rows = [
         ("", "dense", "compressed"),
         ("test accuracy", _pct(d["accuracy"]), f"{_pct(c['accuracy'])} ({drop:+.2f} pt)"),
         ("papers' ratio", "1.0x", f"{c['papers_ratio']:.1f}x (budget {c['budget']})"),
-        ("weights, papers' way" if size else "BOPs", unit(c["dense_cost"]), unit(c["achieved"])),
+        (
+            "weights, papers' way" if size else "BOPs per sample",
+            unit(c["dense_cost"]),
+            unit(c["achieved"]),
+        ),
         ("real bytes", f"{c['fp32_bytes']:,} B (fp32)", real),
         (
             "time",
