@@ -24,8 +24,10 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
 	touch $(STAMP)
 
+# the embedded default: LeNet-5 on Fashion-MNIST, 30x, into geta-out/ (baseline cached in
+# $GETA_CACHE or ~/.cache/geta; an interrupted run continues with `geta compress --resume`)
 demo: system $(STAMP)
-	$(VENV)/bin/geta graph resnet18
+	$(VENV)/bin/geta compress --out geta-out
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check geta tests benchmarks

@@ -26,6 +26,7 @@ from geta.compressor import Compressor, CompressorConfig
 from geta.errors import (
     ArtifactError,
     BudgetError,
+    ConfigError,
     DivergenceError,
     GetaError,
     PruneError,
@@ -42,6 +43,7 @@ __all__ = [
     "Budget",
     "BudgetError",
     "Compressor",
+    "ConfigError",
     "CompressorConfig",
     "DependencyGraph",
     "DivergenceError",

@@ -9,7 +9,7 @@ from typing import Any
 
 from torch import nn
 
-from geta.errors import BudgetError
+from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
 from geta.optim.budget import Budget
@@ -17,7 +17,7 @@ from geta.optim.cost import output_positions
 from geta.optim.geta_optimizer import GetaOptimizer
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import minimum_cost
-from geta.optim.report import CompressionReport, measure_layers
+from geta.optim.report import CompressionReport, measure_layers, measured_cost
 from geta.optim.schedule import Schedule
 from geta.quant import Quantizer, prepare
 
@@ -86,7 +86,7 @@ class Compressor:
         graph: DependencyGraph | None = None,
     ) -> None:
         if mode not in MODES:
-            raise ValueError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
+            raise ConfigError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
         self.mode = mode
         self.config = config or CompressorConfig()
         self.budget = Budget.parse(budget) if isinstance(budget, str) else budget
@@ -211,13 +211,19 @@ class Compressor:
         )
         return self.artifact_path
 
+    def current_cost(self) -> float:
+        """The model's cost now, in the budget's unit (bits of weight payload, or BOPs),
+        measured on the live model as :meth:`report` measures ``achieved``; compare it with
+        ``self.problem.target`` to follow a run against its budget."""
+        return measured_cost(self.problem.cost_model)
+
     def report(self) -> CompressionReport:
         """Budget, achieved cost (measured on the model: nonzero quantized codes x bits), the
         papers' ratio, per-layer shapes, density and bits."""
         p = self.problem
         cm = p.cost_model
         rows, nnz, bits = measure_layers(cm)
-        achieved = float((cm.coefficients() * bits * nnz).sum())
+        achieved = measured_cost(cm, nnz, bits)
         opt = self._optimizer
         artifact_bytes = None
         if self.artifact_path is not None:

@@ -9,6 +9,8 @@ __all__ = [
     "ArtifactError",
     "BudgetError",
     "DivergenceError",
+    "ConfigError",
+    "CheckpointError",
 ]
 
 
@@ -47,3 +49,12 @@ class BudgetError(GetaError):
 class DivergenceError(GetaError):
     """Training diverged: a loss, gradient or weight became NaN or infinite. The optimizer
     stops before writing non-finite values into the model."""
+
+
+class ConfigError(GetaError, ValueError):
+    """An invalid setting: an unknown mode, a budget that cannot be read, a bad option. Also a
+    ``ValueError``, so code that catches that keeps working."""
+
+
+class CheckpointError(GetaError):
+    """A run's checkpoint is missing, damaged, or was written by another version."""

@@ -14,7 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-__all__ = ["evaluate", "fit", "History"]
+__all__ = ["evaluate", "evaluate_metrics", "fit", "train_epoch", "History"]
 
 
 @dataclass
@@ -28,16 +28,55 @@ class History:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy (0..1) of ``model`` on ``loader``, in eval mode (mode restored)."""
+def evaluate_metrics(model: nn.Module, loader: DataLoader) -> tuple[float, float]:
+    """``(mean cross-entropy loss, top-1 accuracy in 0..1)`` of ``model`` on ``loader``, in
+    eval mode (mode restored)."""
     was_training = model.training
     model.eval()
     correct = total = 0
+    loss = 0.0
     for x, y in loader:
-        correct += int((model(x).argmax(1) == y).sum())
+        logits = model(x)
+        loss += float(F.cross_entropy(logits, y, reduction="sum"))
+        correct += int((logits.argmax(1) == y).sum())
         total += len(y)
     model.train(was_training)
-    return correct / max(total, 1)
+    return loss / max(total, 1), correct / max(total, 1)
+
+
+def evaluate(model: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy (0..1) of ``model`` on ``loader``, in eval mode (mode restored)."""
+    return evaluate_metrics(model, loader)[1]
+
+
+def train_epoch(
+    model: nn.Module,
+    train: DataLoader,
+    optimizer: torch.optim.Optimizer,
+    *,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    on_step: Callable[[int, float], None] | None = None,
+    bar: tqdm | None = None,
+) -> list[float]:
+    """One pass over ``train`` with cross-entropy, stepping ``scheduler`` every step; calls
+    ``on_step(step_in_epoch, loss)`` after each step. Returns the step losses (NaN where not
+    finite)."""
+    model.train()
+    losses = []
+    for i, (x, y) in enumerate(train):
+        loss = F.cross_entropy(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        if scheduler is not None:
+            scheduler.step()
+        value = float(loss.detach())
+        losses.append(value if math.isfinite(value) else float("nan"))
+        if on_step is not None:
+            on_step(i, value)
+        if bar is not None:
+            bar.update(1)
+    return losses
 
 
 def fit(
@@ -59,22 +98,18 @@ def fit(
     start = time.perf_counter()
     step = 0
     bar = tqdm(total=epochs * len(train), desc=description, disable=not progress, leave=False)
+
+    def step_done(_: int, value: float) -> None:
+        nonlocal step
+        if on_step is not None and (info := on_step(step)):
+            history.extra.append(info)
+        step += 1
+        bar.set_postfix(loss=f"{value:.3f}")
+
     for _ in range(epochs):
-        model.train()
-        for x, y in train:
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if scheduler is not None:
-                scheduler.step()
-            value = float(loss.detach())
-            history.loss.append(value if math.isfinite(value) else float("nan"))
-            if on_step is not None and (info := on_step(step)):
-                history.extra.append(info)
-            step += 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{value:.3f}")
+        history.loss += train_epoch(
+            model, train, optimizer, scheduler=scheduler, on_step=step_done, bar=bar
+        )
         if test is not None:
             history.accuracy.append(evaluate(model, test))
     bar.close()

@@ -1,5 +1,6 @@
 """Datasets used by the CLI, the benchmarks and the notebooks."""
 
 from geta.data.fashion_mnist import DataError, fashion_mnist, find_fashion_mnist
+from geta.data.synthetic import synthetic_images
 
-__all__ = ["DataError", "fashion_mnist", "find_fashion_mnist"]
+__all__ = ["DataError", "fashion_mnist", "find_fashion_mnist", "synthetic_images"]

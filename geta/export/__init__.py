@@ -3,8 +3,10 @@
 from geta.export.artifact import load, load_tensors, read_manifest, save
 from geta.export.packing import pack_bits, unpack_bits
 from geta.export.size import LayerSize, SizeReport, size_report
+from geta.export.summary import ArtifactSummary, TensorSummary, summarize
 
 __all__ = [
+    "ArtifactSummary",
     "LayerSize",
     "SizeReport",
     "load",
@@ -13,5 +15,7 @@ __all__ = [
     "read_manifest",
     "save",
     "size_report",
+    "summarize",
+    "TensorSummary",
     "unpack_bits",
 ]

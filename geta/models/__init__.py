@@ -4,7 +4,14 @@ inputs for it."""
 
 from geta.models import lenet, resnet_cifar, tricky, vgg
 from geta.models.lenet import lenet5, lenet300_100
-from geta.models.registry import ModelSpec, example_inputs, get_model, list_models, register_model
+from geta.models.registry import (
+    ModelSpec,
+    example_inputs,
+    get_model,
+    list_models,
+    model_spec,
+    register_model,
+)
 from geta.models.resnet_cifar import CifarResNet, resnet20, resnet56
 from geta.models.vgg import vgg7_bn
 
@@ -17,6 +24,7 @@ __all__ = [
     "lenet5",
     "lenet300_100",
     "list_models",
+    "model_spec",
     "register_model",
     "resnet20",
     "resnet56",

@@ -10,7 +10,14 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["ModelSpec", "register_model", "get_model", "list_models", "example_inputs"]
+__all__ = [
+    "ModelSpec",
+    "register_model",
+    "get_model",
+    "list_models",
+    "example_inputs",
+    "model_spec",
+]
 
 
 @dataclass(frozen=True)
@@ -43,10 +50,15 @@ def image_inputs(channels: int, size: int) -> Callable[[int], tuple[tuple, dict[
     return make
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
+def model_spec(name: str) -> ModelSpec:
+    """The registered :class:`ModelSpec` (factory, inputs, tags) of zoo model ``name``."""
     if name not in _MODELS:
         raise KeyError(f"unknown model {name!r}; known: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name].factory(**kwargs)
+    return _MODELS[name]
+
+
+def get_model(name: str, **kwargs: Any) -> nn.Module:
+    return model_spec(name).factory(**kwargs)
 
 
 def list_models(tag: str | None = None) -> list[str]:

@@ -6,6 +6,8 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from geta.errors import ConfigError
+
 __all__ = ["Budget"]
 
 _UNITS = {"b": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "kib": 1024, "mib": 1024**2, "gib": 1024**3}
@@ -36,11 +38,11 @@ class Budget:
 
     def __post_init__(self) -> None:
         if (self.ratio is None) == (self.value is None):
-            raise ValueError("give exactly one of ratio= or an absolute size/value")
+            raise ConfigError("give exactly one of ratio= or an absolute size/value")
         if self.ratio is not None and self.ratio < 1:
-            raise ValueError(f"a compression ratio is at least 1, got {self.ratio}")
+            raise ConfigError(f"a compression ratio is at least 1, got {self.ratio}")
         if self.value is not None and self.value <= 0:
-            raise ValueError(f"a budget is positive, got {self.value}")
+            raise ConfigError(f"a budget is positive, got {self.value}")
 
     @classmethod
     def size(
@@ -49,7 +51,7 @@ class Budget:
         """A model-size budget: ``ratio`` x smaller than fp32, or at most ``bytes`` (``bits``)
         of weight payload (index and file overhead not included, as in the papers)."""
         if bytes is not None and bits is not None:
-            raise ValueError("give bytes= or bits=, not both")
+            raise ConfigError("give bytes= or bits=, not both")
         value = bytes * 8 if bytes is not None else bits
         return cls("size", ratio=ratio, value=value)
 
@@ -72,7 +74,7 @@ class Budget:
             return cls("bops", value=float(spec))
         if metric == "size" and (match := re.fullmatch(r"([0-9.e+]+)([kmg]i?b|b)", spec)):
             return cls.size(bytes=float(match.group(1)) * _UNITS[match.group(2)])
-        raise ValueError(
+        raise ConfigError(
             f"cannot read budget {text!r}; write e.g. '50x', '200KB', 'bops=30x' or 'bops=2e9'"
         )
 

@@ -11,7 +11,7 @@ import torch
 from geta.export.artifact import quantized_codes
 from geta.optim.cost import FLOAT_BITS, CostModel
 
-__all__ = ["LayerReport", "CompressionReport", "measure_layers"]
+__all__ = ["LayerReport", "CompressionReport", "measure_layers", "measured_cost"]
 
 
 @dataclass(frozen=True)
@@ -117,3 +117,14 @@ def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray
     nnz = np.array([r.nonzeros for r in rows], dtype=np.float64)
     bits = np.array([r.bits for r in rows], dtype=np.float64)
     return rows, nnz, bits
+
+
+def measured_cost(
+    cost_model: CostModel, nonzeros: np.ndarray | None = None, bits: np.ndarray | None = None
+) -> float:
+    """The model's cost now, in the budget's unit: nonzero quantized codes x bits per layer
+    (x MACs and activation bits for BOPs). ``nonzeros`` and ``bits`` as
+    :func:`measure_layers` returns them, measured now when not given."""
+    if nonzeros is None or bits is None:
+        _, nonzeros, bits = measure_layers(cost_model)
+    return float((cost_model.coefficients() * bits * nonzeros).sum())

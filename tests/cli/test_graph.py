@@ -47,3 +47,21 @@ def test_graph_out_with_unknown_extension_fails_before_tracing(tmp_path, capsys)
         main(["graph", "lenet5", "--out", str(tmp_path / "g.pdf")])
     assert exit_info.value.code == 2
     assert "cannot tell the format" in capsys.readouterr().err
+
+
+def test_hf_directory_spec(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    config = transformers.BertConfig(
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=32, max_position_embeddings=16,
+    )  # fmt: skip
+    transformers.BertModel(config).save_pretrained(tmp_path / "bert")
+    assert main(["graph", f"hf:{tmp_path / 'bert'}"]) == 0
+    text = capsys.readouterr().out
+    assert "4 prunable groups" in text  # per layer: heads and FFN channels
+
+
+def test_hf_spec_that_is_no_directory(tmp_path, capsys):
+    assert main(["graph", f"hf:{tmp_path / 'missing'}"]) == 2
+    err = capsys.readouterr().err
+    assert "is not a directory (hf:PATH names a local directory)" in err

@@ -1,0 +1,106 @@
+"""The ``geta compress`` options and what the command prints."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from geta.cli.data import DATASETS
+from geta.cli.spec import CompressSpec
+from geta.errors import ConfigError
+from geta.optim.budget import Budget
+
+__all__ = ["add_parser"]
+
+DEFAULT_OUT = "geta-out"
+MODES = ("geta", "admm", "admm-progressive")
+
+
+def _budget(text: str) -> str:
+    try:
+        Budget.parse(text)
+    except ConfigError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text
+
+
+def _say(text: str) -> None:
+    from tqdm.auto import tqdm
+
+    tqdm.write(text, file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from geta.cli.compress import prepare_out, run_compress
+    from geta.cli.results import REPORT, result_table
+    from geta.cli.run_state import CHECKPOINT
+
+    out = Path(args.out)
+    options = {k: getattr(args, k, None) for k in CompressSpec.__dataclass_fields__}
+    spec, state = prepare_out(out, args.resume, options)
+    if state is not None:
+        _say(f"resuming {out} after {state['phase']} epoch {state['epoch']}")
+    try:
+        run_compress(
+            spec, out, state=state, progress=not args.quiet, log=None if args.quiet else _say
+        )
+    except KeyboardInterrupt:
+        if (out / CHECKPOINT).exists():
+            hint = f"resume with: geta compress --out {out} --resume"
+        else:
+            hint = "no epoch had finished; run the command again"
+        print(f"geta: interrupted; {hint}", file=sys.stderr)
+        return 130
+    print(result_table(json.loads((out / REPORT).read_text()), out))
+    return 0
+
+
+def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
+    d = CompressSpec()
+    p = sub.add_parser(
+        "compress",
+        parents=parents,
+        help="compress a model under a budget (default: LeNet-5 on Fashion-MNIST, 30x)",
+        description=(
+            "Train (or take from the cache) a dense baseline, compress it under the budget, "
+            "and write the artifact, report.json and plots into --out. With no options: "
+            f"{d.model} on {d.data}, {d.mode} mode, budget {d.budget}, {d.dense_epochs} dense "
+            f"+ {d.epochs} compression epochs. Dense baselines are cached in $GETA_CACHE "
+            "(default ~/.cache/geta). Every epoch is checkpointed: --resume continues an "
+            "interrupted run."
+        ),
+    )
+    p.add_argument(
+        "--model",
+        help=f"zoo name, torchvision classifier name, or module:callable (default {d.model})",
+    )
+    p.add_argument(
+        "--data",
+        help=f"{', '.join(DATASETS)}, or a directory of Fashion-MNIST-style idx files "
+        f"(default {d.data})",
+    )
+    p.add_argument(
+        "--budget",
+        type=_budget,
+        help=f"'50x' (smaller than fp32), '200KB' of weights, 'bops=30x' (default {d.budget})",
+    )
+    p.add_argument("--mode", choices=MODES, help=f"compression mode (default {d.mode})")
+    p.add_argument("--epochs", type=int, help=f"compression epochs (default {d.epochs})")
+    p.add_argument(
+        "--dense-epochs",
+        type=int,
+        help=f"dense baseline epochs; 0 uses the model as built (default {d.dense_epochs})",
+    )
+    p.add_argument("--lr", type=float, help=f"compression learning rate (default {d.lr})")
+    p.add_argument("--dense-lr", type=float, help=f"dense learning rate (default {d.dense_lr})")
+    p.add_argument("--batch-size", type=int, help=f"batch size (default {d.batch_size})")
+    p.add_argument(
+        "--limit", type=int, help="use only the first N training and test samples (quick trials)"
+    )
+    p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
+    p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(run=_run)

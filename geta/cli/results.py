@@ -1,0 +1,185 @@
+"""What ``geta compress`` writes and prints: ``report.json`` (settings, versions, date, the
+result table's values, per-layer rows, per-epoch history), the plots, and the result table."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import platform
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from geta.cli.plots import PLOTS, plot_cost, plot_layers, plot_training
+
+__all__ = ["REPORT", "PLOT_DIR", "result_dict", "write_outputs", "result_table"]
+
+if TYPE_CHECKING:
+    from geta.cli.compress import RunResult
+
+REPORT = "report.json"
+PLOT_DIR = "plots"
+
+
+def _versions() -> dict[str, str]:
+    import torchvision
+
+    import geta
+
+    return {
+        "geta": geta.__version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "numpy": np.__version__,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+def _finite(value: Any) -> Any:
+    """JSON without NaN/Infinity: non-finite floats become null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def result_dict(result: RunResult) -> dict[str, Any]:
+    """Everything in the result table, the per-layer rows, the history, the settings, the
+    versions and the date, as JSON-ready values."""
+    r = result.report
+    dense = {k: v for k, v in result.dense.items() if k != "history"}
+    return _finite(
+        {
+            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+            "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
+            "spec": result.spec.to_dict(),
+            "versions": _versions(),
+            "data": {
+                "spec": result.spec.data,
+                "shape": list(result.data_shape),
+                "classes": result.num_classes,
+            },
+            "dense": dense,
+            "compressed": {
+                "mode": r.mode,
+                "accuracy": result.accuracy,
+                "loss": result.loss,
+                "accuracy_before_finalize": result.accuracy_before_finalize,
+                "artifact_accuracy": result.artifact_accuracy,
+                "budget": r.budget,
+                "metric": r.metric,
+                "target": r.target,
+                "achieved": r.achieved,
+                "dense_cost": r.dense_cost,
+                "papers_ratio": r.ratio,
+                "within_budget": r.within_budget,
+                "artifact_bytes": r.artifact_bytes,
+                "fp32_bytes": r.fp32_bytes,
+                "real_ratio": r.real_ratio,
+                "removed_units": r.removed_units,
+                "total_units": r.total_units,
+                "layers": [
+                    {
+                        "name": row.name,
+                        "dense_shape": list(row.dense_shape),
+                        "shape": list(row.shape),
+                        "dense_numel": row.dense_numel,
+                        "nonzeros": row.nonzeros,
+                        "density": row.density,
+                        "bits": row.bits,
+                    }
+                    for row in r.layers
+                ],
+            },
+            "plans": list(r.extra.get("history", [])),
+            "history": result.history.to_dict(),
+            "seconds": result.seconds,
+            "files": {
+                "artifact": result.artifact.name,
+                "plots": [f"{PLOT_DIR}/{name}" for name in PLOTS.values()],
+            },
+        }
+    )
+
+
+def write_outputs(result: RunResult) -> dict[str, Any]:
+    """Write ``report.json`` and the plots into the run's directory; returns the report."""
+    data = result_dict(result)
+    (result.out / REPORT).write_text(json.dumps(data, indent=1))
+    plots = result.out / PLOT_DIR
+    plots.mkdir(exist_ok=True)
+    name = f"{result.spec.model}, {result.spec.data}"
+    c = data["compressed"]
+    plot_layers(
+        c["layers"], plots / PLOTS["layers"], f"{name}: {c['papers_ratio']:.1f}x ({c['budget']})"
+    )
+    plot_training(
+        data["history"],
+        int(result.dense.get("epochs", 0)),
+        plots / PLOTS["training"],
+        f"{name}: accuracy and loss",
+    )
+    plot_cost(
+        data["history"]["trace"],
+        data["plans"],
+        c["target"],
+        c["dense_cost"],
+        result.steps_per_epoch,
+        c["metric"],
+        plots / PLOTS["cost"],
+        f"{name}: cost against the budget ({c['budget']})",
+    )
+    return data
+
+
+def _pct(x: float | None) -> str:
+    return f"{x:.2%}" if x is not None else "-"
+
+
+def result_table(data: dict[str, Any], out: Path) -> str:
+    """The table ``geta compress`` prints at the end (from :func:`result_dict`'s values)."""
+    d, c, s, spec = data["dense"], data["compressed"], data["seconds"], data["spec"]
+    size = c["metric"] == "size"
+    unit = (lambda v: f"{v / 8:,.0f} B") if size else (lambda v: f"{v:.3g}")
+    drop = 100 * (c["accuracy"] - d["accuracy"])
+    real = f"{c['artifact_bytes']:,} B ({c['real_ratio']:.1f}x smaller)"
+    rows = [
+        ("", "dense", "compressed"),
+        ("test accuracy", _pct(d["accuracy"]), f"{_pct(c['accuracy'])} ({drop:+.2f} pt)"),
+        ("papers' ratio", "1.0x", f"{c['papers_ratio']:.1f}x (budget {c['budget']})"),
+        (
+            "weights, papers' way" if size else "BOPs per sample",
+            unit(c["dense_cost"]),
+            unit(c["achieved"]),
+        ),
+        ("real bytes", f"{c['fp32_bytes']:,} B (fp32)", real),
+        (
+            "time",
+            f"{s['dense']:.0f} s" + (" (cached)" if d.get("cached") else ""),
+            f"{s['compress']:.0f} s",
+        ),
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    lines = [
+        f"geta compress: {spec['model']} on {spec['data']}, {c['mode']} mode, budget "
+        f"{c['budget']}{'' if c['within_budget'] else ' (OVER BUDGET)'}",
+        "",
+    ]
+    lines += [
+        "  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip() for r in rows
+    ]
+    lines += ["", f"{'layer':<24} {'shape':>16} {'density':>8} {'bits':>4}"]
+    for row in c["layers"]:
+        shape = "x".join(map(str, row["shape"]))
+        lines.append(f"{row['name']:<24} {shape:>16} {row['density']:>8.1%} {row['bits']:>4}")
+    files = ", ".join([data["files"]["artifact"] + "/", REPORT, *data["files"]["plots"]])
+    lines += ["", f"wrote {out}/: {files}  (total {s['wall']:.0f} s)"]
+    return "\n".join(lines)
