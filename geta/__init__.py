@@ -21,7 +21,7 @@ The pieces on their own::
     print(geta.size_report(model, "out/"))  # papers' ratio and real bytes
 """
 
-from geta import export, hf, optim, quant
+from geta import distill, export, hf, optim, quant
 from geta.compressor import Compressor, CompressorConfig
 from geta.errors import (
     ArtifactError,
@@ -53,6 +53,7 @@ __all__ = [
     "PruneError",
     "PruningGroup",
     "TraceError",
+    "distill",
     "export",
     "hf",
     "optim",

@@ -328,11 +328,11 @@ class GetaOptimizer(torch.optim.Optimizer):
         self.base.param_groups = self.param_groups
         self.base.state = self.state
         self.step_count = int(extra["step_count"])
-        self.marked = extra["marked"].numpy().astype(bool)
-        self.zeroed = extra["zeroed"].numpy().astype(bool)
-        self.target = extra["target"].numpy().astype(bool)
-        self.plan_bits = extra["plan_bits"].numpy().astype(np.float64)
-        self.initial_bits = extra["initial_bits"].numpy().astype(np.float64)
+        self.marked = extra["marked"].cpu().numpy().astype(bool)
+        self.zeroed = extra["zeroed"].cpu().numpy().astype(bool)
+        self.target = extra["target"].cpu().numpy().astype(bool)
+        self.plan_bits = extra["plan_bits"].cpu().numpy().astype(np.float64)
+        self.initial_bits = extra["initial_bits"].cpu().numpy().astype(np.float64)
         self.frozen = bool(extra["frozen"])
         self.planned = bool(extra["planned"])
         self.frozen_bits = [torch.as_tensor(b) for b in extra["frozen_bits"]]

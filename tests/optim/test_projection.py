@@ -110,3 +110,20 @@ def test_cost_model_counts_structural_nonzeros(problem):
     assert nnz.tolist() == [3 * 3, 4 * 3, 2 * 4]
     assert cm.cost(removed, np.array([2.0, 4.0, 8.0])) == 2 * 9 + 4 * 12 + 8 * 8
     assert cm.dense_cost() == 32 * (15 + 20 + 8)
+
+
+def test_per_channel_distortion_from_a_channel_sample_tracks_the_full_search():
+    """Per-channel layers larger than ``sample`` are measured on a fixed sample of whole
+    channels: close to the full search, and much faster on large tables."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Embedding(3000, 64), nn.Linear(64, 8))
+    with torch.no_grad():  # rows of very different ranges, as in a trained embedding table
+        model[0].weight.mul_(torch.rand(3000, 1) * 4)
+    geta.quant.prepare(model, init_bits=8, per_channel=True, embeddings=True)
+    cm = CostModel(model, geta.trace(model, (torch.randint(0, 3000, (2, 5)),)))
+    options = np.arange(2.0, 9.0)
+    full = bit_distortion(cm, options, sample=1 << 30)
+    sampled = bit_distortion(cm, options, sample=1 << 13)  # 128 of 3000 rows
+    np.testing.assert_allclose(sampled, full, rtol=0.15)
+    assert np.all(np.diff(sampled, axis=1) <= 1e-12)
+    np.testing.assert_array_equal(sampled, bit_distortion(cm, options, sample=1 << 13))
