@@ -42,9 +42,11 @@ def loaders(batch: int, train_subset: int | None):
     )
 
 
-def dense_baseline(name: str, epochs: int, lr: float, train, test):
+def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = ""):
+    """The dense model trained ``epochs`` (cached by name, epochs and ``tag``, e.g. the
+    training subset), and its test accuracy."""
     CACHE.mkdir(exist_ok=True)
-    path = CACHE / f"{name}_dense_{epochs}ep.pt"
+    path = CACHE / f"{name}_dense_{epochs}ep{tag}.pt"
     model = get_model(name, **MODEL_KWARGS.get(name, {}))
     if path.exists():
         model.load_state_dict(torch.load(path, weights_only=True))
