@@ -316,8 +316,11 @@ class AdmmOptimizer(WrappedOptimizer):
         for i, (w, m) in enumerate(zip(self._weights(), self.masks, strict=True)):
             w.mul_(m)
             if self.binary[i]:
-                floor = self.layers[i].quantizer.d.detach().to(w) * _BINARY_MARGIN
-                floor = floor.reshape([-1] + [1] * (w.dim() - 1)) if floor.numel() > 1 else floor
+                q = self.layers[i].quantizer
+                shape = [1] * w.dim()
+                if q.per_channel:
+                    shape[q.axis % w.dim()] = -1
+                floor = q.d.detach().to(w).reshape(shape) * _BINARY_MARGIN
                 sign = torch.where(w >= 0, 1.0, -1.0).to(w)
                 w.copy_(sign * torch.maximum(w.abs(), floor))
 

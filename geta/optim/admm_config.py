@@ -81,6 +81,11 @@ class AdmmConfig:
       layer, starting from the previous step's result; bits are applied in the last step.
     - ``min_layer_density``: the least share of its weights an unstructured layer keeps
       (at least one weight).
+
+    Example:
+        >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
+        >>> cfg.resolved("admm").rho, cfg.resolved("admm-progressive").rho_growth
+        (0.05, 1.3)
     """
 
     granularity: str = "weight"
