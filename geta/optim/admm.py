@@ -9,7 +9,9 @@ Each run (progressive: each of its steps) has two phases:
    weights train in float (their quantizers stay at high bits with a clip above the weights).
 2. hard projection ``W <- proj(W)`` (the quantizers set so that ``Q(W) = W``), then masked
    fine-tuning: removed weights (structured: removed groups, all their members) held at exactly
-   zero, bits frozen, binary layers kept off zero.
+   zero, bits frozen, kept weights held within their quantizer's clip (where the
+   straight-through gradient passes); binary layers train a latent copy (BinaryConnect) and
+   their weights are its signs times the step.
 """
 
 from __future__ import annotations
@@ -36,8 +38,6 @@ from geta.optim.wrapped import WrappedOptimizer
 __all__ = ["AdmmOptimizer", "AdmmPhase", "admm_phases"]
 
 log = logging.getLogger("geta")
-
-_BINARY_MARGIN = 0.501  # binary weights stay above this share of the step (code +-1)
 
 
 @dataclass(frozen=True)
@@ -126,6 +126,8 @@ class AdmmOptimizer(WrappedOptimizer):
         self.removed = np.zeros(problem.units.count, dtype=bool)
         self.projected_phase = -1
         self.binary = [False] * len(self.layers)
+        self.fixed = [False] * len(self.layers)  # quantizer set by the hard projection
+        self.latent: list[torch.Tensor | None] = [None] * len(self.layers)
         self.history: list[dict[str, float]] = []
         self._unit_factors: list = []
 
@@ -222,6 +224,7 @@ class AdmmOptimizer(WrappedOptimizer):
                 self._hard_project(phase)
             self._mask_gradients()
             self.base.step()
+            self._update_latent()
             self._apply_masks()
         self.step_count += 1
         return loss
@@ -262,20 +265,25 @@ class AdmmOptimizer(WrappedOptimizer):
         """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on."""
         weights = self._weights()
         p = self._project([w.detach() for w in weights], phase)
+        targets = self._phase_targets(phase) if self.mode != "admm" else None
+        self.binary = [
+            bool(t is not None and t.bits == 1) for t in (targets or [None] * len(p.bits))
+        ]
         for i, (w, layer) in enumerate(zip(weights, self.layers, strict=True)):
-            w.copy_(p.values[i].to(w.dtype))
             q = layer.quantizer
-            if q is not None and p.clips[i] is not None:
+            self.fixed[i] = q is not None and p.clips[i] is not None
+            self.latent[i] = w.detach().clone() if self.binary[i] else None
+            w.copy_(p.values[i].to(w.dtype))
+            if self.fixed[i]:
                 q.t.fill_(1.0)
                 q.q_m.copy_(p.clips[i].to(q.q_m).expand_as(q.q_m))
                 q.set_bits(float(p.bits[i]))
             elif q is not None:
                 self._float_quantizer(i, force=True)
+            if self.binary[i]:
+                clip = self._clip(i, w)
+                self.latent[i] = torch.maximum(torch.minimum(self.latent[i], clip), -clip)
         self.masks = p.masks
-        targets = self._phase_targets(phase) if self.mode != "admm" else None
-        self.binary = [
-            bool(t is not None and t.bits == 1) for t in (targets or [None] * len(p.bits))
-        ]
         if p.removed is not None:
             self.removed = p.removed.copy()
             factor = torch.ones(len(self.removed))
@@ -308,21 +316,42 @@ class AdmmOptimizer(WrappedOptimizer):
             if p.grad is not None:
                 p.grad.mul_(values)
 
+    def _clip(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        """Layer ``i``'s quantizer clip (its largest level at ``t = 1``), shaped like its weight."""
+        q = self.layers[i].quantizer
+        shape = [1] * like.dim()
+        if q.per_channel:
+            shape[q.axis % like.dim()] = -1
+        return q.q_m.detach().to(like).reshape(shape)
+
+    def _binarized(self, i: int, latent: torch.Tensor) -> torch.Tensor:
+        clip = self._clip(i, latent)
+        return torch.where(latent >= 0, clip, -clip)
+
+    def _update_latent(self) -> None:
+        """Binary layers: the base step's change goes to the latent weights (clipped)."""
+        for i, w in enumerate(self._weights()):
+            if self.binary[i]:
+                latent = self.latent[i]
+                latent.add_(w - self._binarized(i, latent))
+                clip = self._clip(i, latent)
+                latent.copy_(torch.maximum(torch.minimum(latent, clip), -clip))
+
     def _apply_masks(self) -> None:
-        """Removed weights (and removed groups' other members) exactly zero; binary layers'
-        weights no closer to zero than just over half a step (their code stays +-1)."""
+        """Removed weights (and removed groups' other members) exactly zero; quantized
+        weights within their clip; binary weights the signs of their latent times the step;
+        float layers' quantizers kept above their weights."""
         for p, values in self._unit_factors:
             p.mul_(values)
         for i, (w, m) in enumerate(zip(self._weights(), self.masks, strict=True)):
             w.mul_(m)
             if self.binary[i]:
-                q = self.layers[i].quantizer
-                shape = [1] * w.dim()
-                if q.per_channel:
-                    shape[q.axis % w.dim()] = -1
-                floor = q.d.detach().to(w).reshape(shape) * _BINARY_MARGIN
-                sign = torch.where(w >= 0, 1.0, -1.0).to(w)
-                w.copy_(sign * torch.maximum(w.abs(), floor))
+                w.copy_(self._binarized(i, self.latent[i]))
+            elif self.fixed[i]:
+                clip = self._clip(i, w)
+                w.copy_(torch.maximum(torch.minimum(w, clip), -clip))
+            elif self.layers[i].quantizer is not None:
+                self._float_quantizer(i)
 
     def _float_quantizer(self, i: int, force: bool = False) -> None:
         q = self.layers[i].quantizer
@@ -395,6 +424,8 @@ class AdmmOptimizer(WrappedOptimizer):
             "removed": torch.as_tensor(self.removed),
             "projected_phase": self.projected_phase,
             "binary": list(self.binary),
+            "fixed": list(self.fixed),
+            "latent": tensors(self.latent),
             "targets": None
             if self.targets is None
             else [None if t is None else (t.density, t.bits) for t in self.targets],
@@ -413,6 +444,8 @@ class AdmmOptimizer(WrappedOptimizer):
         self.removed = extra["removed"].numpy().astype(bool)
         self.projected_phase = int(extra["projected_phase"])
         self.binary = list(extra["binary"])
+        self.fixed = list(extra["fixed"])
+        self.latent = list(extra["latent"])
         if extra["targets"] is not None:
             self.targets = [None if t is None else LayerTarget(*t) for t in extra["targets"]]
         self.history = list(extra["history"])
