@@ -34,11 +34,13 @@ from geta.errors import (
 )
 from geta.export.size import size_report
 from geta.graph import DependencyGraph, GroupMember, PruningGroup, prune, trace, zero_groups
-from geta.optim import Budget, GetaOptimizer
+from geta.optim import AdmmConfig, AdmmOptimizer, Budget, GetaOptimizer, LayerTarget
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AdmmConfig",
+    "AdmmOptimizer",
     "ArtifactError",
     "Budget",
     "BudgetError",
@@ -50,6 +52,7 @@ __all__ = [
     "GetaError",
     "GetaOptimizer",
     "GroupMember",
+    "LayerTarget",
     "PruneError",
     "PruningGroup",
     "TraceError",

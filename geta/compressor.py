@@ -3,15 +3,18 @@ its bit-packed artifact."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
+from geta.optim.admm import AdmmOptimizer
+from geta.optim.admm_config import ADMM_MODES, AdmmConfig
 from geta.optim.budget import Budget
 from geta.optim.cost import output_positions
 from geta.optim.geta_optimizer import GetaOptimizer
@@ -23,7 +26,7 @@ from geta.quant import Quantizer, prepare
 
 __all__ = ["Compressor", "CompressorConfig", "MODES"]
 
-MODES = ("geta",)
+MODES = ("geta", *ADMM_MODES)
 
 
 @dataclass
@@ -40,6 +43,8 @@ class CompressorConfig:
       cool-down takes the rest. ``periods``: pruning periods in the joint stage.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
     - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
+    - ``admm``: the settings of ``mode="admm"`` / ``"admm-progressive"``
+      (:class:`geta.AdmmConfig`); the stage and saliency settings above are GETA mode's.
     """
 
     bit_range: tuple[int, int] = (2, 8)
@@ -54,6 +59,7 @@ class CompressorConfig:
     periods: int = 5
     max_group_sparsity: float = 0.9
     target_group_sparsity: float | None = None
+    admm: AdmmConfig = field(default_factory=AdmmConfig)
 
 
 class Compressor:
@@ -90,6 +96,7 @@ class Compressor:
         self.mode = mode
         self.config = config or CompressorConfig()
         self.budget = Budget.parse(budget) if isinstance(budget, str) else budget
+        self._check_mode()
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         self.example_inputs = (args, dict(example_kwargs or {}))
         self.model = model
@@ -116,15 +123,46 @@ class Compressor:
             saliency=cfg.saliency,
         )
         self._check_feasible()
-        self._optimizer: GetaOptimizer | None = None
+        self._optimizer: GetaOptimizer | AdmmOptimizer | None = None
         self.finalized = False
         self.artifact_path: Path | None = None
+
+    def _check_mode(self) -> None:
+        cfg, admm = self.config, self.config.admm
+        if self.mode == "geta" and self.budget is None and cfg.target_group_sparsity is None:
+            raise ConfigError("give a budget, or a target_group_sparsity (GETA's own target)")
+        if self.mode not in ADMM_MODES:
+            return
+        if cfg.quantize_activations:
+            raise ConfigError(
+                f"mode {self.mode!r} quantizes weights only; use mode='geta' to learn "
+                "activation bits"
+            )
+        if self.mode == "admm" and self.budget is None:
+            raise ConfigError("mode 'admm' needs a budget (e.g. budget='300x')")
+        if self.mode == "admm-progressive":
+            if (self.budget is None) == (admm.targets is None):
+                raise ConfigError(
+                    "mode 'admm-progressive' needs either a budget or per-layer targets "
+                    "(AdmmConfig(targets=...)), not both"
+                )
+            if admm.granularity != "weight":
+                raise ConfigError("mode 'admm-progressive' is unstructured: granularity='weight'")
+
+    def _unstructured(self) -> bool:
+        return self.mode in ADMM_MODES and self.config.admm.granularity == "weight"
 
     def _check_feasible(self) -> None:
         p = self.problem
         if p.target is None:
             return
-        smallest = minimum_cost(p.cost_model, p.bit_options, min_keep=p.min_keep)
+        if self._unstructured():
+            cm = p.cost_model
+            keep = np.maximum(1, np.ceil(self.config.admm.min_layer_density * cm.numel))
+            low = np.where(cm.quantized, p.bit_options[0], 32.0)
+            smallest = float((cm.coefficients() * low * keep).sum())
+        else:
+            smallest = minimum_cost(p.cost_model, p.bit_options, min_keep=p.min_keep)
         if smallest > p.target:
             dense = p.cost_model.dense_cost()
             raise BudgetError(
@@ -146,12 +184,13 @@ class Compressor:
         lr_quant: float | None = None,
         check_finite: bool = True,
         **base_kwargs: Any,
-    ) -> GetaOptimizer:
+    ) -> GetaOptimizer | AdmmOptimizer:
         """The optimizer to train with for ``total_steps`` optimizer steps.
 
         ``base`` is ``"sgd"``, ``"adam"``, ``"adamw"`` or an optimizer class; ``base_kwargs``
-        go to it (momentum, weight_decay, betas...). Quantizer parameters train with
-        ``lr_quant`` (default ``lr / 10``) and no weight decay.
+        go to it (momentum, weight_decay, betas...). In GETA mode quantizer parameters train
+        with ``lr_quant`` (default ``lr / 10``) and no weight decay; in the ADMM modes the
+        projection sets them (they do not train, ``lr_quant`` is unused).
         """
         quant_params = [
             p
@@ -161,6 +200,22 @@ class Compressor:
         ]
         seen = {id(p) for p in quant_params}
         weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
+        if self.mode in ADMM_MODES:
+            for p in quant_params:
+                p.requires_grad_(False)
+            self._optimizer = AdmmOptimizer(
+                [{"params": weights}],
+                self.problem,
+                self.config.admm.resolved(self.mode),
+                self.mode,
+                total_steps,
+                float_bits=self.config.init_bits,
+                base=base,
+                check_finite=check_finite,
+                lr=lr,
+                **base_kwargs,
+            )
+            return self._optimizer
         groups = [
             {"params": weights},
             {"params": quant_params, "lr": lr_quant or lr / 10, "weight_decay": 0.0},
@@ -188,7 +243,8 @@ class Compressor:
         opt = self._optimizer or self.optimizer(lr=0.0, total_steps=1)
         opt.finish()
         plan = self.problem.units.to_plan(opt.zeroed)
-        prune(self.model, self.graph, plan)
+        if plan:
+            prune(self.model, self.graph, plan)
         self.finalized = True
         report = self.report()
         if not report.within_budget:  # an invariant; never expected
@@ -228,18 +284,23 @@ class Compressor:
         artifact_bytes = None
         if self.artifact_path is not None:
             artifact_bytes = sum(f.stat().st_size for f in Path(self.artifact_path).iterdir())
+        removed, total = opt.removal_counts() if opt is not None else (0, p.units.count)
+        if self.budget:
+            budget = str(self.budget)
+        elif self.mode == "geta":
+            budget = f"{self.config.target_group_sparsity:.0%} of groups"
+        else:
+            budget = "per-layer targets"
         return CompressionReport(
             mode=self.mode,
-            budget=str(self.budget)
-            if self.budget
-            else f"{self.config.target_group_sparsity:.0%} of groups",
+            budget=budget,
             metric=cm.metric,
             target=p.target,
             achieved=achieved,
             dense_cost=cm.dense_cost(),
             layers=rows,
-            removed_units=int(opt.zeroed.sum()) if opt is not None else 0,
-            total_units=p.units.count,
+            removed_units=removed,
+            total_units=total,
             stage="finalized" if self.finalized else (opt.stage if opt else "not started"),
             artifact_bytes=artifact_bytes,
             fp32_bytes=self.fp32_bytes,

@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
@@ -23,7 +24,7 @@ from torch.nn.utils import parametrize
 from geta.export.artifact import MANIFEST, WEIGHTS, quantized_codes, read_manifest
 from geta.quant.prepare import _kind_of, weight_quantizers
 
-__all__ = ["LayerSize", "SizeReport", "size_report"]
+__all__ = ["LayerSize", "SizeReport", "size_report", "code_bits"]
 
 
 @dataclass(frozen=True)
@@ -90,6 +91,17 @@ class SizeReport:
         return "\n".join(lines)
 
 
+def code_bits(codes: np.ndarray, bits: int) -> int:
+    """Bits one stored weight costs, the papers' way: the quantizer's ``bits``, or 1 for a
+    binary layer (every code is +-1: no zeros, two levels; the artifact stores one bit each).
+
+    Example:
+        >>> code_bits(np.array([1, -1, 1]), 2), code_bits(np.array([1, 0, -1]), 2)
+        (1, 2)
+    """
+    return 1 if codes.size and bool(np.all(np.abs(codes) == 1)) else bits
+
+
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:
     out = {}
     for name, module in model.named_modules():
@@ -120,10 +132,11 @@ def size_report(
         if q is not None:
             codes, _ = quantized_codes(tensor, q)
             nonzeros = int((codes != 0).sum())
-            bits = (
+            bits = code_bits(
+                codes,
                 manifest["tensors"][name]["bits"]
                 if manifest
-                else max(1, int(torch.ceil(q.bits().max()).item()))
+                else max(1, int(torch.ceil(q.bits().max()).item())),
             )
         else:
             nonzeros = int(torch.count_nonzero(tensor.detach()).item())

@@ -1,5 +1,8 @@
 """Budgets, the cost model, saliency, the budget projection and the optimizers."""
 
+from geta.optim.admm import AdmmOptimizer
+from geta.optim.admm_config import AdmmConfig, LayerTarget
+from geta.optim.bit_allocation import allocate_bits, lower_hull
 from geta.optim.budget import Budget
 from geta.optim.cost import CostModel, UnitIndex, output_positions
 from geta.optim.geta_optimizer import BASE_OPTIMIZERS, GetaOptimizer
@@ -10,6 +13,11 @@ from geta.optim.saliency import UnitStatistics, importance, register_saliency, s
 from geta.optim.schedule import Schedule
 
 __all__ = [
+    "AdmmConfig",
+    "AdmmOptimizer",
+    "LayerTarget",
+    "allocate_bits",
+    "lower_hull",
     "BASE_OPTIMIZERS",
     "Budget",
     "CompressionProblem",

@@ -11,26 +11,20 @@ from typing import Any
 import numpy as np
 import torch
 
-from geta.errors import DivergenceError
 from geta.optim.problem import CompressionProblem
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
+from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
 
 __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 
 log = logging.getLogger("geta")
-
-BASE_OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
-    "sgd": torch.optim.SGD,
-    "adam": torch.optim.Adam,
-    "adamw": torch.optim.AdamW,
-}
 
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
-class GetaOptimizer(torch.optim.Optimizer):
+class GetaOptimizer(WrappedOptimizer):
     """Joint pruning and quantization under a budget, around a base optimizer.
 
     Every step takes the base optimizer's step (SGD, Adam, AdamW, or any
@@ -65,15 +59,10 @@ class GetaOptimizer(torch.optim.Optimizer):
         check_finite: bool = True,
         **base_kwargs: Any,
     ) -> None:
-        base_cls = BASE_OPTIMIZERS.get(base, base) if isinstance(base, str) else base
-        if isinstance(base_cls, str):
-            raise ValueError(f"unknown base optimizer {base!r}; use {', '.join(BASE_OPTIMIZERS)}")
-        self.base = base_cls(params, **base_kwargs)
-        super().__init__(self.base.param_groups, self.base.defaults)
-        self._share_base_state()
+        super().__init__(params, base, **base_kwargs)
         self.problem = problem
         self.schedule = schedule
-        self.check_finite = check_finite
+        self.check_finite_values = check_finite
         self.quantizers = [
             layer.quantizer for layer in problem.cost_model.layers if layer.quantizer is not None
         ]
@@ -90,19 +79,10 @@ class GetaOptimizer(torch.optim.Optimizer):
         self._factors: list = []
         self._factors_key: tuple | None = None
 
-    def _share_base_state(self) -> None:
-        self.param_groups = self.base.param_groups
-        self.state = self.base.state
-
     # ------------------------------------------------------------ the step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        if self.check_finite:
-            self._check_finite(loss)
+        loss = self._closure_loss(closure)
         step = self.step_count
         stage = self.schedule.stage(step)
         self._before(step, stage)
@@ -111,26 +91,6 @@ class GetaOptimizer(torch.optim.Optimizer):
         self._after(step, stage)
         self.step_count += 1
         return loss
-
-    def _check_finite(self, loss: Any) -> None:
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss).all()):
-            raise DivergenceError(
-                f"the loss is {loss.item()} at step {self.step_count}; lower the learning rate "
-                "(or lr_quant), clip gradients, or check the data"
-            )
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
-        if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
-            names = {id(p): n for n, p in self.problem.model.named_parameters()}
-            bad = next(
-                names.get(id(p), "?")
-                for g in self.param_groups
-                for p in g["params"]
-                if p.grad is not None and not bool(p.grad.isfinite().all())
-            )
-            raise DivergenceError(
-                f"non-finite gradient in {bad} at step {self.step_count}; the model was not "
-                "updated. Lower the learning rate (or lr_quant), clip gradients, or check the data"
-            )
 
     def _before(self, step: int, stage: str) -> None:
         s = self.schedule
@@ -300,6 +260,10 @@ class GetaOptimizer(torch.optim.Optimizer):
         self._apply_masks(self.step_count, COOLDOWN)
         self._project_bits(self.step_count, COOLDOWN)
 
+    def removal_counts(self) -> tuple[int, int]:
+        """(removed, total) units of the graph's groups."""
+        return int(self.zeroed.sum()), int(self.problem.units.count)
+
     # ------------------------------------------------------------ state
     @property
     def stage(self) -> str:
@@ -324,9 +288,7 @@ class GetaOptimizer(torch.optim.Optimizer):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         state_dict = dict(state_dict)
         extra = state_dict.pop("geta")
-        super().load_state_dict(state_dict)
-        self.base.param_groups = self.param_groups
-        self.base.state = self.state
+        self._load_base_state(state_dict)
         self.step_count = int(extra["step_count"])
         self.marked = extra["marked"].cpu().numpy().astype(bool)
         self.zeroed = extra["zeroed"].cpu().numpy().astype(bool)

@@ -32,7 +32,8 @@ class CompressionProblem:
     """A model, its graph, a budget and a bit range, ready to be projected.
 
     ``budget=None`` with ``target_group_sparsity`` is GETA's own formulation: remove that share
-    of units and learn bits within ``bit_range``.
+    of units and learn bits within ``bit_range``; with neither there is no target (ADMM's
+    per-layer targets).
     """
 
     def __init__(
@@ -50,8 +51,6 @@ class CompressionProblem:
         lo, hi = bit_range
         if not 2 <= lo <= hi <= 32:
             raise ValueError(f"bit_range must satisfy 2 <= low <= high <= 32, got {bit_range}")
-        if budget is None and target_group_sparsity is None:
-            raise ValueError("give a budget, or a target_group_sparsity (GETA's own target)")
         self.model = model
         self.graph = graph
         self.metric = budget.metric if budget is not None else "size"

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from geta.errors import BudgetError
+from geta.optim.bit_allocation import lower_hull
 from geta.optim.cost import FLOAT_BITS, CostModel
 from geta.quant.functional import clip_search
 
@@ -41,20 +42,26 @@ class Projection:
 
 @torch.no_grad()
 def bit_distortion(
-    cost_model: CostModel, bit_options: np.ndarray, sample: int = 1 << 16
+    cost_model: CostModel,
+    bit_options: np.ndarray,
+    sample: int = 1 << 16,
+    weights: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Mean squared quantization error per weight of each layer at each bit option, with the
     clip that suits that bit-width (the quantizer learns its clip, and is recalibrated when its
     target changes). ``[layers, options]``; rows of unquantized layers are zero. Per-tensor
     quantizers are measured on a fixed random sample of at most ``sample`` weights, per-channel
     ones on a fixed random sample of whole channels holding about ``sample`` weights (each with
-    its own clip; a 30522-row embedding table is otherwise a minute's search per re-plan)."""
+    its own clip; a 30522-row embedding table is otherwise a minute's search per re-plan).
+    ``weights`` (one tensor per layer) replaces the layers' own weights (ADMM projects
+    ``W + U``)."""
     out = np.zeros((len(cost_model.layers), len(bit_options)))
     for i, layer in enumerate(cost_model.layers):
         q = layer.quantizer
         if q is None:
             continue
-        w, t = _channel_sample(layer.weight.detach(), q.t.detach(), q, sample)
+        w = (layer.weight if weights is None else weights[i]).detach()
+        w, t = _channel_sample(w, q.t.detach(), q, sample)
         for j, b in enumerate(bit_options):
             _, err = clip_search(w, float(b), t, q.axis, q.per_channel, sample=sample)
             out[i, j] = float(err.mean())
@@ -73,26 +80,6 @@ def _channel_sample(
     g = torch.Generator().manual_seed(0)
     idx = torch.randperm(channels, generator=g)[:keep].sort().values.to(w.device)
     return w.index_select(q.axis, idx), t.reshape(-1).index_select(0, idx)
-
-
-def _lower_hull(bits: np.ndarray, dist: np.ndarray) -> list[int]:
-    """Indices of the lower convex hull of the points (bits, distortion), by bits."""
-    hull: list[int] = []
-    for i in range(len(bits)):
-        while len(hull) >= 2:
-            a, b = hull[-2], hull[-1]
-            cross = (bits[b] - bits[a]) * (dist[i] - dist[a]) - (dist[b] - dist[a]) * (
-                bits[i] - bits[a]
-            )
-            if cross <= 0:
-                hull.pop()
-            else:
-                break
-        hull.append(i)
-    # keep only the decreasing part: more bits must buy less distortion
-    while len(hull) >= 2 and dist[hull[-1]] >= dist[hull[-2]]:
-        hull.pop()
-    return hull
 
 
 class _State:
@@ -225,7 +212,7 @@ def project(
             continue
         allowed = np.nonzero(bit_options <= max_bits[layer] + 1e-9)[0]
         allowed = allowed if allowed.size else np.array([0])
-        sub = _lower_hull(bit_options[allowed], distortion[layer, allowed])
+        sub = lower_hull(bit_options[allowed], distortion[layer, allowed])
         hull = [int(allowed[i]) for i in sub]
         hulls.append(hull)
         position[layer] = len(hull) - 1

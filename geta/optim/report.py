@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from geta.export.artifact import quantized_codes
+from geta.export.size import code_bits
 from geta.optim.cost import FLOAT_BITS, CostModel
 
 __all__ = ["LayerReport", "CompressionReport", "measure_layers", "measured_cost"]
@@ -100,7 +101,7 @@ def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray
         if layer.quantizer is not None:
             codes, _ = quantized_codes(w, layer.quantizer)
             nonzeros = int(np.count_nonzero(codes))
-            bits = layer.quantizer.storage_bits()
+            bits = code_bits(codes, layer.quantizer.storage_bits())
         else:
             nonzeros = int(torch.count_nonzero(w).item())
             bits = FLOAT_BITS

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["bits_of", "step_for_bits", "project_step", "clip_search"]
+__all__ = ["bits_of", "step_for_bits", "project_step", "clip_search", "fake_quantize"]
 
 
 def bits_of(d: torch.Tensor, q_m: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
@@ -25,9 +25,12 @@ def project_step(
     return torch.minimum(torch.maximum(d, step_for_bits(b_hi, q_m, t)), step_for_bits(b_lo, q_m, t))
 
 
-def _fake_quantize(x: torch.Tensor, d: torch.Tensor, q_m: torch.Tensor, t: torch.Tensor):
-    """The quantizer's forward in plain tensor math (broadcasting), for calibration sweeps."""
-    c = torch.minimum(x.abs(), q_m).pow(t)
+def fake_quantize(x: torch.Tensor, d: torch.Tensor, q_m: torch.Tensor, t: torch.Tensor):
+    """The quantizer's forward in plain tensor math (broadcasting), for calibration sweeps
+    and projections."""
+    c = torch.minimum(x.abs(), q_m)
+    if t.numel() > 1 or float(t.reshape(-1)[0]) != 1.0:
+        c = c.pow(t)
     return torch.sign(x) * d * torch.round(c / d)
 
 
@@ -55,7 +58,7 @@ def clip_search(
             flat = flat[torch.randint(flat.numel(), (sample,), generator=g, device=flat.device)]
         q_m = (top * fractions).unsqueeze(1)
         d = step_for_bits(bits, q_m, t[:1])
-        err = (_fake_quantize(flat.unsqueeze(0), d, q_m, t[:1]) - flat).square().mean(1)
+        err = (fake_quantize(flat.unsqueeze(0), d, q_m, t[:1]) - flat).square().mean(1)
         best = int(err.argmin())
         return q_m[best].reshape(1), err[best].reshape(1)
     axis = axis % x.dim()
@@ -67,7 +70,7 @@ def clip_search(
     for f in fractions.tolist():
         q_m = (top * f).unsqueeze(1)
         d = step_for_bits(bits, q_m, t_col)
-        err = (_fake_quantize(moved, d, q_m, t_col) - moved).square().mean(1)
+        err = (fake_quantize(moved, d, q_m, t_col) - moved).square().mean(1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
         best_clip = torch.where(better, q_m.squeeze(1), best_clip)

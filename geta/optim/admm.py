@@ -1,0 +1,462 @@
+"""The ADMM optimizer: Yang et al.'s budget ADMM and Ye et al.'s progressive ADMM as a
+``torch.optim.Optimizer`` for an ordinary training loop (ALGORITHMS.md sections 2 and 3).
+
+Each run (progressive: each of its steps) has two phases:
+
+1. ADMM: every step adds ``rho (W - V + U)`` (the gradient of ``rho/2 ||W - V + U||^2``) to
+   the counted layers' weight gradients before the base step; every ``update_every`` steps
+   ``V <- proj(W + U)``, ``U <- U + W - V`` and ``rho <- min(rho * growth, rho_max)``. The
+   weights train in float (their quantizers stay at high bits with a clip above the weights).
+2. hard projection ``W <- proj(W)`` (the quantizers set so that ``Q(W) = W``), then masked
+   fine-tuning: removed weights (structured: removed groups, all their members) held at exactly
+   zero, bits frozen, kept weights held within their quantizer's clip (where the
+   straight-through gradient passes); binary layers train a latent copy (BinaryConnect) and
+   their weights are its signs times the step.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+
+from geta.optim.admm_config import AdmmConfig, LayerTarget
+from geta.optim.admm_projection import (
+    LayerSpec,
+    WeightProjection,
+    project_budget,
+    project_groups,
+    project_targets,
+)
+from geta.optim.problem import CompressionProblem
+from geta.optim.wrapped import WrappedOptimizer
+
+__all__ = ["AdmmOptimizer", "AdmmPhase", "admm_phases"]
+
+log = logging.getLogger("geta")
+
+
+@dataclass(frozen=True)
+class AdmmPhase:
+    """Steps ``[start, admm_end)`` run ADMM, ``[admm_end, end)`` masked fine-tuning."""
+
+    index: int
+    start: int
+    admm_end: int
+    end: int
+
+
+def admm_phases(total_steps: int, steps: int, finetune: int | float) -> list[AdmmPhase]:
+    """Split ``total_steps`` into ``steps`` equal runs, each ending with its fine-tuning share.
+
+    Example:
+        >>> [tuple(p.__dict__.values()) for p in admm_phases(100, 2, 0.2)]
+        [(0, 0, 40, 50), (1, 50, 90, 100)]
+    """
+    if total_steps < 1:
+        raise ValueError(f"total_steps must be at least 1, got {total_steps}")
+    out = []
+    for i in range(steps):
+        start, end = i * total_steps // steps, (i + 1) * total_steps // steps
+        length = end - start
+        tune = finetune if isinstance(finetune, int) else int(finetune * length)
+        out.append(AdmmPhase(i, start, max(start, end - min(tune, length)), end))
+    return out
+
+
+class AdmmOptimizer(WrappedOptimizer):
+    """ADMM under a budget (``mode="admm"``) or per-layer targets (``mode="admm-progressive"``)
+    around a base optimizer. Build it with :meth:`geta.Compressor.optimizer`.
+
+    When the run ends (or :meth:`finish` is called) the model is the hard projection: every
+    counted layer's removed weights are exactly zero, its quantizer holds the projection's bits
+    and clip, and the cost is within the budget (the projection guarantees it; fine-tuning only
+    moves kept weights between their levels).
+
+    Example:
+        >>> c = geta.Compressor(model, (x,), "300x", mode="admm")                  # doctest: +SKIP
+        >>> opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=5000)  # doctest: +SKIP
+        >>> loss.backward(); opt.step(); opt.zero_grad()                              # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        problem: CompressionProblem,
+        config: AdmmConfig,
+        mode: str,
+        total_steps: int,
+        *,
+        float_bits: float = 16,
+        base: str | type[torch.optim.Optimizer] = "sgd",
+        check_finite: bool = True,
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(params, base, **base_kwargs)
+        self.problem = problem
+        self.config = config
+        self.mode = mode
+        self.float_bits = float(float_bits)
+        self.check_finite_values = check_finite
+        self.layers = problem.cost_model.layers
+        self.specs = [
+            LayerSpec(
+                layer.quantizer is not None,
+                bool(layer.quantizer is not None and layer.quantizer.per_channel),
+                layer.quantizer.axis if layer.quantizer is not None else 0,
+            )
+            for layer in self.layers
+        ]
+        self.coef = problem.cost_model.coefficients()
+        numel = problem.cost_model.numel
+        self.min_keep = np.maximum(1, np.ceil(config.min_layer_density * numel)).astype(np.int64)
+        steps = config.steps if mode == "admm-progressive" else 1
+        self.phases = admm_phases(total_steps, steps, config.finetune)
+        self.targets = self._given_targets()
+        self.step_count = 0
+        self.rho = float(config.rho)
+        self.V: list[torch.Tensor] | None = None
+        self.U: list[torch.Tensor] | None = None
+        self.masks: list[torch.Tensor] | None = None  # after a hard projection
+        self.frozen: list[torch.Tensor | None] | None = None  # zeros of earlier steps
+        self.removed = np.zeros(problem.units.count, dtype=bool)
+        self.projected_phase = -1
+        self.binary = [False] * len(self.layers)
+        self.fixed = [False] * len(self.layers)  # quantizer set by the hard projection
+        self.latent: list[torch.Tensor | None] = [None] * len(self.layers)
+        self.history: list[dict[str, float]] = []
+        self._unit_factors: list = []
+
+    # ------------------------------------------------------------ targets
+    def _given_targets(self) -> list[LayerTarget | None] | None:
+        t = self.config.targets
+        if t is None:
+            return None
+        if isinstance(t, LayerTarget):
+            return [t] * len(self.layers)
+        names = {layer.name for layer in self.layers}
+        unknown = sorted(set(t) - names)
+        if unknown:
+            raise ValueError(
+                f"targets name layers the model does not count: {unknown}; counted layers: "
+                f"{sorted(names)}"
+            )
+        return [t.get(layer.name) for layer in self.layers]
+
+    def _targets_from_budget(self) -> list[LayerTarget | None]:
+        """Per-layer targets from the budget projection of the current weights."""
+        p = self._project_budget(self._weights())
+        nnz = p.nonzeros()
+        return [
+            LayerTarget(max(nnz[i], 1) / w.numel(), int(p.bits[i]) if s.quantized else None)
+            for i, (w, s) in enumerate(zip(self._weights(), self.specs, strict=True))
+        ]
+
+    def _phase_targets(self, phase: AdmmPhase) -> list[LayerTarget | None]:
+        """Step ``k`` of ``K`` keeps ``density ** (k / K)``; bits only in the last step."""
+        last = phase.index == len(self.phases) - 1
+        power = (phase.index + 1) / len(self.phases)
+        return [
+            None
+            if t is None
+            else (t if last else LayerTarget(t.density**power, None) if t.density < 1 else None)
+            for t in self.targets
+        ]
+
+    # ------------------------------------------------------------ projections
+    def _weights(self) -> list[torch.Tensor]:
+        return [layer.weight for layer in self.layers]
+
+    def _project_budget(self, z: list[torch.Tensor]) -> WeightProjection:
+        p = self.problem
+        if self.config.granularity == "group":
+            return project_groups(p, z, self.specs)
+        return project_budget(
+            z,
+            self.specs,
+            self.coef,
+            p.target,
+            p.bit_options,
+            min_keep=self.min_keep,
+            frozen=self.frozen,
+        )
+
+    def _project(self, z: list[torch.Tensor], phase: AdmmPhase) -> WeightProjection:
+        if self.mode == "admm":
+            return self._project_budget(z)
+        if self.targets is None:
+            self.targets = self._targets_from_budget()
+        return project_targets(z, self._phase_targets(phase), self.float_bits, frozen=self.frozen)
+
+    # ------------------------------------------------------------ the step
+    def phase(self, step: int | None = None) -> AdmmPhase:
+        step = self.step_count if step is None else step
+        return next((p for p in self.phases if step < p.end), self.phases[-1])
+
+    @property
+    def stage(self) -> str:
+        p = self.phase()
+        return "admm" if self.step_count < p.admm_end else "finetune"
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        loss = self._closure_loss(closure)
+        k = self.step_count
+        phase = self.phase(k)
+        if k < phase.admm_end:
+            if self.V is None or (k == phase.start and self.projected_phase < phase.index):
+                self._start_admm(phase)
+            self._add_proximal_gradient()
+            self.base.step()
+            self._hold_frozen()
+            self._keep_float_quantizers()
+            done = k + 1 - phase.start
+            if done % self.config.interval(phase.admm_end - phase.start) == 0:
+                self._update_dual(phase)
+            if k + 1 == phase.admm_end:
+                self._hard_project(phase)
+        else:
+            if self.projected_phase < phase.index:
+                self._hard_project(phase)
+            self._mask_gradients()
+            self.base.step()
+            self._update_latent()
+            self._apply_masks()
+        self.step_count += 1
+        return loss
+
+    def _start_admm(self, phase: AdmmPhase) -> None:
+        if self.masks is not None:  # a progressive step starts from the last result
+            self.frozen = [~m for m in self.masks]
+        self.masks = None
+        self._unit_factors = []
+        self.rho = float(self.config.rho)
+        self._keep_float_quantizers(force=True)
+        weights = self._weights()
+        v = self._project([w.detach() for w in weights], phase)
+        self.V = [x.detach().clone() for x in v.values]
+        self.U = [torch.zeros_like(w) for w in weights]
+        self._record("admm start", v)
+
+    def _add_proximal_gradient(self) -> None:
+        for w, v, u in zip(self._weights(), self.V, self.U, strict=True):
+            prox = (w.detach() - v + u).mul_(self.rho)
+            if w.grad is None:
+                w.grad = prox
+            else:
+                w.grad.add_(prox)
+
+    def _update_dual(self, phase: AdmmPhase) -> None:
+        weights = [w.detach() for w in self._weights()]
+        z = [w + u for w, u in zip(weights, self.U, strict=True)]
+        v = self._project(z, phase)
+        self.V = [x.detach().clone() for x in v.values]
+        for u, w, x in zip(self.U, weights, self.V, strict=True):
+            u.add_(w - x)
+        gap = sum(float((w - x).square().sum()) for w, x in zip(weights, self.V, strict=True))
+        self._record("update", v, gap=gap)
+        self.rho = min(self.rho * float(self.config.rho_growth), self.config.rho_max)
+
+    def _hard_project(self, phase: AdmmPhase) -> None:
+        """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on."""
+        weights = self._weights()
+        p = self._project([w.detach() for w in weights], phase)
+        targets = self._phase_targets(phase) if self.mode != "admm" else None
+        self.binary = [
+            bool(t is not None and t.bits == 1) for t in (targets or [None] * len(p.bits))
+        ]
+        for i, (w, layer) in enumerate(zip(weights, self.layers, strict=True)):
+            q = layer.quantizer
+            self.fixed[i] = q is not None and p.clips[i] is not None
+            self.latent[i] = w.detach().clone() if self.binary[i] else None
+            w.copy_(p.values[i].to(w.dtype))
+            if self.fixed[i]:
+                q.t.fill_(1.0)
+                q.q_m.copy_(p.clips[i].to(q.q_m).expand_as(q.q_m))
+                q.set_bits(float(p.bits[i]))
+            elif q is not None:
+                self._float_quantizer(i, force=True)
+            if self.binary[i]:
+                clip = self._clip(i, w)
+                self.latent[i] = torch.maximum(torch.minimum(self.latent[i], clip), -clip)
+        self.masks = p.masks
+        if p.removed is not None:
+            self.removed = p.removed.copy()
+            factor = torch.ones(len(self.removed))
+            factor[torch.as_tensor(self.removed)] = 0.0
+            self._unit_factors = self.problem.keep_factors(factor)
+        self.V = self.U = None
+        self.projected_phase = phase.index
+        self._apply_masks()
+        self._record("hard projection", p)
+        log.info(
+            "geta admm: step %d hard projection, cost %.4g, bits %s",
+            self.step_count,
+            p.cost,
+            p.bits.astype(int).tolist(),
+        )
+
+    # ------------------------------------------------------------ masks and quantizers
+    def _hold_frozen(self) -> None:
+        if self.frozen is None:
+            return
+        for w, held in zip(self._weights(), self.frozen, strict=True):
+            if held is not None:
+                w.masked_fill_(held, 0.0)
+
+    def _mask_gradients(self) -> None:
+        for w, m in zip(self._weights(), self.masks, strict=True):
+            if w.grad is not None:
+                w.grad.mul_(m)
+        for p, values in self._unit_factors:
+            if p.grad is not None:
+                p.grad.mul_(values)
+
+    def _clip(self, i: int, like: torch.Tensor) -> torch.Tensor:
+        """Layer ``i``'s quantizer clip (its largest level at ``t = 1``), shaped like its weight."""
+        q = self.layers[i].quantizer
+        shape = [1] * like.dim()
+        if q.per_channel:
+            shape[q.axis % like.dim()] = -1
+        return q.q_m.detach().to(like).reshape(shape)
+
+    def _binarized(self, i: int, latent: torch.Tensor) -> torch.Tensor:
+        clip = self._clip(i, latent)
+        return torch.where(latent >= 0, clip, -clip)
+
+    def _update_latent(self) -> None:
+        """Binary layers: the base step's change goes to the latent weights (clipped)."""
+        for i, w in enumerate(self._weights()):
+            if self.binary[i]:
+                latent = self.latent[i]
+                latent.add_(w - self._binarized(i, latent))
+                clip = self._clip(i, latent)
+                latent.copy_(torch.maximum(torch.minimum(latent, clip), -clip))
+
+    def _apply_masks(self) -> None:
+        """Removed weights (and removed groups' other members) exactly zero; quantized
+        weights within their clip; binary weights the signs of their latent times the step;
+        float layers' quantizers kept above their weights."""
+        for p, values in self._unit_factors:
+            p.mul_(values)
+        for i, (w, m) in enumerate(zip(self._weights(), self.masks, strict=True)):
+            w.mul_(m)
+            if self.binary[i]:
+                w.copy_(self._binarized(i, self.latent[i]))
+            elif self.fixed[i]:
+                clip = self._clip(i, w)
+                w.copy_(torch.maximum(torch.minimum(w, clip), -clip))
+            elif self.layers[i].quantizer is not None:
+                self._float_quantizer(i)
+
+    def _float_quantizer(self, i: int, force: bool = False) -> None:
+        q = self.layers[i].quantizer
+        w = self.layers[i].weight.detach()
+        dims = [d for d in range(w.dim()) if d != q.axis % w.dim()] if q.per_channel else None
+        top = (w.abs().amax(dim=dims) if dims else w.abs().amax().reshape(1)).float()
+        if force or bool((top >= q.q_m.detach() * (1 - 1e-6)).any()):
+            q.t.fill_(1.0)
+            q.q_m.copy_((top * 1.25).clamp_min(1e-8).expand_as(q.q_m))
+            q.set_bits(self.float_bits)
+
+    def _keep_float_quantizers(self, force: bool = False) -> None:
+        """During ADMM the weights train in float: each quantizer keeps high bits and a clip
+        above its largest weight (so no weight is clipped or loses its gradient)."""
+        for i, layer in enumerate(self.layers):
+            if layer.quantizer is not None:
+                self._float_quantizer(i, force)
+
+    def _record(self, event: str, p: WeightProjection, **extra: float) -> None:
+        self.history.append(
+            {
+                "step": self.step_count,
+                "event": event,
+                "rho": self.rho,
+                "cost": float(p.cost),
+                "error": float(p.error),
+                "nonzeros": float(p.nonzeros().sum()),
+                **extra,
+            }
+        )
+
+    # ------------------------------------------------------------ the end
+    @torch.no_grad()
+    def finish(self) -> None:
+        """Bring the model to its final state now (the hard projection of the last run's
+        targets, if it has not happened); what :meth:`geta.Compressor.finalize` calls."""
+        last = self.phases[-1]
+        if self.projected_phase < last.index:
+            self._hard_project(last)
+        self._apply_masks()
+
+    @property
+    def zeroed(self) -> np.ndarray:
+        """The graph's units removed (structured); none when unstructured."""
+        return self.removed
+
+    def removal_counts(self) -> tuple[int, int]:
+        """(removed, total) units: groups' units when structured, else weights."""
+        if self.config.granularity == "group":
+            return int(self.removed.sum()), int(self.problem.units.count)
+        total = int(self.problem.cost_model.numel.sum())
+        if self.masks is None:
+            return 0, total
+        return total - int(sum(int(m.sum()) for m in self.masks)), total
+
+    # ------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+
+        def tensors(xs):
+            return None if xs is None else [None if x is None else x.clone() for x in xs]
+
+        state["admm"] = {
+            "step_count": self.step_count,
+            "rho": self.rho,
+            "V": tensors(self.V),
+            "U": tensors(self.U),
+            "masks": tensors(self.masks),
+            "frozen": tensors(self.frozen),
+            "removed": torch.as_tensor(self.removed),
+            "projected_phase": self.projected_phase,
+            "binary": list(self.binary),
+            "fixed": list(self.fixed),
+            "latent": tensors(self.latent),
+            "targets": None
+            if self.targets is None
+            else [None if t is None else (t.density, t.bits) for t in self.targets],
+            "history": list(self.history),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("admm")
+        self._load_base_state(state_dict)
+        self.step_count = int(extra["step_count"])
+        self.rho = float(extra["rho"])
+        self.V, self.U = extra["V"], extra["U"]
+        self.masks, self.frozen = extra["masks"], extra["frozen"]
+        self.removed = extra["removed"].numpy().astype(bool)
+        self.projected_phase = int(extra["projected_phase"])
+        self.binary = list(extra["binary"])
+        self.fixed = list(extra["fixed"])
+        self.latent = list(extra["latent"])
+        if extra["targets"] is not None:
+            self.targets = [None if t is None else LayerTarget(*t) for t in extra["targets"]]
+        self.history = list(extra["history"])
+        self._unit_factors = []
+        if self.masks is not None and self.removed.any():
+            factor = torch.ones(len(self.removed))
+            factor[torch.as_tensor(self.removed)] = 0.0
+            self._unit_factors = self.problem.keep_factors(factor)
+
+    def __repr__(self) -> str:
+        return (
+            f"AdmmOptimizer(mode={self.mode}, base={type(self.base).__name__}, "
+            f"step={self.step_count}/{self.phases[-1].end}, stage={self.stage}, rho={self.rho:.3g})"
+        )

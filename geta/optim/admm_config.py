@@ -1,0 +1,136 @@
+"""Settings of the ADMM modes (Yang et al.'s budget ADMM, Ye et al.'s progressive ADMM)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from geta.errors import ConfigError
+
+__all__ = ["AdmmConfig", "LayerTarget", "GRANULARITIES", "ADMM_MODES"]
+
+GRANULARITIES = ("weight", "group")
+ADMM_MODES = ("admm", "admm-progressive")
+
+# the papers' public recipes (ALGORITHMS.md sections 2 and 3): Yang et al. keep rho at 0.05;
+# Ye et al. start small and multiply rho by 1.3 at every V/U update
+_RHO = {"admm": (0.05, 1.0), "admm-progressive": (1e-3, 1.3)}
+
+
+@dataclass(frozen=True)
+class LayerTarget:
+    """Ye et al.'s target for one layer: keep ``density`` of its weights (the largest
+    magnitudes) and, with ``bits``, put the kept ones on ``2^(bits-1) - 1`` symmetric levels
+    ``{+-k q}`` (zeros stay zero; ``q`` least squares). ``bits=1`` is binary ``{-q, +q}``
+    (every weight kept); ``bits=2`` is ternary ``{-q, 0, +q}``; ``None`` leaves them float.
+
+    Example:
+        >>> LayerTarget.binary().levels, LayerTarget.ternary(0.3).levels, LayerTarget(0.1, 4).levels
+        (1, 1, 7)
+    """
+
+    density: float = 1.0
+    bits: int | None = None
+
+    def __post_init__(self) -> None:
+        if not 0 < self.density <= 1:
+            raise ConfigError(f"a layer's density is in (0, 1], got {self.density}")
+        if self.bits is not None and not 1 <= self.bits <= 16:
+            raise ConfigError(f"target bits are 1..16 (1 = binary, 2 = ternary), got {self.bits}")
+        if self.bits == 1 and self.density < 1:
+            raise ConfigError(
+                "a binary layer keeps every weight (its codes are +-1); for pruned layers with "
+                "two levels use LayerTarget.ternary(density)"
+            )
+
+    @classmethod
+    def binary(cls) -> LayerTarget:
+        return cls(1.0, 1)
+
+    @classmethod
+    def ternary(cls, density: float = 1.0) -> LayerTarget:
+        return cls(density, 2)
+
+    @property
+    def levels(self) -> int | None:
+        """``M``, the positive levels (``None``: float)."""
+        if self.bits is None:
+            return None
+        return 1 if self.bits <= 2 else 2 ** (self.bits - 1) - 1
+
+
+@dataclass(frozen=True)
+class AdmmConfig:
+    """Settings of ``mode="admm"`` and ``mode="admm-progressive"`` (``CompressorConfig.admm``).
+
+    - ``granularity``: ``"weight"`` (unstructured: every weight is a unit, ranked by
+      ``w^2 / bits`` across layers) or ``"group"`` (structured: the graph's groups, ranked by
+      their energy per cost; removed groups are pruned physically by ``finalize()``).
+      ``admm-progressive`` is unstructured.
+    - ``rho``, ``rho_growth``, ``rho_max``: the penalty at the start, its factor at every V/U
+      update, and its cap. ``None``: the mode's papers' value (admm 0.05 constant;
+      progressive 1e-3, x1.3).
+    - ``update_every``: V/U updates every that many optimizer steps (an int; the papers: one
+      epoch) or that fraction of each ADMM phase (a float).
+    - ``finetune``: the share (float) or steps (int) of each run spent on masked fine-tuning
+      after the hard projection (zeros held, bits frozen).
+    - ``quantizer``: ``"uniform"`` (GETA's quantizer at ``t = 1``; exported as integer codes).
+      k-means codebooks are not offered: the artifact has no codebook storage.
+    - ``targets``: progressive only; one :class:`LayerTarget` for every layer, or one per
+      layer name (layers left out stay as they are). ``None``: per-layer targets derived from
+      the budget by the budget projection.
+    - ``steps``: progressive steps; step ``k`` of ``K`` keeps ``density ** (k / K)`` of each
+      layer, starting from the previous step's result; bits are applied in the last step.
+    - ``min_layer_density``: the least share of its weights an unstructured layer keeps
+      (at least one weight).
+
+    Example:
+        >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
+        >>> cfg.resolved("admm").rho, cfg.resolved("admm-progressive").rho_growth
+        (0.05, 1.3)
+    """
+
+    granularity: str = "weight"
+    rho: float | None = None
+    rho_growth: float | None = None
+    rho_max: float = 1.0
+    update_every: int | float = 0.05
+    finetune: int | float = 0.25
+    quantizer: str = "uniform"
+    targets: LayerTarget | dict[str, LayerTarget] | None = None
+    steps: int = 1
+    min_layer_density: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.granularity not in GRANULARITIES:
+            raise ConfigError(
+                f"granularity is one of {', '.join(GRANULARITIES)}, not {self.granularity!r}"
+            )
+        if self.quantizer != "uniform":
+            raise ConfigError(
+                f"quantizer {self.quantizer!r} is not offered: ADMM modes quantize uniformly "
+                "(the artifact stores integer codes and steps, no codebooks)"
+            )
+        if self.steps < 1:
+            raise ConfigError(f"progressive steps must be at least 1, got {self.steps}")
+        if isinstance(self.update_every, float) and not 0 < self.update_every <= 1:
+            raise ConfigError(f"update_every as a fraction is in (0, 1], got {self.update_every}")
+        if isinstance(self.update_every, int) and self.update_every < 1:
+            raise ConfigError(f"update_every as steps is at least 1, got {self.update_every}")
+        if isinstance(self.finetune, float) and not 0 <= self.finetune < 1:
+            raise ConfigError(f"finetune as a fraction is in [0, 1), got {self.finetune}")
+
+    def resolved(self, mode: str) -> AdmmConfig:
+        """This config with the mode's default ``rho`` and ``rho_growth`` filled in."""
+        rho, growth = _RHO[mode]
+        return replace(
+            self,
+            rho=self.rho if self.rho is not None else rho,
+            rho_growth=self.rho_growth if self.rho_growth is not None else growth,
+        )
+
+    def interval(self, admm_steps: int) -> int:
+        """V/U update interval in steps for an ADMM phase of ``admm_steps``."""
+        if isinstance(self.update_every, int):
+            return self.update_every
+        return max(1, math.ceil(self.update_every * admm_steps))

@@ -1,0 +1,377 @@
+"""The V-step of the ADMM modes: project the weights onto the budget set (Yang et al.) or onto
+per-layer targets (Ye et al.) (ALGORITHMS.md sections 2 and 3).
+
+Unstructured (every weight a unit), vectorised over all layers:
+
+1. sparsity with bits fixed (:func:`keep_top`): score every weight by ``z^2 / (coef_l b_l)``,
+   sort all layers together and keep the best while the running cost stays within the budget
+   (exact with one bit-width, otherwise the 0-1 knapsack greedy);
+2. bits with the mask fixed: each layer's total uniform-quantization error of its kept weights
+   at every bit option (clip re-fitted per bit-width), then the multiple-choice knapsack greedy
+   (:func:`geta.optim.bit_allocation.allocate_bits`).
+
+Which shared bit-width to start step 1 from is searched: every option is tried, each followed by
+two rounds of (1, 2), and the pair with the least ``||Z - V||^2`` wins. Structured (the graph's
+groups) goes through the shared :func:`geta.optim.projection.project` with the units' energy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from geta.errors import BudgetError
+from geta.optim.admm_config import LayerTarget
+from geta.optim.bit_allocation import allocate_bits
+from geta.optim.cost import FLOAT_BITS
+from geta.optim.problem import CompressionProblem
+from geta.optim.projection import bit_distortion, project
+from geta.quant.functional import clip_search, fake_quantize, step_for_bits
+
+__all__ = [
+    "LayerSpec",
+    "WeightProjection",
+    "keep_top",
+    "uniform_clip",
+    "uniform_quantize",
+    "level_quantize",
+    "project_budget",
+    "project_targets",
+    "project_groups",
+    "unit_energy",
+]
+
+_ONE = torch.ones(1)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """How one counted layer's weights are quantized: not at all (32-bit float), or with a
+    per-tensor / per-channel uniform quantizer along ``axis``."""
+
+    quantized: bool
+    per_channel: bool = False
+    axis: int = 0
+
+
+@dataclass
+class WeightProjection:
+    """The projection ``V``: per layer the kept weights (``masks``), their quantized values,
+    the quantizer bits and clip that reproduce them exactly (``clip`` ``None``: float), and
+    the cost (size: bits x kept weights) and squared distance ``||Z - V||^2``. ``removed`` is
+    the unit removal mask of a structured projection."""
+
+    masks: list[torch.Tensor]
+    values: list[torch.Tensor]
+    bits: np.ndarray
+    clips: list[torch.Tensor | None]
+    cost: float
+    error: float
+    removed: np.ndarray | None = None
+
+    def nonzeros(self) -> np.ndarray:
+        return np.array([float(m.sum()) for m in self.masks])
+
+
+# ---------------------------------------------------------------------------- quantizers
+def uniform_clip(x: torch.Tensor, bits: float, spec: LayerSpec) -> tuple[torch.Tensor, float]:
+    """The clip of least squared error for GETA's quantizer at ``t = 1`` (one value, or one
+    per channel) and the total squared error of ``x`` at ``bits``; a per-tensor clip is fitted
+    on the nonzeros only (zeros stay zero, error-free)."""
+    x = x.detach().float()
+    if spec.per_channel:
+        clip, err = clip_search(x, bits, _ONE, spec.axis, True)
+        return clip, float(err.sum()) * (x.numel() / max(x.shape[spec.axis], 1))
+    nz = x[x != 0]
+    if nz.numel() == 0:
+        return torch.ones(1), 0.0
+    clip, err = clip_search(nz, bits, _ONE)
+    return clip, float(err.sum()) * nz.numel()
+
+
+def uniform_quantize(
+    x: torch.Tensor, bits: float, spec: LayerSpec
+) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """``x`` quantized with :func:`uniform_clip`'s clip: the values, the clip, the error."""
+    clip, error = uniform_clip(x, bits, spec)
+    x = x.detach().float()
+    shape = [1] * x.dim()
+    if spec.per_channel:
+        shape[spec.axis % x.dim()] = -1
+    view = clip.reshape(shape)
+    d = step_for_bits(bits, view, _ONE)
+    return fake_quantize(x, d, view, _ONE.reshape([1] * x.dim())), clip, error
+
+
+def level_quantize(x: torch.Tensor, levels: int, iterations: int = 4) -> tuple[torch.Tensor, float]:
+    """Ye et al.'s quantizer: the nonzeros of ``x`` onto ``{+-k q, k = 1..levels}`` (zeros stay
+    zero, nonzeros never become zero), ``q`` of least squared error (exact for one level:
+    the mean magnitude; else Lloyd iterations from a grid). Returns the values and ``q``."""
+    x = x.detach().float()
+    a = x[x != 0].abs()
+    if a.numel() == 0:
+        return torch.zeros_like(x), 1.0
+
+    def assign(q: torch.Tensor) -> torch.Tensor:
+        return torch.clamp(torch.round(a / q), 1, levels)
+
+    if levels == 1:
+        q = a.mean()
+    else:
+        grid = a.max() / levels * torch.linspace(0.25, 1.0, 16)
+        errors = torch.stack([(assign(g) * g - a).square().sum() for g in grid])
+        q = grid[int(errors.argmin())]
+        for _ in range(iterations):
+            k = assign(q)
+            q = (a * k).sum() / k.square().sum()
+    k = torch.clamp(torch.round(x.abs() / q), 1, levels)
+    return torch.sign(x) * q * k, float(q)
+
+
+# ---------------------------------------------------------------------------- sparsity step
+def keep_top(
+    z: Sequence[torch.Tensor],
+    weight_cost: np.ndarray,
+    budget: float,
+    *,
+    min_keep: np.ndarray | None = None,
+    frozen: Sequence[torch.Tensor | None] | None = None,
+) -> list[torch.Tensor]:
+    """The sparsity step with bits fixed: keep masks with ``sum_l weight_cost[l] * kept_l <=
+    budget``, best ``z^2 / weight_cost`` first over all layers at once (a prefix of one global
+    sort). Each layer keeps at least its ``min_keep`` largest weights; ``frozen`` (``True`` =
+    held at zero) and exact zeros are never kept.
+
+    Raises:
+        BudgetError: the ``min_keep`` weights alone are over the budget.
+    """
+    scores, costs = [], []
+    forced_cost = 0.0
+    for i, zl in enumerate(z):
+        flat = zl.detach().reshape(-1).double()
+        s = flat.square() / max(float(weight_cost[i]), 1e-300)
+        s[flat == 0] = -torch.inf
+        if frozen is not None and frozen[i] is not None:
+            s[frozen[i].reshape(-1)] = -torch.inf
+        k = int(min_keep[i]) if min_keep is not None else 0
+        if k:
+            top = torch.topk(s, min(k, s.numel())).indices
+            s[top] = torch.inf
+            forced_cost += float(weight_cost[i]) * len(top)
+        scores.append(s)
+        costs.append(torch.full_like(s, float(weight_cost[i])))
+    if forced_cost > budget * (1 + 1e-12):
+        raise BudgetError(
+            f"the weights every layer must keep cost {forced_cost:.4g}, over the budget of "
+            f"{budget:.4g}",
+            min_cost=forced_cost,
+        )
+    flat = torch.cat(scores)
+    order = torch.argsort(flat, descending=True, stable=True)
+    running = torch.cumsum(torch.cat(costs)[order], 0)
+    count = int(torch.searchsorted(running, torch.tensor(budget * (1 + 1e-12)), right=True))
+    count = min(count, int((flat > -torch.inf).sum()))
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:count]] = True
+    out, start = [], 0
+    for zl in z:
+        out.append(keep[start : start + zl.numel()].reshape(zl.shape).to(zl.device))
+        start += zl.numel()
+    return out
+
+
+# ---------------------------------------------------------------------------- budget
+def _options(specs: Sequence[LayerSpec], bit_options: np.ndarray) -> list[np.ndarray]:
+    return [
+        np.asarray(bit_options, dtype=np.float64) if s.quantized else np.array([float(FLOAT_BITS)])
+        for s in specs
+    ]
+
+
+def _distortion(
+    kept: Sequence[torch.Tensor], specs: Sequence[LayerSpec], options: Sequence[np.ndarray]
+) -> list[np.ndarray]:
+    return [
+        np.array([uniform_clip(x, b, s)[1] if s.quantized else 0.0 for b in opts])
+        for x, s, opts in zip(kept, specs, options, strict=True)
+    ]
+
+
+def project_budget(
+    z: Sequence[torch.Tensor],
+    specs: Sequence[LayerSpec],
+    coef: np.ndarray,
+    budget: float,
+    bit_options: np.ndarray,
+    *,
+    min_keep: np.ndarray | None = None,
+    frozen: Sequence[torch.Tensor | None] | None = None,
+) -> WeightProjection:
+    """Yang et al.'s V-step, unstructured: masks and bits with ``sum_l coef_l b_l nnz_l <=
+    budget`` and small ``||Z - V||^2`` (see the module docstring).
+
+    Raises:
+        BudgetError: no bit-width lets the weights every layer keeps fit the budget.
+
+    Example:
+        >>> p = project_budget([w1, w2], [LayerSpec(True)] * 2, np.ones(2), 4000.0,
+        ...                    np.arange(2.0, 9.0))                          # doctest: +SKIP
+        >>> p.cost <= 4000
+        True
+    """
+    options = _options(specs, bit_options)
+    energy = sum(float(zl.detach().double().square().sum()) for zl in z)
+    best: tuple[float, list, np.ndarray, list] | None = None
+    failure: BudgetError | None = None
+    seen: set[tuple[float, ...]] = set()
+    for start in np.asarray(bit_options, dtype=np.float64):
+        bits = np.array([start if s.quantized else float(FLOAT_BITS) for s in specs])
+        try:
+            for round_ in range(2):
+                masks = keep_top(z, coef * bits, budget, min_keep=min_keep, frozen=frozen)
+                kept = [zl.detach() * m for zl, m in zip(z, masks, strict=True)]
+                table = _distortion(kept, specs, options)
+                nnz = np.array([float(m.sum()) for m in masks])
+                bits = allocate_bits(options, table, coef * nnz, budget)
+                if round_ == 0:
+                    if tuple(bits) in seen:  # this start leads where another one did
+                        break
+                    seen.add(tuple(bits))
+        except BudgetError as err:
+            failure = err
+            continue
+        if round_ == 0:
+            continue
+        kept_energy = sum(float(k.double().square().sum()) for k in kept)
+        chosen = [
+            t[int(np.searchsorted(o, b))] for t, o, b in zip(table, options, bits, strict=True)
+        ]
+        error = energy - kept_energy + float(sum(chosen))
+        if best is None or error < best[0]:
+            best = (error, masks, bits, kept)
+    if best is None:
+        raise BudgetError(f"the budget cannot be met: {failure}", min_cost=failure.min_cost)
+    error, masks, bits, kept = best
+    values, clips = [], []
+    for x, s, b in zip(kept, specs, bits, strict=True):
+        if s.quantized:
+            v, clip, _ = uniform_quantize(x, float(b), s)
+            values.append(v.to(x.dtype))
+            clips.append(clip)
+        else:
+            values.append(x.clone())
+            clips.append(None)
+    nnz = np.array([float(m.sum()) for m in masks])
+    return WeightProjection(masks, values, bits, clips, float((coef * bits * nnz).sum()), error)
+
+
+# ---------------------------------------------------------------------------- targets
+def project_targets(
+    z: Sequence[torch.Tensor],
+    targets: Sequence[LayerTarget | None],
+    float_bits: float,
+    *,
+    frozen: Sequence[torch.Tensor | None] | None = None,
+) -> WeightProjection:
+    """Ye et al.'s V-step: per layer, keep the ``density`` share of largest magnitudes (never a
+    ``frozen`` weight) and put the kept ones on the target's levels. Layers without a target
+    keep every weight, float (counted at ``float_bits``)."""
+    masks, values, clips, bits, cost_bits = [], [], [], [], []
+    error = 0.0
+    for i, zl in enumerate(z):
+        zl = zl.detach()
+        target = targets[i]
+        held = frozen[i] if frozen is not None else None
+        if target is None:
+            mask = torch.ones_like(zl, dtype=torch.bool) if held is None else ~held
+            masks.append(mask)
+            values.append(zl * mask)
+            clips.append(None)
+            bits.append(float(FLOAT_BITS))
+            cost_bits.append(float_bits)
+            error += float((zl * ~mask).double().square().sum())
+            continue
+        score = zl.abs().reshape(-1).clone()
+        if held is not None:
+            score[held.reshape(-1)] = -1.0
+        k = max(1, int(round(target.density * zl.numel())))
+        mask = torch.zeros(zl.numel(), dtype=torch.bool, device=zl.device)
+        mask[torch.topk(score, k).indices] = True
+        mask = mask.reshape(zl.shape)
+        kept = zl * mask
+        if target.levels is None:
+            v, clip, b, cb = kept, None, float(FLOAT_BITS), float_bits
+        else:
+            if target.bits == 1:  # binary: every weight at +-q, zero ones on +q
+                kept = torch.where(kept >= 0, kept.abs().clamp_min(1e-30), kept)
+            v, q = level_quantize(kept, target.levels)
+            clip = torch.tensor([q * target.levels])
+            b = float(np.log2(target.levels + 1) + 1)
+            cb = float(target.bits)  # binary: one bit a weight
+        masks.append(mask)
+        values.append(v.to(zl.dtype))
+        clips.append(clip)
+        bits.append(b)
+        cost_bits.append(cb)
+        error += float((zl - v).double().square().sum())
+    nnz = np.array([float(m.sum()) for m in masks])
+    cost = float((np.array(cost_bits) * nnz).sum())
+    return WeightProjection(masks, values, np.array(bits), clips, cost, error)
+
+
+# ---------------------------------------------------------------------------- groups
+def unit_energy(problem: CompressionProblem, z: Sequence[torch.Tensor]) -> np.ndarray:
+    """``||Z_u||^2`` of every unit over the counted layers' weight slices it owns."""
+    energy = torch.zeros(problem.units.count, dtype=torch.float64)
+    index = {layer.tensor_name: i for i, layer in enumerate(problem.cost_model.layers)}
+    for mask in problem.masks:
+        if mask.name not in index:
+            continue
+        zl = z[index[mask.name]].detach().double()
+        dims = [d for d in range(zl.dim()) if d != mask.dim]
+        per_index = zl.square().sum(dims).cpu() if dims else zl.square().cpu()
+        hit = mask.unit_of >= 0
+        energy.index_add_(0, mask.unit_of[hit], per_index[hit])
+    return energy.numpy()
+
+
+def group_masks(problem: CompressionProblem, removed: np.ndarray) -> list[torch.Tensor]:
+    """Keep masks of the counted layers' weights when the ``removed`` units are gone."""
+    factor = torch.ones(problem.units.count)
+    factor[torch.as_tensor(removed)] = 0.0
+    masks = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in problem.cost_model.layers]
+    index = {id(layer.weight): i for i, layer in enumerate(problem.cost_model.layers)}
+    for p, values in problem.keep_factors(factor):  # one entry per masked (tensor, dim)
+        if id(p) in index:
+            masks[index[id(p)]] &= values != 0
+    return masks
+
+
+def project_groups(
+    problem: CompressionProblem,
+    z: Sequence[torch.Tensor],
+    specs: Sequence[LayerSpec],
+) -> WeightProjection:
+    """The structured V-step: the shared budget projection over the graph's groups, with each
+    unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``."""
+    cm = problem.cost_model
+    options = problem.bit_options
+    distortion = bit_distortion(cm, options, weights=list(z))
+    p = project(
+        cm, problem.target, unit_energy(problem, z), distortion, options, min_keep=problem.min_keep
+    )
+    masks = group_masks(problem, p.removed)
+    values, clips, error = [], [], 0.0
+    for zl, m, s, b in zip(z, masks, specs, p.bits, strict=True):
+        kept = zl.detach() * m
+        if s.quantized:
+            v, clip, _ = uniform_quantize(kept, float(b), s)
+        else:
+            v, clip = kept, None
+        values.append(v.to(zl.dtype))
+        clips.append(clip)
+        error += float((zl.detach() - v).double().square().sum())
+    return WeightProjection(masks, values, p.bits.copy(), clips, p.cost, error, p.removed)

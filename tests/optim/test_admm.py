@@ -1,0 +1,235 @@
+"""The ADMM modes end to end: a quadratic toy with a known answer, the budget met, zeros and
+bits held through masked fine-tuning, binary and ternary layers, structured ADMM, switching
+modes on one model, resuming."""
+
+import copy
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import geta
+from geta.optim.admm import admm_phases
+from tests.optim.conftest import Blobs, mlp
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+def train(model, opt, blobs, steps, on_step=None):
+    for _ in range(steps):
+        x, y = blobs.batch()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if on_step:
+            on_step()
+
+
+def accuracy(model, blobs):
+    x, y = blobs.batch(512)
+    with torch.no_grad():
+        return float((model(x).argmax(1) == y).float().mean())
+
+
+def make(mode="admm", budget="60x", model=None, bit_range=(2, 8), **admm):
+    model = model if model is not None else mlp()
+    config = geta.CompressorConfig(bit_range=bit_range, admm=geta.AdmmConfig(**admm))
+    return model, geta.Compressor(model, (torch.randn(2, 16),), budget, mode=mode, config=config)
+
+
+def weight_values(c):
+    """Each counted layer's effective (quantized) weight."""
+    return [layer.module.weight.detach() for layer in c.problem.cost_model.layers]
+
+
+def test_quadratic_toy_reaches_the_known_admm_answer():
+    """loss = 1/2 ||W - A||^2 under "6 weights at 8 bits": the answer is A's 6 largest
+    entries (quantized), and at the fixed point W = V and U = (A - V) / rho."""
+    g = torch.Generator().manual_seed(0)
+    a = 0.3 * torch.rand(4, 8, generator=g) * torch.randn(4, 8, generator=g).sign()
+    support = torch.zeros(32, dtype=torch.bool)
+    support[torch.randperm(32, generator=g)[:6]] = True
+    support = support.reshape(4, 8)
+    a[support] = (2 + torch.rand(6, generator=g)) * torch.randn(6, generator=g).sign()
+    model = nn.Linear(8, 4, bias=False)
+    rho = 1.0
+    config = geta.CompressorConfig(
+        bit_range=(8, 8), admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0)
+    )
+    c = geta.Compressor(model, (torch.randn(2, 8),), geta.Budget.size(bits=48), "admm", config)
+    opt = c.optimizer(base="sgd", lr=0.1, total_steps=300)
+    for _ in range(299):  # the last step would end the run with the hard projection
+        (0.5 * (model.weight - a).square().sum()).backward()
+        opt.step()
+        opt.zero_grad()
+    w, v, u = model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]
+    assert bool(((v != 0) == support).all())
+    half_step = float(a.abs().max()) / 127 / 2  # V's clip moves on a grid as Z moves
+    torch.testing.assert_close(w, v, atol=half_step, rtol=0)
+    torch.testing.assert_close(u, (a - v) / rho, atol=2e-2, rtol=0)
+    (0.5 * (model.weight - a).square().sum()).backward()
+    opt.step()  # the hard projection
+    final = model.weight.detach()
+    assert bool(((final != 0) == support).all())
+    torch.testing.assert_close(final[support], a[support], atol=0.03, rtol=0)
+    assert c.report().achieved <= 48
+
+
+@pytest.fixture(scope="module")
+def unstructured():
+    blobs = Blobs()
+    model, c = make("admm", "60x", finetune=0.3, update_every=0.1)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=160)
+    checks = []
+
+    def on_step():
+        if opt.stage != "finetune" or opt.masks is None:
+            return
+        layers = c.problem.cost_model.layers
+        zeros = all(
+            bool((layer.weight[~m] == 0).all()) for layer, m in zip(layers, opt.masks, strict=True)
+        )
+        # kept weights stay where the straight-through gradient passes
+        inside = all(bool((layer.weight.abs() <= layer.quantizer.q_m).all()) for layer in layers)
+        checks.append((zeros and inside, [float(layer.quantizer.d) for layer in layers]))
+
+    train(model, opt, blobs, 160, on_step)
+    return blobs, model, c, opt, checks
+
+
+def test_budget_met_and_artifact_exports_unstructured(unstructured, tmp_path):
+    blobs, model, c, opt, _ = unstructured
+    before = accuracy(model, blobs)
+    assert c.finalize() is model
+    report = c.report()
+    assert report.within_budget and report.ratio >= 60
+    # weights removed (at 2 bits or more, at most target / 2 are left), shapes kept
+    assert report.removed_units >= report.total_units - report.target / 2
+    assert [r.shape for r in report.layers] == [r.dense_shape for r in report.layers]
+    assert before > 0.9 and accuracy(model, blobs) == before  # nothing to prune physically
+    c.export(tmp_path / "a")
+    loaded = geta.export.load(tmp_path / "a", model=mlp)
+    x, _ = blobs.batch(32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x))
+    sizes = geta.size_report(model, tmp_path / "a", reference=mlp())
+    assert sizes.paper_ratio == pytest.approx(report.ratio)
+
+
+def test_masked_finetuning_keeps_zeros_and_bits(unstructured):
+    _, _, c, opt, checks = unstructured
+    assert len(checks) >= 40  # 30% of 160 steps
+    assert all(zeros for zeros, _ in checks)
+    assert all(steps == checks[0][1] for _, steps in checks)
+    projections = [h for h in opt.history if h["event"] == "hard projection"]
+    assert len(projections) == 1 and projections[0]["cost"] <= c.problem.target
+
+
+def test_structured_admm_prunes_groups_physically():
+    blobs = Blobs()
+    model, c = make("admm", "24x", granularity="group", finetune=0.3, update_every=0.1)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=160)
+    train(model, opt, blobs, 160)
+    zeroed = copy.deepcopy(model)
+    c.finalize()
+    report = c.report()
+    assert report.within_budget and report.ratio >= 24 and report.removed_units > 0
+    assert sum(r.shape != r.dense_shape for r in report.layers) >= 1  # channels are gone
+    x, _ = blobs.batch(64)
+    with torch.no_grad():
+        torch.testing.assert_close(model(x), zeroed(x), atol=1e-5, rtol=1e-5)
+    assert accuracy(model, blobs) > 0.9
+
+
+def test_fully_binarized_network():
+    blobs = Blobs()
+    model, c = make("admm-progressive", None, targets=geta.LayerTarget.binary(), finetune=0.3)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=150)
+    train(model, opt, blobs, 106)  # through the hard projection
+    assert opt.stage == "finetune"
+    signs = [w.sign() for w in weight_values(c)]
+    train(model, opt, blobs, 44)
+    c.finalize()
+    flips = sum(int((w.sign() != s).sum()) for w, s in zip(weight_values(c), signs, strict=True))
+    assert flips > 0  # binary weights still train (their latent copy crosses zero)
+    for w in weight_values(c):
+        assert len(w.unique()) == 2 and float(w.unique().sum()) == pytest.approx(0.0, abs=1e-6)
+    report = c.report()
+    assert all(r.bits == 1 and r.density == 1 for r in report.layers)
+    assert report.ratio == pytest.approx(32.0)
+    assert accuracy(model, blobs) > 0.9
+
+
+def test_progressive_ternary_steps_from_the_previous_result():
+    blobs = Blobs()
+    target = geta.LayerTarget.ternary(0.2)
+    model, c = make("admm-progressive", None, targets=target, steps=2, finetune=0.3)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=200)
+    train(model, opt, blobs, 100)  # the end of step 1: pruning only, to sqrt(0.2)
+    first = [m.clone() for m in opt.masks]
+    assert all(float(m.float().mean()) == pytest.approx(0.2**0.5, abs=0.02) for m in first)
+    assert opt.frozen is None
+    train(model, opt, blobs, 100)
+    assert all(bool((m <= f).all()) for f, m in zip(first, opt.masks, strict=True))  # subsets
+    c.finalize()
+    for w in weight_values(c):
+        assert len(w.abs().unique()) == 2  # {0, a}: ternary
+        assert float((w != 0).float().mean()) <= 0.2 + 1e-6
+    assert all(r.bits == 2 for r in c.report().layers)
+    assert accuracy(model, blobs) > 0.9
+
+
+@pytest.mark.parametrize("mode", geta.compressor.MODES)
+def test_switching_modes_on_the_same_model_and_data(mode):
+    blobs = Blobs(seed=3)
+    dense = mlp()
+    train(dense, torch.optim.SGD(dense.parameters(), lr=0.05), blobs, 60)
+    model, c = make(mode, "40x", model=copy.deepcopy(dense), update_every=0.1)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=150)
+    train(model, opt, blobs, 150)
+    c.finalize()
+    report = c.report()
+    assert report.mode == mode and report.within_budget and report.ratio >= 40
+    assert accuracy(model, blobs) > 0.9
+
+
+def test_resume_mid_run_gives_the_same_result():
+    def run(split):
+        blobs = Blobs(seed=1)
+        model, c = make("admm", "60x", update_every=10, finetune=0.3)
+        opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=80)
+        train(model, opt, blobs, split)
+        if split < 80:
+            state = copy.deepcopy(opt.state_dict())
+            weights = copy.deepcopy(model.state_dict())
+            model, c = make("admm", "60x", update_every=10, finetune=0.3)
+            model.load_state_dict(weights)
+            opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=80)
+            opt.load_state_dict(state)
+            train(model, opt, blobs, 80 - split)
+        return [w.clone() for w in weight_values(c)]
+
+    for a, b in zip(run(80), run(35), strict=True):
+        torch.testing.assert_close(a, b)
+
+
+def test_phases_and_configuration_errors():
+    assert [(p.start, p.admm_end, p.end) for p in admm_phases(10, 1, 0.3)] == [(0, 7, 10)]
+    with pytest.raises(ValueError, match="not offered"):
+        geta.AdmmConfig(quantizer="kmeans")
+    with pytest.raises(ValueError, match="granularity"):
+        make("admm-progressive", "10x", granularity="group")
+    with pytest.raises(ValueError, match="needs a budget"):
+        make("admm", None)
+    with pytest.raises(ValueError, match="not both"):
+        make("admm-progressive", "10x", targets=geta.LayerTarget(0.5, 4))
+    with pytest.raises(ValueError, match="binary layer keeps every weight"):
+        geta.LayerTarget(0.5, 1)
+    with pytest.raises(geta.BudgetError):
+        make("admm", "5000x", min_layer_density=0.05)
+    with pytest.raises(ValueError, match="does not count"):
+        _, c = make("admm-progressive", None, targets={"nope": geta.LayerTarget.binary()})
+        c.optimizer(lr=0.1, total_steps=10)
+    assert np.isfinite(make("admm", "2000x")[1].problem.target)
