@@ -55,11 +55,19 @@ def check_minilm(r: dict) -> None:
         assert r["accuracy"] > 0.6  # five topics: chance is 0.2
 
 
+def check_admm(r: dict) -> None:
+    assert r["within_budget"] and r["ratio"] >= r["target_ratio"] == 200
+    assert r["weight_sparsity"] > 0.5  # unstructured: most weights are exact zeros
+    assert r["reload_max_diff"] < 1e-4
+    assert r["accuracy"] > (0.5 if r["small"] else 0.8)
+
+
 CHECKS: dict[str, tuple[Callable[[dict], None], str]] = {
     # notebook: (checks of its RESULT line, a file it writes into its working directory)
     "01_quick_start": (check_quick_start, "lenet5_compressed/manifest.json"),
     "02_dependency_graphs": (check_graphs, "custom_before.svg"),
     "03_compress_minilm": (check_minilm, "minilm_compressed/geta.json"),
+    "04_unstructured_admm": (check_admm, "lenet5_admm/manifest.json"),
 }
 
 
