@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import logging
 import tempfile
 import time
@@ -132,38 +133,19 @@ def main() -> None:
     dense, dense_info = dense_baseline(
         args.model, args.dense_epochs, args.dense_lr, train, test, tag=tag
     )
+    run = functools.partial(compress, args, dense, train, test)
     if args.experiment == "unstructured":
-        rows = [
-            compress(
-                args,
-                dense,
-                train,
-                test,
-                "admm",
-                geta.Budget.size(ratio=r),
-                admm_config(args, train),
-            )
-            for r in args.ratios
-        ]
+        config = admm_config(args, train)
+        rows = [run("admm", geta.Budget.size(ratio=r), config) for r in args.ratios]
         title = f"unstructured ADMM (mode='admm'), {args.model}"
     elif args.experiment == "binary":
         config = admm_config(args, train, targets=geta.LayerTarget.binary())
-        rows = [compress(args, dense, train, test, "admm-progressive", None, config)]
+        rows = [run("admm-progressive", None, config)]
         title = f"fully binarized {args.model} (mode='admm-progressive')"
     else:
         budget = geta.Budget.size(ratio=args.ratio)
-        rows = [
-            compress(args, dense, train, test, "geta", budget, geta.AdmmConfig()),
-            compress(
-                args,
-                dense,
-                train,
-                test,
-                "admm",
-                budget,
-                admm_config(args, train, granularity="group"),
-            ),
-        ]
+        structured = admm_config(args, train, granularity="group")
+        rows = [run("geta", budget, geta.AdmmConfig()), run("admm", budget, structured)]
         title = f"structured ADMM vs GETA mode, {args.model}"
     md = header(f"ADMM modes on Fashion-MNIST: {title}")
     md += (
