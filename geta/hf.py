@@ -34,6 +34,7 @@ from torch import nn
 
 import geta.models.hf  # noqa: F401  (registers the family adapters)
 from geta.errors import ArtifactError
+from geta.export.artifact import set_module_attributes
 from geta.graph.capture import trace as _trace
 from geta.graph.dependency_graph import DependencyGraph
 from geta.graph.module_adapters import adapt_model, adapt_module
@@ -407,16 +408,6 @@ def _shrink(model: nn.Module, shapes: Mapping[str, list[int]], where: Path) -> N
     adapt_model(model)
 
 
-def _set_attributes(model: nn.Module, modules: Mapping[str, Mapping[str, Any]]) -> None:
-    for name, attrs in modules.items():
-        try:
-            owner = model.get_submodule(name)
-        except AttributeError:
-            continue
-        for key, value in attrs.items():
-            setattr(owner, key, tuple(value) if isinstance(value, list) else value)
-
-
 def _load_float_weights(model: nn.Module, path: Path) -> None:
     from safetensors.torch import load_file
 
@@ -481,7 +472,7 @@ def from_pretrained(path: str | Path, **model_kwargs: Any) -> nn.Module:
         raise ArtifactError(f"{path}: no geta family adapter for {config.model_type!r}")
     model = _build(cls, config, **model_kwargs)
     _shrink(model, meta["shapes"], path)
-    _set_attributes(model, meta.get("modules", {}))
+    set_module_attributes(model, meta.get("modules", {}))
     model.to_empty(device="cpu")
     model.initialize_weights()
     model.tie_weights()
@@ -492,7 +483,7 @@ def from_pretrained(path: str | Path, **model_kwargs: Any) -> nn.Module:
         model.tie_weights()
     else:
         _load_float_weights(model, path)
-    _set_attributes(model, meta.get("modules", {}))
+    set_module_attributes(model, meta.get("modules", {}))
     shapes = _float_shapes(model)
     if shapes != {k: list(v) for k, v in meta["shapes"].items()}:
         wrong = sorted(k for k in shapes if shapes[k] != meta["shapes"].get(k))

@@ -356,6 +356,18 @@ def _module_attributes(model: nn.Module, owners: set[str]) -> dict[str, dict[str
     return out
 
 
+def set_module_attributes(model: nn.Module, modules: dict[str, dict[str, Any]]) -> None:
+    """Set the size attributes recorded by :func:`_module_attributes` (JSON lists back to
+    tuples) on ``model``'s submodules; names the model lacks are skipped."""
+    for name, attrs in modules.items():
+        try:
+            owner = model.get_submodule(name)
+        except AttributeError:
+            continue
+        for key, value in attrs.items():
+            setattr(owner, key, tuple(value) if isinstance(value, list) else value)
+
+
 def _float_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Quantizer]]:
     """Float tensors under their unprepared names, and the weight quantizers by tensor name."""
     quantizers = {
@@ -615,11 +627,5 @@ def load(path: str | Path, model: nn.Module | Callable[[], nn.Module] | None = N
             owner._buffers[attr] = tensor
         else:
             raise ArtifactError(f"the model has no parameter or buffer {name}")
-    for name, attrs in manifest.get("modules", {}).items():
-        try:
-            owner = module.get_submodule(name)
-        except AttributeError:
-            continue
-        for key, value in attrs.items():
-            setattr(owner, key, tuple(value) if isinstance(value, list) else value)
+    set_module_attributes(module, manifest.get("modules", {}))
     return module.eval()

@@ -441,7 +441,7 @@ class AdmmOptimizer(WrappedOptimizer):
         self.rho = float(extra["rho"])
         self.V, self.U = extra["V"], extra["U"]
         self.masks, self.frozen = extra["masks"], extra["frozen"]
-        self.removed = extra["removed"].numpy().astype(bool)
+        self.removed = extra["removed"].cpu().numpy().astype(bool)  # accelerate moves state
         self.projected_phase = int(extra["projected_phase"])
         self.binary = list(extra["binary"])
         self.fixed = list(extra["fixed"])
