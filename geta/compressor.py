@@ -3,6 +3,8 @@ its bit-packed artifact."""
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,17 @@ from geta.quant import Quantizer, prepare
 __all__ = ["Compressor", "CompressorConfig", "MODES"]
 
 MODES = ("geta", *ADMM_MODES)
+
+
+def _capture_context(model: nn.Module) -> contextlib.AbstractContextManager:
+    """A transformers model is captured with its KV cache off (:func:`geta.hf.capture_mode`);
+    any other model as it is."""
+    transformers = sys.modules.get("transformers")  # a PreTrainedModel implies it is imported
+    if transformers is not None and isinstance(model, transformers.PreTrainedModel):
+        from geta.hf import capture_mode
+
+        return capture_mode(model)
+    return contextlib.nullcontext()
 
 
 @dataclass
@@ -110,8 +123,9 @@ class Compressor:
             activations=cfg.quantize_activations,
         )
         metric = self.budget.metric if self.budget is not None else "size"
-        positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
-        self.graph = graph if graph is not None else trace(model, args, example_kwargs)
+        with _capture_context(model):
+            positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
+            self.graph = graph if graph is not None else trace(model, args, example_kwargs)
         self.problem = CompressionProblem(
             model,
             self.graph,

@@ -14,7 +14,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-__all__ = ["evaluate", "evaluate_metrics", "fit", "train_epoch", "History"]
+__all__ = ["evaluate", "evaluate_metrics", "fit", "train_epoch", "History", "model_device"]
+
+
+def model_device(model: nn.Module) -> torch.device:
+    """The device of ``model``'s first parameter (or buffer); the CPU for a model with none.
+    Batches are moved there, so the same loop trains on a CPU or a GPU."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        return tensor.device
+    return torch.device("cpu")
 
 
 @dataclass
@@ -35,7 +43,9 @@ def evaluate_metrics(model: nn.Module, loader: DataLoader) -> tuple[float, float
     model.eval()
     correct = total = 0
     loss = 0.0
+    device = model_device(model)
     for x, y in loader:
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         logits = model(x)
         loss += float(F.cross_entropy(logits, y, reduction="sum"))
         correct += int((logits.argmax(1) == y).sum())
@@ -59,11 +69,13 @@ def train_epoch(
     bar: tqdm | None = None,
 ) -> list[float]:
     """One pass over ``train`` with cross-entropy, stepping ``scheduler`` every step; calls
-    ``on_step(step_in_epoch, loss)`` after each step. Returns the step losses (NaN where not
-    finite)."""
+    ``on_step(step_in_epoch, loss)`` after each step; batches go to the model's device.
+    Returns the step losses (NaN where not finite)."""
     model.train()
     losses = []
+    device = model_device(model)
     for i, (x, y) in enumerate(train):
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss = F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()

@@ -44,7 +44,10 @@ __all__ = [
     "unit_energy",
 ]
 
-_ONE = torch.ones(1)
+
+def _one(x: torch.Tensor) -> torch.Tensor:
+    """``t = 1`` (GETA's quantizer exponent) on ``x``'s device."""
+    return torch.ones(1, device=x.device)
 
 
 @dataclass(frozen=True)
@@ -83,12 +86,12 @@ def uniform_clip(x: torch.Tensor, bits: float, spec: LayerSpec) -> tuple[torch.T
     on the nonzeros only (zeros stay zero, error-free)."""
     x = x.detach().float()
     if spec.per_channel:
-        clip, err = clip_search(x, bits, _ONE, spec.axis, True)
+        clip, err = clip_search(x, bits, _one(x), spec.axis, True)
         return clip, float(err.sum()) * (x.numel() / max(x.shape[spec.axis], 1))
     nz = x[x != 0]
     if nz.numel() == 0:
-        return torch.ones(1), 0.0
-    clip, err = clip_search(nz, bits, _ONE)
+        return _one(x), 0.0
+    clip, err = clip_search(nz, bits, _one(x))
     return clip, float(err.sum()) * nz.numel()
 
 
@@ -101,9 +104,10 @@ def uniform_quantize(
     shape = [1] * x.dim()
     if spec.per_channel:
         shape[spec.axis % x.dim()] = -1
-    view = clip.reshape(shape)
-    d = step_for_bits(bits, view, _ONE)
-    return fake_quantize(x, d, view, _ONE.reshape([1] * x.dim())), clip, error
+    view = clip.to(x.device).reshape(shape)
+    one = _one(x)
+    d = step_for_bits(bits, view, one)
+    return fake_quantize(x, d, view, one.reshape([1] * x.dim())), clip, error
 
 
 def level_quantize(x: torch.Tensor, levels: int, iterations: int = 4) -> tuple[torch.Tensor, float]:
@@ -121,7 +125,7 @@ def level_quantize(x: torch.Tensor, levels: int, iterations: int = 4) -> tuple[t
     if levels == 1:
         q = a.mean()
     else:
-        grid = a.max() / levels * torch.linspace(0.25, 1.0, 16)
+        grid = a.max() / levels * torch.linspace(0.25, 1.0, 16, device=a.device)
         errors = torch.stack([(assign(g) * g - a).square().sum() for g in grid])
         q = grid[int(errors.argmin())]
         for _ in range(iterations):
@@ -151,11 +155,11 @@ def keep_top(
     scores, costs = [], []
     forced_cost = 0.0
     for i, zl in enumerate(z):
-        flat = zl.detach().reshape(-1).double()
+        flat = zl.detach().reshape(-1).double().cpu()  # one global sort, on the host
         s = flat.square() / max(float(weight_cost[i]), 1e-300)
         s[flat == 0] = -torch.inf
         if frozen is not None and frozen[i] is not None:
-            s[frozen[i].reshape(-1)] = -torch.inf
+            s[frozen[i].reshape(-1).cpu()] = -torch.inf
         k = int(min_keep[i]) if min_keep is not None else 0
         if k:
             top = torch.topk(s, min(k, s.numel())).indices

@@ -48,7 +48,7 @@ def clip_search(
     (per channel, or one value). A per-tensor search looks at a fixed random sample of at most
     ``sample`` values, all grid points at once."""
     x = x.detach().float()
-    t = t.detach().float().reshape(-1)
+    t = t.detach().float().reshape(-1).to(x.device)
     fractions = torch.linspace(1.0 / grid, 1.0, grid, device=x.device)
     if not per_channel:
         flat = x.reshape(-1)

@@ -91,3 +91,27 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
         )
     ),
 }
+
+
+def compress_llama(budget: str, steps: int, device: str = "cpu"):
+    """A tiny Llama compressed straight with geta.Compressor (its KV cache left on) and
+    trained ``steps`` causal-LM steps on its example inputs. Returns the model, the inputs,
+    the compressor and the zeroed model's logits (eval mode, before ``finalize``)."""
+    import torch
+
+    import geta
+
+    torch.manual_seed(0)
+    model = FAMILIES["llama"]().to(device)
+    model.config.use_cache = True
+    inputs = geta.hf.example_inputs(model)
+    c = geta.Compressor(model, (), budget, example_kwargs=inputs)
+    opt = c.optimizer(base="adamw", lr=1e-3, total_steps=steps)
+    for _ in range(steps):
+        model(**inputs, labels=inputs["input_ids"]).loss.backward()
+        opt.step()
+        opt.zero_grad()
+    model.eval()
+    with torch.no_grad():
+        zeroed = model(**inputs, use_cache=False).logits
+    return model, inputs, c, zeroed
