@@ -22,16 +22,16 @@ import time
 
 import torch
 from _common import RESULTS, header, write
-from fashion_mnist_geta import MODEL_KWARGS, dense_baseline, loaders
+from fashion_mnist_geta import MODEL_KWARGS, default_device, dense_baseline, loaders
 
 import geta
-from geta.training import evaluate, fit
+from geta.training import evaluate, fit, model_device
 
 
 def compress(args, dense, train, test, mode: str, budget, admm: geta.AdmmConfig) -> dict:
     """One compression run from the dense model; its measurements."""
     model = copy.deepcopy(dense)
-    x = next(iter(test))[0][:2]
+    x = next(iter(test))[0][:2].to(model_device(model))
     start = time.perf_counter()
     config = geta.CompressorConfig(bit_range=tuple(args.bit_range), admm=admm)
     c = geta.Compressor(model, (x,), budget=budget, mode=mode, config=config)
@@ -124,6 +124,8 @@ def main() -> None:
     parser.add_argument("--finetune", type=float, default=0.3)
     parser.add_argument("--min-layer-density", type=float, default=0.0)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--device", default=default_device(), help="cuda when available")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -131,7 +133,7 @@ def main() -> None:
     train, test = loaders(args.batch, args.train_subset)
     tag = f"_sub{args.train_subset}" if args.train_subset else ""
     dense, dense_info = dense_baseline(
-        args.model, args.dense_epochs, args.dense_lr, train, test, tag=tag
+        args.model, args.dense_epochs, args.dense_lr, train, test, tag=tag, device=args.device
     )
     run = functools.partial(compress, args, dense, train, test)
     if args.experiment == "unstructured":
@@ -161,7 +163,7 @@ def main() -> None:
         "real ratio = fp32 safetensors bytes / artifact bytes.\n\n"
     )
     md += table(rows, dense_info["accuracy"])
-    name = f"fashion_mnist_admm_{args.experiment}_{args.model}"
+    name = f"fashion_mnist_admm_{args.experiment}_{args.model}{'_' + args.tag if args.tag else ''}"
     write(name, md, {"dense": dense_info, "runs": rows, "args": vars(args)})
     print(md)
     print(f"written to {RESULTS / name}.md")

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 import geta
 from geta.data import fashion_mnist
 from geta.models import get_model
-from geta.training import evaluate, fit
+from geta.training import evaluate, fit, model_device
 
 CACHE = Path(__file__).parent / ".cache"
 MODEL_KWARGS = {"resnet20": {"in_channels": 1}}
@@ -42,19 +42,28 @@ def loaders(batch: int, train_subset: int | None):
     )
 
 
-def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = ""):
-    """The dense model trained ``epochs`` (cached by name, epochs and ``tag``, e.g. the
-    training subset), and its test accuracy."""
+def default_device() -> str:
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = "", device="cpu"):
+    """The dense model trained ``epochs`` on ``device`` (cached by name, epochs and ``tag``,
+    e.g. the training subset), and its test accuracy."""
     CACHE.mkdir(exist_ok=True)
     path = CACHE / f"{name}_dense_{epochs}ep{tag}.pt"
-    model = get_model(name, **MODEL_KWARGS.get(name, {}))
+    model = get_model(name, **MODEL_KWARGS.get(name, {})).to(device)
     if path.exists():
-        model.load_state_dict(torch.load(path, weights_only=True))
+        model.load_state_dict(torch.load(path, weights_only=True, map_location=device))
         return model, json.loads(path.with_suffix(".json").read_text())
     opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, weight_decay=5e-4)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, lr, total_steps=epochs * len(train))
     hist = fit(model, train, opt, epochs, scheduler=sched, description=f"{name} dense")
-    info = {"accuracy": evaluate(model, test), "seconds": hist.seconds, "epochs": epochs}
+    info = {
+        "accuracy": evaluate(model, test),
+        "seconds": hist.seconds,
+        "epochs": epochs,
+        "device": str(device),
+    }
     torch.save(model.state_dict(), path)
     path.with_suffix(".json").write_text(json.dumps(info))
     return model, info
@@ -62,7 +71,7 @@ def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = ""
 
 def compress(name, dense, ratio, epochs, lr, train, test, config):
     model = copy.deepcopy(dense)
-    x = next(iter(test))[0][:2]
+    x = next(iter(test))[0][:2].to(model_device(model))
     start = time.perf_counter()
     c = geta.Compressor(model, (x,), budget=geta.Budget.size(ratio=ratio), config=config)
     steps = epochs * len(train)
@@ -99,15 +108,23 @@ def compress(name, dense, ratio, epochs, lr, train, test, config):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
-    parser.add_argument("--ratios", type=float, nargs="+", default=[10, 30, 100])
+    parser.add_argument(
+        "--ratios", type=float, nargs="*", default=[10, 30, 100], help="none: dense only"
+    )
     parser.add_argument("--dense-epochs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
+    parser.add_argument("--per-channel", action="store_true")
+    parser.add_argument("--warmup", type=float, default=0.1, help="stage fractions of the run")
+    parser.add_argument("--bit-reduction", type=float, default=0.1)
+    parser.add_argument("--joint", type=float, default=0.5)
+    parser.add_argument("--periods", type=int, default=5)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--device", default=default_device(), help="cuda when available")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -115,9 +132,19 @@ def main() -> None:
     train, test = loaders(args.batch, args.train_subset)
     subset = f"_sub{args.train_subset}" if args.train_subset else ""
     dense, dense_info = dense_baseline(
-        args.model, args.dense_epochs, args.lr, train, test, tag=subset
+        args.model, args.dense_epochs, args.lr, train, test, tag=subset, device=args.device
     )
-    config = geta.CompressorConfig(bit_range=tuple(args.bit_range))
+    if not args.ratios:
+        print(f"dense {args.model}: {dense_info}")
+        return
+    config = geta.CompressorConfig(
+        bit_range=tuple(args.bit_range),
+        per_channel=args.per_channel,
+        warmup=args.warmup,
+        bit_reduction=args.bit_reduction,
+        joint=args.joint,
+        periods=args.periods,
+    )
     rows = [
         compress(args.model, dense, r, args.epochs, args.lr / 2, train, test, config)
         for r in args.ratios
@@ -132,9 +159,11 @@ def main() -> None:
         f"Dense baseline: {dense_info['accuracy']:.2%} test accuracy after "
         f"{dense_info['epochs']} epochs ({dense_info['seconds']:.0f} s). Each compressed run starts "
         f"from it and trains {args.epochs} epochs (batch {args.batch}, SGD momentum 0.9, cosine "
-        f"lr from {args.lr / 2}), bit range {args.bit_range}, 10% warm-up, 10% bit reduction, "
-        "50% joint in 5 periods, 30% cool-down; accuracy is measured on the physically pruned "
-        "model after `finalize()`.\n\n"
+        f"lr from {args.lr / 2}) on {args.device}, bit range {args.bit_range}"
+        f"{', per-channel quantizers' if args.per_channel else ''}, {args.warmup:.0%} warm-up, "
+        f"{args.bit_reduction:.0%} bit reduction, {args.joint:.0%} joint in {args.periods} "
+        f"periods, {1 - args.warmup - args.bit_reduction - args.joint:.0%} cool-down; accuracy "
+        "is measured on the physically pruned model after `finalize()`.\n\n"
         "| target | papers' ratio | accuracy | drop (pt) | artifact bytes | real ratio | time (s) | bits | density |\n"
         "|---|---|---|---|---|---|---|---|---|\n"
     )
