@@ -118,6 +118,7 @@ def main() -> None:
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
     parser.add_argument("--per-channel", action="store_true")
+    parser.add_argument("--count-zero-codes", action="store_true")
     parser.add_argument("--warmup", type=float, default=0.1, help="stage fractions of the run")
     parser.add_argument("--bit-reduction", type=float, default=0.1)
     parser.add_argument("--joint", type=float, default=0.5)
@@ -140,6 +141,7 @@ def main() -> None:
     config = geta.CompressorConfig(
         bit_range=tuple(args.bit_range),
         per_channel=args.per_channel,
+        count_zero_codes=args.count_zero_codes,
         warmup=args.warmup,
         bit_reduction=args.bit_reduction,
         joint=args.joint,
@@ -160,7 +162,8 @@ def main() -> None:
         f"{dense_info['epochs']} epochs ({dense_info['seconds']:.0f} s). Each compressed run starts "
         f"from it and trains {args.epochs} epochs (batch {args.batch}, SGD momentum 0.9, cosine "
         f"lr from {args.lr / 2}) on {args.device}, bit range {args.bit_range}"
-        f"{', per-channel quantizers' if args.per_channel else ''}, {args.warmup:.0%} warm-up, "
+        f"{', per-channel quantizers' if args.per_channel else ''}"
+        f"{', count_zero_codes' if args.count_zero_codes else ''}, {args.warmup:.0%} warm-up, "
         f"{args.bit_reduction:.0%} bit reduction, {args.joint:.0%} joint in {args.periods} "
         f"periods, {1 - args.warmup - args.bit_reduction - args.joint:.0%} cool-down; accuracy "
         "is measured on the physically pruned model after `finalize()`.\n\n"

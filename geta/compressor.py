@@ -54,6 +54,10 @@ class CompressorConfig:
     - ``saliency``: ``"geta"`` (five criteria), ``"magnitude"`` or ``"taylor"``.
     - ``warmup``, ``bit_reduction``, ``joint``: stage lengths (fractions of the run, or steps);
       cool-down takes the rest. ``periods``: pruning periods in the joint stage.
+    - ``count_zero_codes``: GETA mode plans with the expected count of nonzero codes (at 2-3
+      bits many weights round to the zero code and cost nothing; counting every kept weight
+      leaves much of the budget unused) and holds zero codes at zero in cool-down; the
+      budget still holds exactly.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
     - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
     - ``admm``: the settings of ``mode="admm"`` / ``"admm-progressive"``
@@ -70,6 +74,7 @@ class CompressorConfig:
     bit_reduction: float | int = 0.1
     joint: float | int = 0.5
     periods: int = 5
+    count_zero_codes: bool = False
     max_group_sparsity: float = 0.9
     target_group_sparsity: float | None = None
     admm: AdmmConfig = field(default_factory=AdmmConfig)
@@ -135,6 +140,7 @@ class Compressor:
             max_group_sparsity=cfg.max_group_sparsity,
             target_group_sparsity=cfg.target_group_sparsity,
             saliency=cfg.saliency,
+            count_zero_codes=cfg.count_zero_codes,
         )
         self._check_feasible()
         self._optimizer: GetaOptimizer | AdmmOptimizer | None = None

@@ -7,7 +7,14 @@ from geta.optim.budget import Budget
 from geta.optim.cost import CostModel, UnitIndex, output_positions
 from geta.optim.geta_optimizer import BASE_OPTIMIZERS, GetaOptimizer
 from geta.optim.problem import CompressionProblem
-from geta.optim.projection import Projection, bit_distortion, minimum_cost, project, select_fraction
+from geta.optim.projection import (
+    Projection,
+    bit_distortion,
+    minimum_cost,
+    nonzero_code_share,
+    project,
+    select_fraction,
+)
 from geta.optim.report import CompressionReport, LayerReport
 from geta.optim.saliency import UnitStatistics, importance, register_saliency, saliency
 from geta.optim.schedule import Schedule
@@ -32,6 +39,7 @@ __all__ = [
     "bit_distortion",
     "importance",
     "minimum_cost",
+    "nonzero_code_share",
     "output_positions",
     "project",
     "register_saliency",

@@ -11,7 +11,11 @@ from typing import Any
 import numpy as np
 import torch
 
+from geta.export.artifact import quantized_codes
+from geta.export.size import code_bits
+from geta.optim.admm_projection import keep_top
 from geta.optim.problem import CompressionProblem
+from geta.optim.report import measure_layers, measured_cost
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
 from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
 
@@ -42,7 +46,10 @@ class GetaOptimizer(WrappedOptimizer):
 
     When the run ends the model meets the budget exactly: the last projection chose removed
     units and integer bits with ``cost <= B``, removed units are exactly zero, and every
-    layer's bits are at most its planned bits. Build it with
+    layer's bits are at most its planned bits. With ``count_zero_codes`` the plans count only
+    the weights expected to keep a nonzero code (at 2-3 bits many round to zero), and from
+    the freeze on every zero code is held at zero, after the smallest weights are zeroed if
+    the measured cost is over the budget: the cost can then only fall. Build it with
     :meth:`geta.Compressor.optimizer`.
 
     Example:
@@ -76,6 +83,7 @@ class GetaOptimizer(WrappedOptimizer):
         self.frozen = False
         self.planned = False
         self.history: list[dict[str, float]] = []
+        self.held: list[torch.Tensor] = []  # count_zero_codes: keep masks from the freeze on
         self._factors: list = []
         self._factors_key: tuple | None = None
 
@@ -123,6 +131,7 @@ class GetaOptimizer(WrappedOptimizer):
     def _after(self, step: int, stage: str) -> None:
         self._apply_masks(step, stage)
         self._project_bits(step, stage)
+        self._apply_held()
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
@@ -248,6 +257,78 @@ class GetaOptimizer(WrappedOptimizer):
         self.frozen_bits = bits
         self.frozen = True
         log.info("geta: step %d cool-down, bits frozen", self.step_count)
+        if self.problem.count_zero_codes and self.problem.target is not None:
+            self._hold_zero_codes()
+
+    def _layer_cost(self, i: int) -> tuple[float, float]:
+        """Layer ``i``'s measured cost (nonzero codes x bits x coefficient) and squared
+        quantization error, with its quantizer as it is now."""
+        layer = self.problem.cost_model.layers[i]
+        w, q = layer.weight.detach(), layer.quantizer
+        codes, _ = quantized_codes(w, q)
+        cost = code_bits(codes, q.storage_bits()) * float(np.count_nonzero(codes))
+        error = float((q(w) - w).double().square().sum())
+        return float(self.problem.cost_model.coefficients()[i]) * cost, error
+
+    def _raise_bits_within_budget(self) -> None:
+        """At the freeze, measured (not planned) cost: where zero codes left the budget room,
+        raise layers' bits one at a time (clip re-fitted), the largest error drop per cost
+        first, while the measured cost stays within the budget."""
+        layers, top = self.problem.cost_model.layers, float(self.problem.bit_options[-1])
+        quantized = [i for i, layer in enumerate(layers) if layer.quantizer is not None]
+        now = {i: self._layer_cost(i) for i in quantized}
+        total = measured_cost(self.problem.cost_model)
+        while True:
+            best = None
+            for i in quantized:
+                bits = float(self.frozen_bits[i].max())
+                if bits >= top:
+                    continue
+                q, w = layers[i].quantizer, layers[i].weight.detach()
+                saved = (q.d.clone(), q.q_m.clone())
+                q.calibrate(w, bits + 1)
+                cost, error = self._layer_cost(i)
+                q.d.copy_(saved[0])
+                q.q_m.copy_(saved[1])
+                extra = cost - now[i][0]
+                if extra <= 0 or total + extra > self.problem.target:
+                    continue
+                gain = (now[i][1] - error) / extra
+                if gain > 0 and (best is None or gain > best[0]):
+                    best = (gain, i, cost, error)
+            if best is None:
+                return
+            _, i, cost, error = best
+            layers[i].quantizer.calibrate(
+                layers[i].weight.detach(), float(self.frozen_bits[i].max()) + 1
+            )
+            self.frozen_bits[i] = layers[i].quantizer.bits().detach().round()
+            total += cost - now[i][0]
+            now[i] = (cost, error)
+
+    def _hold_zero_codes(self) -> None:
+        """Keep masks of the weights with nonzero codes now, within the budget: when the
+        measured cost is over it (the plan's share of zero codes was an estimate), the weights
+        of least ``w_q^2 / cost`` are zeroed too, across all layers."""
+        self._apply_masks(self.step_count, COOLDOWN)  # the planned units are zero from now on
+        self._raise_bits_within_budget()
+        cm = self.problem.cost_model
+        _, _, bits = measure_layers(cm)
+        values = []
+        for layer in cm.layers:
+            q, w = layer.quantizer, layer.weight.detach()
+            values.append(q(w).detach() if q is not None else w)
+        keep = keep_top(values, cm.coefficients() * bits, float(self.problem.target))
+        self._set_held(keep)
+        self._apply_held()
+
+    def _set_held(self, keep: list[torch.Tensor]) -> None:
+        layers = self.problem.cost_model.layers
+        self.held = [m.to(layer.weight) for m, layer in zip(keep, layers, strict=True)]
+
+    def _apply_held(self) -> None:
+        for layer, keep in zip(self.problem.cost_model.layers, self.held, strict=False):
+            layer.weight.mul_(keep)
 
     @torch.no_grad()
     def finish(self) -> None:
@@ -259,6 +340,7 @@ class GetaOptimizer(WrappedOptimizer):
             self._freeze_bits()
         self._apply_masks(self.step_count, COOLDOWN)
         self._project_bits(self.step_count, COOLDOWN)
+        self._apply_held()
 
     def removal_counts(self) -> tuple[int, int]:
         """(removed, total) units of the graph's groups."""
@@ -282,6 +364,7 @@ class GetaOptimizer(WrappedOptimizer):
             "planned": self.planned,
             "frozen_bits": [torch.as_tensor(b) for b in getattr(self, "frozen_bits", [])],
             "history": list(self.history),
+            "held": [m.bool() for m in self.held],
         }
         return state
 
@@ -299,6 +382,10 @@ class GetaOptimizer(WrappedOptimizer):
         self.planned = bool(extra["planned"])
         self.frozen_bits = [torch.as_tensor(b) for b in extra["frozen_bits"]]
         self.history = list(extra["history"])
+        held = extra.get("held", [])
+        self.held = []
+        if held:
+            self._set_held([torch.as_tensor(m) for m in held])
         self._factors_key = None
 
     def __repr__(self) -> str:

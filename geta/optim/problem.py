@@ -12,7 +12,13 @@ from torch import nn
 from geta.graph.dependency_graph import DependencyGraph
 from geta.optim.budget import Budget
 from geta.optim.cost import CostModel
-from geta.optim.projection import Projection, bit_distortion, project, select_fraction
+from geta.optim.projection import (
+    Projection,
+    bit_distortion,
+    nonzero_code_share,
+    project,
+    select_fraction,
+)
 from geta.optim.saliency import UnitStatistics, importance
 
 __all__ = ["CompressionProblem", "TensorMask"]
@@ -47,6 +53,7 @@ class CompressionProblem:
         max_group_sparsity: float = 0.9,
         target_group_sparsity: float | None = None,
         saliency: str = "geta",
+        count_zero_codes: bool = False,
     ) -> None:
         lo, hi = bit_range
         if not 2 <= lo <= hi <= 32:
@@ -61,6 +68,7 @@ class CompressionProblem:
         self.bit_options = np.arange(lo, hi + 1, dtype=np.float64)
         self.target_group_sparsity = target_group_sparsity
         self.saliency = saliency
+        self.count_zero_codes = count_zero_codes
         sizes = np.diff(self.cost_model.units.offsets)
         self.min_keep = np.maximum(1, np.ceil((1 - max_group_sparsity) * sizes)).astype(np.int64)
         self.masks = self._tensor_masks()
@@ -103,6 +111,7 @@ class CompressionProblem:
             bits = np.where(cm.quantized, self.bit_options[-1], 32.0)
             return Projection(removed, bits, cm.cost(removed, bits), None)
         distortion = bit_distortion(cm, self.bit_options)
+        share = nonzero_code_share(cm, self.bit_options) if self.count_zero_codes else None
         return project(
             cm,
             self.target,
@@ -112,6 +121,7 @@ class CompressionProblem:
             forced=forced,
             max_bits=max_bits,
             min_keep=self.min_keep,
+            code_share=share,
         )
 
     def keep_factors(self, factor_of_unit: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -25,9 +25,16 @@ import torch
 from geta.errors import BudgetError
 from geta.optim.bit_allocation import lower_hull
 from geta.optim.cost import FLOAT_BITS, CostModel
-from geta.quant.functional import clip_search
+from geta.quant.functional import clip_search, fake_quantize, step_for_bits
 
-__all__ = ["Projection", "bit_distortion", "project", "select_fraction", "minimum_cost"]
+__all__ = [
+    "Projection",
+    "bit_distortion",
+    "nonzero_code_share",
+    "project",
+    "select_fraction",
+    "minimum_cost",
+]
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,42 @@ def bit_distortion(
         for j, b in enumerate(bit_options):
             _, err = clip_search(w, float(b), t, q.axis, q.per_channel, sample=sample)
             out[i, j] = float(err.mean())
+    return out
+
+
+@torch.no_grad()
+def nonzero_code_share(
+    cost_model: CostModel, bit_options: np.ndarray, sample: int = 1 << 16
+) -> np.ndarray:
+    """Share of each layer's nonzero weights whose quantized code is not zero, at each bit
+    option with the clip :func:`bit_distortion` fits for it: ``[layers, options]``, ones for
+    unquantized layers. At 2-3 bits many small weights round to the zero code and cost
+    nothing, so a plan that counts every kept weight overshoots the budget."""
+    out = np.ones((len(cost_model.layers), len(bit_options)))
+    for i, layer in enumerate(cost_model.layers):
+        q = layer.quantizer
+        if q is None:
+            continue
+        w, t = _channel_sample(layer.weight.detach(), q.t.detach(), q, sample)
+        w = w.float()
+        if q.per_channel:
+            w = w.movedim(q.axis % w.dim(), 0).reshape(w.shape[q.axis], -1)
+            t = t.float().reshape(-1, 1) if t.numel() > 1 else t.float().reshape(1, 1)
+        else:
+            w, t = w.reshape(1, -1), t.float().reshape(-1)[:1].reshape(1, 1)
+        t = t.to(w.device)
+        nonzero = w != 0
+        count = int(nonzero.sum())
+        if count == 0:
+            continue
+        for j, b in enumerate(bit_options):
+            if q.per_channel:
+                clip, _ = clip_search(w, float(b), t.reshape(-1), 0, True, sample=sample)
+            else:
+                clip, _ = clip_search(w[nonzero], float(b), t.reshape(-1), sample=sample)
+            clip = clip.reshape(-1, 1)
+            codes = fake_quantize(w, step_for_bits(float(b), clip, t), clip, t)
+            out[i, j] = int(((codes != 0) & nonzero).sum()) / count
     return out
 
 
@@ -144,12 +187,23 @@ def minimum_cost(
     bit_options: np.ndarray,
     coef: np.ndarray | None = None,
     min_keep: int | np.ndarray = 1,
+    code_share: np.ndarray | None = None,
 ) -> float:
-    """The smallest reachable cost: every group down to ``min_keep`` units, lowest bits."""
+    """The smallest reachable cost: every group down to ``min_keep`` units, lowest bits
+    (times the share of nonzero codes there, when ``code_share`` is given)."""
     coef = cm.coefficients() if coef is None else coef
     removed = _keep_best(cm, np.zeros(cm.units.count), min_keep)
-    bits = np.where(cm.quantized, float(min(bit_options)), float(FLOAT_BITS))
+    bits = _cost_bits(cm, np.asarray(sorted(bit_options), dtype=np.float64), code_share)[:, 0]
     return cm.cost(removed, bits, coef)
+
+
+def _cost_bits(cm: CostModel, bit_options: np.ndarray, code_share: np.ndarray | None) -> np.ndarray:
+    """``[layers, options]``: the bits each kept weight costs at each option (32 for float
+    layers); with ``code_share``, bits times the share of weights that keep a nonzero code."""
+    table = np.broadcast_to(bit_options, (len(cm.layers), len(bit_options))).astype(np.float64)
+    if code_share is not None:  # never cheaper with more bits
+        table = np.maximum.accumulate(table * code_share, axis=1)
+    return np.where(cm.quantized[:, None], table, float(FLOAT_BITS))
 
 
 def _describe(cm: CostModel, cost: float) -> str:
@@ -170,6 +224,7 @@ def project(
     min_keep: int | np.ndarray = 1,
     allow_pruning: bool = True,
     coef: np.ndarray | None = None,
+    code_share: np.ndarray | None = None,
 ) -> Projection:
     """Choose removed units and per-layer bits with ``cost <= budget``.
 
@@ -177,7 +232,9 @@ def project(
     :func:`geta.optim.saliency.importance`); ``distortion`` is :func:`bit_distortion`;
     ``forced`` units are removed whatever their importance (already being pruned);
     ``max_bits`` caps each layer's bits; ``min_keep`` (one value, or one per group) is the
-    fewest units a group keeps. Layers without a quantizer keep 32 bits.
+    fewest units a group keeps. Layers without a quantizer keep 32 bits. With ``code_share``
+    (:func:`nonzero_code_share`) a kept weight costs its bits only where its code is not
+    zero, so the cost is the expected count of nonzero codes times bits.
 
     Raises:
         BudgetError: even the smallest reachable model is over the budget.
@@ -193,7 +250,8 @@ def project(
     forced = np.zeros(cm.units.count, bool) if forced is None else forced.astype(bool)
     if max_bits is None:
         max_bits = np.full(n_layers, bit_options[-1])
-    smallest = minimum_cost(cm, bit_options, coef, min_keep) if allow_pruning else None
+    cost_bits = _cost_bits(cm, bit_options, code_share)
+    smallest = minimum_cost(cm, bit_options, coef, min_keep, code_share) if allow_pruning else None
     if smallest is not None and smallest > budget * (1 + 1e-12):
         raise BudgetError(
             f"the budget of {_describe(cm, budget)} cannot be met: the smallest model geta can "
@@ -212,11 +270,11 @@ def project(
             continue
         allowed = np.nonzero(bit_options <= max_bits[layer] + 1e-9)[0]
         allowed = allowed if allowed.size else np.array([0])
-        sub = lower_hull(bit_options[allowed], distortion[layer, allowed])
+        sub = lower_hull(cost_bits[layer, allowed], distortion[layer, allowed])
         hull = [int(allowed[i]) for i in sub]
         hulls.append(hull)
         position[layer] = len(hull) - 1
-        start_bits[layer] = bit_options[hull[-1]]
+        start_bits[layer] = cost_bits[layer, hull[-1]]
 
     state = _State(cm, forced, start_bits, coef)
     keep = _per_group(cm, min_keep)
@@ -228,7 +286,7 @@ def project(
         if position[layer] == 0:
             return None
         hi, lo = hulls[layer][position[layer]], hulls[layer][position[layer] - 1]
-        saved = coef[layer] * (bit_options[hi] - bit_options[lo])
+        saved = coef[layer] * (cost_bits[layer, hi] - cost_bits[layer, lo])
         return (distortion[layer, lo] - distortion[layer, hi]) / saved if saved > 0 else None
 
     def unit_key(u: int) -> float | None:
@@ -261,7 +319,7 @@ def project(
             groups_left[group] -= 1
         else:
             position[index] -= 1
-            state.set_bits(index, bit_options[hulls[index][position[index]]])
+            state.set_bits(index, cost_bits[index, hulls[index][position[index]]])
             if (k := bit_key(index)) is not None:
                 heapq.heappush(heap, (k, 0, index))
 
@@ -271,11 +329,14 @@ def project(
             f"closest reached is {_describe(cm, state.cost)}",
             min_cost=state.cost,
         )
-    _spend_slack(state, budget, hulls, position, distortion, bit_options, coef)
-    return Projection(state.removed, state.bits.copy(), state.cost, budget)
+    _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef)
+    bits = np.array(
+        [bit_options[h[position[i]]] if h else float(FLOAT_BITS) for i, h in enumerate(hulls)]
+    )
+    return Projection(state.removed, bits, state.cost, budget)
 
 
-def _spend_slack(state, budget, hulls, position, distortion, bit_options, coef) -> None:
+def _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef) -> None:
     """Raise bits where the budget still has room: best distortion drop per cost first."""
     while True:
         best, best_layer = 0.0, -1
@@ -283,7 +344,7 @@ def _spend_slack(state, budget, hulls, position, distortion, bit_options, coef) 
             if not hull or position[layer] + 1 >= len(hull):
                 continue
             lo, hi = hull[position[layer]], hull[position[layer] + 1]
-            extra = coef[layer] * (bit_options[hi] - bit_options[lo]) * state.nnz[layer]
+            extra = coef[layer] * (cost_bits[layer, hi] - cost_bits[layer, lo]) * state.nnz[layer]
             if extra <= 0 or state.cost + extra > budget:
                 continue
             gain = (distortion[layer, lo] - distortion[layer, hi]) * state.nnz[layer] / extra
@@ -292,7 +353,7 @@ def _spend_slack(state, budget, hulls, position, distortion, bit_options, coef) 
         if best_layer < 0:
             return
         position[best_layer] += 1
-        state.set_bits(best_layer, bit_options[hulls[best_layer][position[best_layer]]])
+        state.set_bits(best_layer, cost_bits[best_layer, hulls[best_layer][position[best_layer]]])
 
 
 def select_fraction(

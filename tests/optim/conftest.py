@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -28,3 +29,14 @@ def mlp() -> nn.Module:
 @pytest.fixture
 def blobs() -> Blobs:
     return Blobs()
+
+
+def train(model, opt, blobs: Blobs, steps: int, on_step=None) -> None:
+    """``steps`` cross-entropy steps on fresh blob batches; ``on_step()`` after each."""
+    for _ in range(steps):
+        x, y = blobs.batch()
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+        if on_step:
+            on_step()

@@ -7,24 +7,13 @@ import copy
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 import geta
 from geta.optim.admm import admm_phases
-from tests.optim.conftest import Blobs, mlp
+from tests.optim.conftest import Blobs, mlp, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
-
-
-def train(model, opt, blobs, steps, on_step=None):
-    for _ in range(steps):
-        x, y = blobs.batch()
-        F.cross_entropy(model(x), y).backward()
-        opt.step()
-        opt.zero_grad()
-        if on_step:
-            on_step()
 
 
 def accuracy(model, blobs):
