@@ -143,6 +143,8 @@ class Compressor:
             count_zero_codes=cfg.count_zero_codes,
         )
         self._check_feasible()
+        for p in self._quantizer_params():  # GETA learns them; the ADMM projections set them
+            p.requires_grad_(self.mode not in ADMM_MODES)  # (fixed now, before any DDP wrap)
         self._optimizer: GetaOptimizer | AdmmOptimizer | None = None
         self.finalized = False
         self.artifact_path: Path | None = None
@@ -195,6 +197,14 @@ class Compressor:
             )
 
     # ------------------------------------------------------------ training
+    def _quantizer_params(self) -> list[nn.Parameter]:
+        return [
+            p
+            for module in self.model.modules()
+            if isinstance(module, Quantizer)
+            for p in module.parameters(recurse=False)
+        ]
+
     def optimizer(
         self,
         base: str | type = "sgd",
@@ -212,12 +222,7 @@ class Compressor:
         with ``lr_quant`` (default ``lr / 10``) and no weight decay; in the ADMM modes the
         projection sets them (they do not train, ``lr_quant`` is unused).
         """
-        quant_params = [
-            p
-            for module in self.model.modules()
-            if isinstance(module, Quantizer)
-            for p in module.parameters(recurse=False)
-        ]
+        quant_params = self._quantizer_params()
         seen = {id(p) for p in quant_params}
         weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
         if self.mode in ADMM_MODES:
