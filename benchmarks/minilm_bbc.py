@@ -315,7 +315,7 @@ def markdown(r: dict, args) -> str:
         f"{r['training']['setup_seconds']:.1f} s; training {r['training']['train_seconds']:.0f} s "
         f"wall, {r['training']['train_cpu_seconds']:.0f} s CPU "
         f"({r['training']['seconds_per_step']:.2f} s wall per optimizer step, teacher forward "
-        "included; the 2 cores were shared with other jobs).\n\n"
+        "included).\n\n"
         "Per layer (shape after pruning, density of nonzero codes, bits):\n\n"
         "```\n" + r["report_table"] + "\n```\n\n"
         "Checkpoint files: "
@@ -341,7 +341,7 @@ def markdown(r: dict, args) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=None, help="use a stratified subset")
-    parser.add_argument("--epochs", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--budget", default="10x")
     parser.add_argument("--low-bits", type=int, default=4)
@@ -350,7 +350,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--lr-quant", type=float, default=1e-5)
     parser.add_argument("--hidden-weight", type=float, default=1.0)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--latency-runs", type=int, default=10)
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
