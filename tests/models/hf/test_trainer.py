@@ -269,3 +269,28 @@ def test_two_process_ddp_launch_keeps_ranks_identical(tmp_path):
     np.testing.assert_array_equal(ranks[0]["weights"], ranks[1]["weights"])
     loaded = geta.hf.from_pretrained(tmp_path / "small")
     np.testing.assert_array_equal(outputs(loaded, batch()).numpy(), ranks[0]["logits"])
+
+
+@pytest.mark.parametrize("granularity", ["weight", "group"])
+def test_admm_modes_drive_the_trainer_too(tmp_path, granularity):
+    model = tiny_bert()
+    admm = geta.AdmmConfig(granularity=granularity, update_every=4)
+    config = geta.CompressorConfig(quantize_embeddings=True, bit_range=(4, 8), admm=admm)
+    c = geta.Compressor(
+        model, (), BUDGET, "admm", config, example_kwargs=geta.hf.example_inputs(model)
+    )
+    run_args = args(tmp_path / "run", num_train_epochs=2)
+    trainer = GetaTrainer(
+        model=model, args=run_args, train_dataset=dataset(), compressor=c, finalize=False
+    )
+    trainer.train()
+    assert c.report().stage == "finetune"  # masked fine-tuning after the hard projection
+    inputs = batch()
+    zeroed = outputs(model, inputs)
+    GetaCallback(c, save_dir=tmp_path / "small").on_train_end(
+        trainer.args, trainer.state, trainer.control
+    )
+    assert c.report().within_budget and c.report().ratio >= 12
+    torch.testing.assert_close(outputs(model, inputs), zeroed, rtol=1e-5, atol=1e-5)
+    loaded = geta.hf.from_pretrained(tmp_path / "small")
+    assert torch.equal(outputs(loaded, inputs), outputs(model, inputs))
