@@ -69,8 +69,27 @@ def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = ""
     return model, info
 
 
-def compress(name, dense, ratio, epochs, lr, train, test, config):
+def distillation(teacher, alpha: float, temperature: float):
+    """``(1 - alpha) * cross-entropy + alpha * T^2 KL(teacher || student)`` at ``temperature``."""
+    kd = geta.distill.DistillationLoss(teacher, temperature=temperature)
+
+    def loss(model, x, y):
+        logits = model(x)
+        with torch.no_grad():
+            target = teacher(x)
+        ce = torch.nn.functional.cross_entropy(logits, y)
+        return (1 - alpha) * ce + alpha * kd.distillation(logits, target)
+
+    return loss
+
+
+def compress(name, dense, ratio, epochs, lr, train, test, config, distill=None):
+    """One compression run from the dense model; ``distill``: ``(alpha, temperature)`` to
+    distil from the dense model too."""
     model = copy.deepcopy(dense)
+    loss_fn = None
+    if distill:
+        loss_fn = distillation(geta.distill.make_teacher(dense), *distill)
     x = next(iter(test))[0][:2].to(model_device(model))
     start = time.perf_counter()
     c = geta.Compressor(model, (x,), budget=geta.Budget.size(ratio=ratio), config=config)
@@ -79,7 +98,7 @@ def compress(name, dense, ratio, epochs, lr, train, test, config):
         base="sgd", lr=lr, momentum=0.9, weight_decay=5e-4, total_steps=steps, lr_quant=lr / 10
     )
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, steps)
-    fit(model, train, opt, epochs, scheduler=sched, description=f"{name} {ratio}x")
+    fit(model, train, opt, epochs, scheduler=sched, description=f"{name} {ratio}x", loss_fn=loss_fn)
     zeroed_acc = evaluate(model, test)
     c.finalize()
     acc = evaluate(model, test)
@@ -119,6 +138,13 @@ def main() -> None:
     parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
     parser.add_argument("--per-channel", action="store_true")
     parser.add_argument("--count-zero-codes", action="store_true")
+    parser.add_argument(
+        "--distill",
+        type=float,
+        nargs=2,
+        metavar=("ALPHA", "T"),
+        help="distil from the dense model: loss weight and temperature",
+    )
     parser.add_argument("--warmup", type=float, default=0.1, help="stage fractions of the run")
     parser.add_argument("--bit-reduction", type=float, default=0.1)
     parser.add_argument("--joint", type=float, default=0.5)
@@ -148,7 +174,7 @@ def main() -> None:
         periods=args.periods,
     )
     rows = [
-        compress(args.model, dense, r, args.epochs, args.lr / 2, train, test, config)
+        compress(args.model, dense, r, args.epochs, args.lr / 2, train, test, config, args.distill)
         for r in args.ratios
     ]
     md = header(f"GETA mode on Fashion-MNIST: {args.model}")
@@ -163,7 +189,9 @@ def main() -> None:
         f"from it and trains {args.epochs} epochs (batch {args.batch}, SGD momentum 0.9, cosine "
         f"lr from {args.lr / 2}) on {args.device}, bit range {args.bit_range}"
         f"{', per-channel quantizers' if args.per_channel else ''}"
-        f"{', count_zero_codes' if args.count_zero_codes else ''}, {args.warmup:.0%} warm-up, "
+        f"{', count_zero_codes' if args.count_zero_codes else ''}"
+        f"{f', distilled from the dense model (alpha, T = {args.distill})' if args.distill else ''}"
+        f", {args.warmup:.0%} warm-up, "
         f"{args.bit_reduction:.0%} bit reduction, {args.joint:.0%} joint in {args.periods} "
         f"periods, {1 - args.warmup - args.bit_reduction - args.joint:.0%} cool-down; accuracy "
         "is measured on the physically pruned model after `finalize()`.\n\n"

@@ -67,16 +67,18 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     on_step: Callable[[int, float], None] | None = None,
     bar: tqdm | None = None,
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> list[float]:
     """One pass over ``train`` with cross-entropy, stepping ``scheduler`` every step; calls
     ``on_step(step_in_epoch, loss)`` after each step; batches go to the model's device.
+    ``loss_fn(model, x, y)`` replaces the cross-entropy (e.g. to mix in distillation).
     Returns the step losses (NaN where not finite)."""
     model.train()
     losses = []
     device = model_device(model)
     for i, (x, y) in enumerate(train):
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = F.cross_entropy(model(x), y)
+        loss = loss_fn(model, x, y) if loss_fn is not None else F.cross_entropy(model(x), y)
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -102,10 +104,12 @@ def fit(
     on_step: Callable[[int], dict | None] | None = None,
     progress: bool = True,
     description: str = "train",
+    loss_fn: Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> History:
     """Train with cross-entropy for ``epochs``, stepping ``scheduler`` every step; evaluates on
     ``test`` after each epoch. ``on_step(step)`` may return a dict that is kept in
-    ``history.extra`` (e.g. the cost against the budget)."""
+    ``history.extra`` (e.g. the cost against the budget); ``loss_fn`` as in
+    :func:`train_epoch`."""
     history = History()
     start = time.perf_counter()
     step = 0
@@ -120,7 +124,13 @@ def fit(
 
     for _ in range(epochs):
         history.loss += train_epoch(
-            model, train, optimizer, scheduler=scheduler, on_step=step_done, bar=bar
+            model,
+            train,
+            optimizer,
+            scheduler=scheduler,
+            on_step=step_done,
+            bar=bar,
+            loss_fn=loss_fn,
         )
         if test is not None:
             history.accuracy.append(evaluate(model, test))
