@@ -188,7 +188,8 @@ class _Run:
                 "training loop (README: Compress under a budget)"
             )
         self.data = _fit_data(self.loaded, data, spec)
-        self.example = (self.data.test.tensors[0][:2].clone(),)
+        self.loaded.model.to(spec.device)  # batches follow the model (geta.training)
+        self.example = (self.data.test.tensors[0][:2].clone().to(spec.device),)
         drop_last = len(self.data.train) >= spec.batch_size
         self.train_loader = DataLoader(
             self.data.train,

@@ -100,6 +100,7 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
         "--limit", type=int, help="use only the first N training and test samples (quick trials)"
     )
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    p.add_argument("--device", help=f"cpu, cuda or cuda:N to train on (default {d.device})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")
     p.add_argument("--quiet", action="store_true", help="no progress bars")

@@ -36,6 +36,7 @@ class CompressSpec:
     batch_size: int = 128
     limit: int | None = None
     seed: int = 0
+    device: str = "cpu"
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)  # ConfigError when it cannot be read
@@ -48,6 +49,7 @@ class CompressSpec:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        _check_device(self.device)
 
     @property
     def parsed_budget(self) -> Budget:
@@ -75,6 +77,20 @@ class CompressSpec:
     def from_dict(cls, values: dict[str, Any]) -> CompressSpec:
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def _check_device(name: str) -> None:
+    """A device torch can train on here: ``cpu``, or ``cuda`` / ``cuda:N`` with CUDA present."""
+    import torch
+
+    try:
+        kind = torch.device(name).type
+    except RuntimeError:
+        kind = None
+    if kind not in ("cpu", "cuda"):
+        raise ConfigError(f"--device must be cpu or cuda[:N], got {name!r}")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: this torch sees no CUDA device; use --device cpu")
 
 
 def _given(options: dict[str, Any]) -> dict[str, Any]:

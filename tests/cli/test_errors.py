@@ -2,6 +2,7 @@
 --debug."""
 
 import pytest
+import torch
 
 import geta
 from geta.cli.models import load_model
@@ -23,6 +24,8 @@ def _one_line(err: str) -> bool:
         (["--model", "tests.cli.nets:scalar_net"], 2, "has 1 outputs; synthetic has 10 classes"),
         (["--data", "/no/such/dir"], 1, "unknown dataset '/no/such/dir'"),
         (["--budget", "100000x"], 1, "budget 100000x smaller cannot be met"),
+        (["--device", "tpu"], 2, "--device must be cpu or cuda[:N], got 'tpu'"),
+        (["--device", "meta"], 2, "--device must be cpu or cuda[:N], got 'meta'"),
     ],
 )
 def test_bad_arguments_and_failures(tmp_path, args, status, message):
@@ -32,6 +35,13 @@ def test_bad_arguments_and_failures(tmp_path, args, status, message):
     assert message in err and _one_line(err), err
     # nothing was trained: the budget, the mode and the data are checked first
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_cuda_without_a_gpu_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    status, _, err = run_cli("compress", *TINY, "--device", "cuda", "--out", str(tmp_path))
+    assert status == 2 and _one_line(err)
+    assert "this torch sees no CUDA device; use --device cpu" in err
 
 
 def test_a_directory_without_idx_files(tmp_path):
