@@ -16,13 +16,12 @@ from __future__ import annotations
 import argparse
 import copy
 import functools
-import logging
 import tempfile
 import time
 
 import torch
 from _common import RESULTS, header, write
-from fashion_mnist_geta import MODEL_KWARGS, default_device, dense_baseline, loaders
+from fashion_mnist_geta import MODEL_KWARGS, add_shared_arguments, setup
 
 import geta
 from geta.training import evaluate, fit, model_device
@@ -115,26 +114,14 @@ def main() -> None:
     parser.add_argument("--dense-lr", type=float, default=0.05)
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--lr", type=float, default=0.01)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--train-subset", type=int, default=None)
-    parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
+    add_shared_arguments(parser)
     parser.add_argument("--rho", type=float, default=None)
     parser.add_argument("--rho-growth", type=float, default=None)
     parser.add_argument("--update-epochs", type=float, default=1.0, help="V/U update interval")
     parser.add_argument("--finetune", type=float, default=0.3)
     parser.add_argument("--min-layer-density", type=float, default=0.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tag", default="", help="suffix of the results file name")
-    parser.add_argument("--device", default=default_device(), help="cuda when available")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    logging.basicConfig(level=logging.WARNING)
-    train, test = loaders(args.batch, args.train_subset)
-    tag = f"_sub{args.train_subset}" if args.train_subset else ""
-    dense, dense_info = dense_baseline(
-        args.model, args.dense_epochs, args.dense_lr, train, test, tag=tag, device=args.device
-    )
+    train, test, dense, dense_info = setup(args, args.dense_lr)
     run = functools.partial(compress, args, dense, train, test)
     if args.experiment == "unstructured":
         config = admm_config(args, train)

@@ -124,6 +124,30 @@ def compress(name, dense, ratio, epochs, lr, train, test, config, distill=None):
     }
 
 
+def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments both Fashion-MNIST scripts take: data, bit range and the machine."""
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--train-subset", type=int, default=None)
+    parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--tag", default="", help="suffix of the results file name")
+    parser.add_argument("--device", default=default_device(), help="cuda when available")
+
+
+def setup(args: argparse.Namespace, dense_lr: float):
+    """Threads, seed and logging as ``args`` ask; the loaders; the dense baseline (cached
+    per training subset). Returns ``train, test, dense, dense_info``."""
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    logging.basicConfig(level=logging.WARNING)
+    train, test = loaders(args.batch, args.train_subset)
+    subset = f"_sub{args.train_subset}" if args.train_subset else ""
+    dense, dense_info = dense_baseline(
+        args.model, args.dense_epochs, dense_lr, train, test, tag=subset, device=args.device
+    )
+    return train, test, dense, dense_info
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="lenet5")
@@ -133,9 +157,7 @@ def main() -> None:
     parser.add_argument("--dense-epochs", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--lr", type=float, default=0.05)
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--train-subset", type=int, default=None)
-    parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
+    add_shared_arguments(parser)
     parser.add_argument("--per-channel", action="store_true")
     parser.add_argument("--count-zero-codes", action="store_true")
     parser.add_argument(
@@ -149,18 +171,8 @@ def main() -> None:
     parser.add_argument("--bit-reduction", type=float, default=0.1)
     parser.add_argument("--joint", type=float, default=0.5)
     parser.add_argument("--periods", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--tag", default="", help="suffix of the results file name")
-    parser.add_argument("--device", default=default_device(), help="cuda when available")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    logging.basicConfig(level=logging.WARNING)
-    train, test = loaders(args.batch, args.train_subset)
-    subset = f"_sub{args.train_subset}" if args.train_subset else ""
-    dense, dense_info = dense_baseline(
-        args.model, args.dense_epochs, args.lr, train, test, tag=subset, device=args.device
-    )
+    train, test, dense, dense_info = setup(args, args.lr)
     if not args.ratios:
         print(f"dense {args.model}: {dense_info}")
         return
