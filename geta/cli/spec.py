@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+import torch
+
 from geta.errors import ConfigError
 from geta.optim.budget import Budget
 
@@ -81,8 +83,6 @@ class CompressSpec:
 
 def _check_device(name: str) -> None:
     """A device torch can train on here: ``cpu``, or ``cuda`` / ``cuda:N`` with CUDA present."""
-    import torch
-
     try:
         kind = torch.device(name).type
     except RuntimeError:

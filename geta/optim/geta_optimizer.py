@@ -260,51 +260,59 @@ class GetaOptimizer(WrappedOptimizer):
         if self.problem.count_zero_codes and self.problem.target is not None:
             self._hold_zero_codes()
 
-    def _layer_cost(self, i: int) -> tuple[float, float]:
-        """Layer ``i``'s measured cost (nonzero codes x bits x coefficient) and squared
+    def _layer_cost(self, i: int, coef: np.ndarray) -> tuple[float, float]:
+        """Layer ``i``'s measured cost (nonzero codes x bits x ``coef[i]``) and squared
         quantization error, with its quantizer as it is now."""
         layer = self.problem.cost_model.layers[i]
         w, q = layer.weight.detach(), layer.quantizer
         codes, _ = quantized_codes(w, q)
         cost = code_bits(codes, q.storage_bits()) * float(np.count_nonzero(codes))
         error = float((q(w) - w).double().square().sum())
-        return float(self.problem.cost_model.coefficients()[i]) * cost, error
+        return float(coef[i]) * cost, error
 
     def _raise_bits_within_budget(self) -> None:
         """At the freeze, measured (not planned) cost: where zero codes left the budget room,
         raise layers' bits one at a time (clip re-fitted), the largest error drop per cost
         first, while the measured cost stays within the budget."""
-        layers, top = self.problem.cost_model.layers, float(self.problem.bit_options[-1])
+        cm = self.problem.cost_model
+        layers, top, coef = cm.layers, float(self.problem.bit_options[-1]), cm.coefficients()
+
+        def one_bit_up(i: int) -> tuple[float, float] | None:
+            """Layer ``i``'s cost and error one bit higher (its quantizer left as it was)."""
+            bits = float(self.frozen_bits[i].max())
+            if bits >= top:
+                return None
+            q = layers[i].quantizer
+            saved = (q.d.clone(), q.q_m.clone())
+            q.calibrate(layers[i].weight.detach(), bits + 1)
+            result = self._layer_cost(i, coef)
+            q.d.copy_(saved[0])
+            q.q_m.copy_(saved[1])
+            return result
+
         quantized = [i for i, layer in enumerate(layers) if layer.quantizer is not None]
-        now = {i: self._layer_cost(i) for i in quantized}
-        total = measured_cost(self.problem.cost_model)
+        now = {i: self._layer_cost(i, coef) for i in quantized}
+        up = {i: one_bit_up(i) for i in quantized}  # only the raised layer's changes
+        total = measured_cost(cm)
         while True:
             best = None
-            for i in quantized:
-                bits = float(self.frozen_bits[i].max())
-                if bits >= top:
+            for i, candidate in up.items():
+                if candidate is None:
                     continue
-                q, w = layers[i].quantizer, layers[i].weight.detach()
-                saved = (q.d.clone(), q.q_m.clone())
-                q.calibrate(w, bits + 1)
-                cost, error = self._layer_cost(i)
-                q.d.copy_(saved[0])
-                q.q_m.copy_(saved[1])
-                extra = cost - now[i][0]
+                extra = candidate[0] - now[i][0]
                 if extra <= 0 or total + extra > self.problem.target:
                     continue
-                gain = (now[i][1] - error) / extra
+                gain = (now[i][1] - candidate[1]) / extra
                 if gain > 0 and (best is None or gain > best[0]):
-                    best = (gain, i, cost, error)
+                    best = (gain, i)
             if best is None:
                 return
-            _, i, cost, error = best
-            layers[i].quantizer.calibrate(
-                layers[i].weight.detach(), float(self.frozen_bits[i].max()) + 1
-            )
-            self.frozen_bits[i] = layers[i].quantizer.bits().detach().round()
-            total += cost - now[i][0]
-            now[i] = (cost, error)
+            i = best[1]
+            q = layers[i].quantizer
+            q.calibrate(layers[i].weight.detach(), float(self.frozen_bits[i].max()) + 1)
+            self.frozen_bits[i] = q.bits().detach().round()
+            total += up[i][0] - now[i][0]
+            now[i], up[i] = up[i], one_bit_up(i)
 
     def _hold_zero_codes(self) -> None:
         """Keep masks of the weights with nonzero codes now, within the budget: when the

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 import transformers as T
 from torch import nn
+
+import geta
 
 V = 100
 TEXT = dict(vocab_size=V, max_position_embeddings=32)
@@ -97,10 +100,6 @@ def compress_llama(budget: str, steps: int, device: str = "cpu"):
     """A tiny Llama compressed straight with geta.Compressor (its KV cache left on) and
     trained ``steps`` causal-LM steps on its example inputs. Returns the model, the inputs,
     the compressor and the zeroed model's logits (eval mode, before ``finalize``)."""
-    import torch
-
-    import geta
-
     torch.manual_seed(0)
     model = FAMILIES["llama"]().to(device)
     model.config.use_cache = True
