@@ -1,5 +1,6 @@
 """Two CPU processes on gloo: every rank picks identical groups and bits, in every mode."""
 
+import gc
 import os
 import socket
 
@@ -32,36 +33,44 @@ def _worker(rank: int, world: int, port: int, out: str, name: str) -> None:
     dist.init_process_group("gloo", rank=rank, world_size=world)
     torch.set_num_threads(1)
     try:
-        model = mlp()
-        mode, admm = MODES[name]
-        config = geta.CompressorConfig(admm=admm)
-        c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode=mode, config=config)
-        ddp = torch.nn.parallel.DistributedDataParallel(model)
-        opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=60)
-        blobs = Blobs(seed=100 + rank)  # each rank sees other data
-        for _ in range(60):
-            x, y = blobs.batch(32)
-            F.cross_entropy(ddp(x), y).backward()
-            opt.step()
-            opt.zero_grad()
-        c.finalize()
-        bits = [float(r.bits) for r in c.report().layers]
-        zeros = [float((p == 0).sum()) for p in model.parameters()]
-        mine = torch.tensor(bits + zeros, dtype=torch.float64)
-        gathered = [torch.zeros_like(mine) for _ in range(world)]
-        dist.all_gather(gathered, mine)
-        weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
-        all_weights = [torch.zeros_like(weights) for _ in range(world)]
-        dist.all_gather(all_weights, weights)
-        if rank == 0:
-            np.savez(
-                out,
-                plans=torch.stack(gathered).numpy(),
-                weights=torch.stack(all_weights).numpy(),
-                within=c.report().within_budget,
-            )
+        _compress_and_gather(rank, world, out, name)
+        # The DDP wrapper and its reducer are gone by now; both ranks leave the
+        # collectives together, so neither tears gloo down under the other.
+        gc.collect()
+        dist.barrier()
     finally:
         dist.destroy_process_group()
+
+
+def _compress_and_gather(rank: int, world: int, out: str, name: str) -> None:
+    model = mlp()
+    mode, admm = MODES[name]
+    config = geta.CompressorConfig(admm=admm)
+    c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode=mode, config=config)
+    ddp = torch.nn.parallel.DistributedDataParallel(model)
+    opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=60)
+    blobs = Blobs(seed=100 + rank)  # each rank sees other data
+    for _ in range(60):
+        x, y = blobs.batch(32)
+        F.cross_entropy(ddp(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    c.finalize()
+    bits = [float(r.bits) for r in c.report().layers]
+    zeros = [float((p == 0).sum()) for p in model.parameters()]
+    mine = torch.tensor(bits + zeros, dtype=torch.float64)
+    gathered = [torch.zeros_like(mine) for _ in range(world)]
+    dist.all_gather(gathered, mine)
+    weights = torch.cat([p.detach().reshape(-1) for p in model.parameters()]).double()
+    all_weights = [torch.zeros_like(weights) for _ in range(world)]
+    dist.all_gather(all_weights, weights)
+    if rank == 0:
+        np.savez(
+            out,
+            plans=torch.stack(gathered).numpy(),
+            weights=torch.stack(all_weights).numpy(),
+            within=c.report().within_budget,
+        )
 
 
 @pytest.mark.parametrize("name", MODES)
