@@ -3,7 +3,7 @@
 inputs for it."""
 
 from geta.models import lenet, resnet_cifar, tricky, vgg
-from geta.models.lenet import lenet5, lenet300_100
+from geta.models.lenet import lenet5, lenet5_caffe, lenet300_100
 from geta.models.registry import (
     ModelSpec,
     example_inputs,
@@ -22,6 +22,7 @@ __all__ = [
     "get_model",
     "lenet",
     "lenet5",
+    "lenet5_caffe",
     "lenet300_100",
     "list_models",
     "model_spec",
