@@ -71,16 +71,8 @@ def dense_baseline(name: str, epochs: int, lr: float, train, test, tag: str = ""
 
 def distillation(teacher, alpha: float, temperature: float):
     """``(1 - alpha) * cross-entropy + alpha * T^2 KL(teacher || student)`` at ``temperature``."""
-    kd = geta.distill.DistillationLoss(teacher, temperature=temperature)
-
-    def loss(model, x, y):
-        logits = model(x)
-        with torch.no_grad():
-            target = teacher(x)
-        ce = torch.nn.functional.cross_entropy(logits, y)
-        return (1 - alpha) * ce + alpha * kd.distillation(logits, target)
-
-    return loss
+    kd = geta.distill.DistillationLoss(teacher, temperature=temperature, alpha=alpha)
+    return lambda model, x, y: kd(model, x, labels=y)
 
 
 def compress(name, dense, ratio, epochs, lr, train, test, config, distill=None):

@@ -17,7 +17,9 @@ Three terms, each on when asked for:
   all-MiniLM-L6-v2, which have no head), by ``"mse"`` or ``"cosine"``.
 
 With labels in the batch the student's own loss (``outputs.loss``) is mixed in as
-``(1 - alpha) * task + alpha * distillation``; without, the loss is the distillation alone.
+``(1 - alpha) * task + alpha * distillation``; for a model that returns plain logits, pass
+``labels=`` and the task loss is their cross-entropy; without labels, the loss is the
+distillation alone.
 The teacher runs under ``torch.no_grad`` in eval mode, so gradients reach only the student.
 """
 
@@ -145,7 +147,8 @@ class DistillationLoss:
       hidden state, or ``None``.
 
     Call it as ``loss = kd(model, batch)`` (``batch``: a dict of keyword inputs, a tuple of
-    positional ones, or one tensor); ``kd(model, batch, return_outputs=True)`` also returns
+    positional ones, or one tensor); ``kd(model, x, labels=y)`` mixes in the cross-entropy of a
+    model that returns plain logits; ``kd(model, batch, return_outputs=True)`` also returns
     the student's outputs (the form of :meth:`transformers.Trainer.compute_loss`). The terms of
     the last call are in ``kd.last`` (floats, for logging).
 
@@ -184,7 +187,12 @@ class DistillationLoss:
         return self.hidden is not None or self.embedding is not None
 
     def __call__(
-        self, model: nn.Module, inputs: Any, return_outputs: bool = False
+        self,
+        model: nn.Module,
+        inputs: Any,
+        return_outputs: bool = False,
+        *,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor | tuple[torch.Tensor, Any]:
         extra = {"output_hidden_states": True} if self.needs_states else {}
         teacher_inputs = inputs
@@ -197,6 +205,8 @@ class DistillationLoss:
         mask = inputs.get("attention_mask") if isinstance(inputs, Mapping) else None
         loss = self.distillation(outputs, target, mask)
         task = _get(outputs, "loss") if not isinstance(outputs, torch.Tensor) else None
+        if task is None and labels is not None:
+            task = F.cross_entropy(_logits(outputs), labels)
         if task is not None:
             self.last["task"] = float(task.detach())
             loss = (1 - self.alpha) * task + self.alpha * loss

@@ -136,6 +136,17 @@ def test_plain_model_outputs_count_as_logits():
     torch.testing.assert_close(kd(model, x), logits_kl(model(x), teacher(x), 1.0))
 
 
+def test_labels_give_plain_logit_models_their_cross_entropy():
+    model = torch.nn.Sequential(torch.nn.Linear(6, 4))
+    teacher = make_teacher(model)
+    perturbed(model)
+    x, y = torch.randn(5, 6), torch.tensor([0, 1, 2, 3, 1])
+    kd = DistillationLoss(teacher, alpha=0.3, temperature=4.0)
+    expected = 0.7 * F.cross_entropy(model(x), y) + 0.3 * logits_kl(model(x), teacher(x), 4.0)
+    torch.testing.assert_close(kd(model, x, labels=y), expected)
+    assert kd.last["task"] == pytest.approx(F.cross_entropy(model(x), y).item())
+
+
 def test_bad_settings_and_missing_terms_raise():
     teacher = make_teacher(tiny_bert(head=False))
     with pytest.raises(ValueError, match="nothing to distil"):
