@@ -31,7 +31,7 @@ def test_loss_fn_replaces_the_cross_entropy_on_every_step():
     assert evaluate(model, data()) > 0.9
 
 
-def test_batches_follow_the_model_device():
+def test_model_device_is_where_the_parameters_are():
     assert model_device(nn.Linear(2, 2)) == torch.device("cpu")
     assert model_device(nn.ReLU()) == torch.device("cpu")  # nothing to look at
     meta = nn.Linear(2, 2, device="meta")
