@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader
 import geta
 from geta.data import fashion_mnist
 from geta.models import get_model
+from geta.optim.saliency import SALIENCY
 from geta.training import evaluate, fit, model_device
 
 CACHE = Path(__file__).parent / ".cache"
@@ -196,6 +197,8 @@ def main() -> None:
     parser.add_argument("--bit-reduction", type=float, default=0.1)
     parser.add_argument("--joint", type=float, default=0.5)
     parser.add_argument("--periods", type=int, default=5)
+    parser.add_argument("--saliency", choices=sorted(SALIENCY), default="geta")
+    parser.add_argument("--max-group-sparsity", type=float, default=0.9)
     args = parser.parse_args()
     train, test, dense, dense_info = setup(args, args.lr)
     if not args.ratios:
@@ -209,6 +212,8 @@ def main() -> None:
         bit_reduction=args.bit_reduction,
         joint=args.joint,
         periods=args.periods,
+        saliency=args.saliency,
+        max_group_sparsity=args.max_group_sparsity,
     )
     rows = [
         compress(args.model, dense, r, args.epochs, args.lr / 2, train, test, config, args.distill)
@@ -227,6 +232,8 @@ def main() -> None:
         f"lr from {args.lr / 2}) on {args.device}, bit range {args.bit_range}"
         f"{', per-channel quantizers' if args.per_channel else ''}"
         f"{', count_zero_codes' if args.count_zero_codes else ''}"
+        f"{f', {args.saliency} saliency' if args.saliency != 'geta' else ''}"
+        f"{f', max group sparsity {args.max_group_sparsity}' if args.max_group_sparsity != 0.9 else ''}"
         f"{f', distilled from the dense model (alpha, T = {args.distill})' if args.distill else ''}"
         f", {args.warmup:.0%} warm-up, "
         f"{args.bit_reduction:.0%} bit reduction, {args.joint:.0%} joint in {args.periods} "
