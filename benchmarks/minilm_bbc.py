@@ -286,7 +286,7 @@ def llama() -> dict:
 def markdown(r: dict, args) -> str:
     t, s, c = r["teacher"], r["student"], r["compression"]
     drop = 100 * (t["probe_accuracy"] - s["probe_accuracy"])
-    speed = min(t["speedup"] for t in r["latency"].values())
+    speed = min(timing["speedup"] for timing in r["latency"].values())
     real = c["fp32_safetensors_bytes"] / c["checkpoint_bytes"]
     ok = lambda cond: "met" if cond else "**not met**"  # noqa: E731
     md = header("all-MiniLM-L6-v2 on BBC News: GETA mode with distillation, through HF Trainer")
@@ -312,9 +312,9 @@ def markdown(r: dict, args) -> str:
         f"(model.safetensors) | {c['checkpoint_bytes']:,} (**{real:.1f}x** smaller) |\n"
         + "".join(
             f"| CPU latency, batch 8 x 128, {n} thread(s), median of {args.latency_runs} | "
-            f"{1000 * t['teacher']:.0f} ms | {1000 * t['student']:.0f} ms "
-            f"(**{t['speedup']:.2f}x** faster) |\n"
-            for n, t in r["latency"].items()
+            f"{1000 * timing['teacher']:.0f} ms | {1000 * timing['student']:.0f} ms "
+            f"(**{timing['speedup']:.2f}x** faster) |\n"
+            for n, timing in r["latency"].items()
         )
         + "\n"
         "Targets: papers' ratio >= 10x: "
