@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
+from geta import config
 from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
@@ -78,6 +79,15 @@ class CompressorConfig:
     max_group_sparsity: float = 0.9
     target_group_sparsity: float | None = None
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (with a format version) for JSON/TOML; :meth:`from_dict` reads them."""
+        return config.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CompressorConfig:
+        """The config :meth:`to_dict` wrote; unknown keys raise :class:`geta.ConfigError`."""
+        return config.from_dict(cls, data)
 
 
 class Compressor:

@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, TensorDataset
 from tqdm.auto import tqdm
 
 from geta.cli.baseline import baseline_key, load_baseline, store_baseline
 from geta.cli.data import Data, load_data
+from geta.cli.methods import MethodRun, start_method
 from geta.cli.models import LoadedModel, load_model
 from geta.cli.run_state import (
     CHECKPOINT,
@@ -32,7 +33,6 @@ from geta.cli.run_state import (
     set_rng_state,
 )
 from geta.cli.spec import CompressSpec
-from geta.compressor import Compressor
 from geta.errors import ConfigError
 from geta.optim.report import CompressionReport
 from geta.training import evaluate_metrics, train_epoch
@@ -73,6 +73,8 @@ class RunResult:
     loss: float
     artifact_accuracy: float
     accuracy_before_finalize: float
+    validation_accuracy: float | None
+    method_settings: dict[str, Any]
     report: CompressionReport
     history: RunHistory
     seconds: dict[str, float]
@@ -174,10 +176,11 @@ class _Run:
         self.dense_info: dict[str, Any] | None = None
         self.dense_state: dict[str, torch.Tensor] | None = None
         self.target: float | None = None  # the budget in cost units, once compressing
+        self.checkpoints = True  # every epoch, unless the method cannot resume
 
-        torch.manual_seed(spec.seed)
-        self.generator.manual_seed(spec.seed)
-        data = load_data(spec.data, spec.limit)
+        torch.manual_seed(spec.dense_seed_or_seed)
+        self.generator.manual_seed(spec.dense_seed_or_seed)
+        data, self.validation = split_validation(load_data(spec.data, spec.limit), spec.validation)
         self.loaded = load_model(
             spec.model, num_classes=data.num_classes, in_channels=data.sample_shape[0]
         )
@@ -199,7 +202,18 @@ class _Run:
             drop_last=drop_last,
         )
         self.test_loader = DataLoader(self.data.test, batch_size=1000)
+        self.validation_loader = (
+            DataLoader(self.validation.with_channels(self.data.sample_shape[0]).train, 1000)
+            if self.validation is not None
+            else None
+        )
         self.steps = len(self.train_loader)
+
+    def validation_accuracy(self, model: nn.Module) -> float | None:
+        """Accuracy on the held-out training samples (``None`` without a validation split)."""
+        if self.validation_loader is None:
+            return None
+        return evaluate_metrics(model, self.validation_loader)[1]
 
     # ------------------------------------------------------------ epochs
     def _bar(self, phase: str, epochs: int, done: int) -> tqdm:
@@ -250,7 +264,8 @@ class _Run:
                 row.update(measure(), seconds=time.perf_counter() - began)
                 self.history.epochs.append(row)
                 bar.set_postfix(_postfix(row, self.target))
-                self._checkpoint(phase, epoch + 1, model, optimizer, scheduler)
+                if self.checkpoints:
+                    self._checkpoint(phase, epoch + 1, model, optimizer, scheduler)
                 if self.on_epoch is not None:
                     self.on_epoch(phase, epoch + 1)
 
@@ -290,7 +305,7 @@ class _Run:
             "epochs": spec.dense_epochs,
             "lr": spec.dense_lr,
             "batch_size": spec.batch_size,
-            "seed": spec.seed,
+            "seed": spec.dense_seed_or_seed,
         }
         key = baseline_key(model, settings)
         info = load_baseline(key, model) if state is None and spec.dense_epochs else None
@@ -305,6 +320,7 @@ class _Run:
             info = {
                 "accuracy": accuracy,
                 "loss": loss,
+                "validation_accuracy": self.validation_accuracy(model),
                 "epochs": spec.dense_epochs,
                 "seconds": self.history.seconds(DENSE),
                 "history": self.history.to_dict(),
@@ -332,39 +348,58 @@ class _Run:
         self.log(f"training the dense baseline: {spec.dense_epochs} epochs")
         self._epochs(DENSE, model, optimizer, scheduler, start, spec.dense_epochs, dict)
 
-    def compress(self, state: dict[str, Any] | None) -> Compressor:
-        """Compress the baseline under the budget; returns the finished (not yet finalized)
-        compressor."""
+    def compress(self, state: dict[str, Any] | None) -> MethodRun:
+        """Compress the baseline under the budget with the spec's method; returns the finished
+        (not yet finalized) run."""
         spec, model = self.spec, self.loaded.model
         model.load_state_dict(self.dense_state)
         # the compression phase depends on the baseline and the seed only, not on whether the
         # baseline was trained now or read from the cache
         torch.manual_seed(spec.seed + 1)
         self.generator.manual_seed(spec.seed + 1)
-        c = Compressor(model, self.example, spec.budget, mode=spec.mode)
-        self.target = c.problem.target
         total = spec.epochs * self.steps
-        optimizer = c.optimizer(
-            base="sgd",
-            lr=spec.lr,
-            total_steps=total,
-            lr_quant=spec.lr / 10,
-            momentum=MOMENTUM,
-            weight_decay=WEIGHT_DECAY,
-        )
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+        run = start_method(spec, model, self.example, total)
+        self.target = run.target
+        optimizer = run.optimizer
+        scheduler = _scheduler(optimizer, spec.optimizer.schedule, total)
         start = 0
         if state is not None and state["phase"] == COMPRESS:
             self._restore(state, model, optimizer, scheduler)
             self.history = RunHistory(**state["history"])
             start = state["epoch"]
+        self.checkpoints = run.resumable
+        self.log(f"compressing to {spec.budget} ({spec.mode}): {spec.epochs} epochs")
+        self._epochs(COMPRESS, model, optimizer, scheduler, start, spec.epochs, run.measure)
+        return run
 
-        def measure() -> dict[str, Any]:
-            return {"cost": c.current_cost(), "stage": getattr(optimizer, "stage", None)}
 
-        self.log(f"compressing to {c.budget} ({spec.mode} mode): {spec.epochs} epochs")
-        self._epochs(COMPRESS, model, optimizer, scheduler, start, spec.epochs, measure)
-        return c
+def _scheduler(
+    optimizer: torch.optim.Optimizer, schedule: str, total: int
+) -> torch.optim.lr_scheduler.LRScheduler:
+    if schedule == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, total)
+
+
+def split_validation(data: Data, count: int) -> tuple[Data, Data | None]:
+    """``count`` training samples held out for validation (a fixed random draw: the same for
+    every seed and method), as ``(data without them, their Data)``; ``count=0``: no split.
+
+    Raises:
+        ConfigError: ``count`` leaves no training data.
+    """
+    if count == 0:
+        return data, None
+    images, labels = data.train.tensors
+    if count >= len(labels):
+        raise ConfigError(
+            f"--validation {count} leaves no training data ({len(labels)} training samples)"
+        )
+    order = torch.randperm(len(labels), generator=torch.Generator().manual_seed(0))
+    held, kept = order[:count].sort().values, order[count:].sort().values
+    train = TensorDataset(images[kept], labels[kept])
+    validation = TensorDataset(images[held], labels[held])
+    return Data(data.spec, train, data.test), Data(data.spec, validation, validation)
 
 
 def _postfix(row: dict[str, Any], target: float | None) -> dict[str, str]:
@@ -379,9 +414,10 @@ def _postfix(row: dict[str, Any], target: float | None) -> dict[str, str]:
 
 
 def prepare_out(
-    out: Path, resume: bool, options: dict[str, Any]
+    out: Path, resume: bool, options: dict[str, Any], base: CompressSpec | None = None
 ) -> tuple[CompressSpec, dict | None]:
-    """The spec of the run and its checkpoint (when resuming). A fresh run refuses a directory
+    """The spec of the run and its checkpoint (when resuming). A fresh run takes ``base`` (a
+    description file's, default the demo's) with ``options`` over it, and refuses a directory
     holding an unfinished run; ``--resume`` takes the saved settings and refuses options that
     differ from them."""
     checkpoint = out / CHECKPOINT
@@ -391,7 +427,9 @@ def prepare_out(
                 f"{out} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, or "
                 "choose another --out"
             )
-        return CompressSpec().with_options(options), None
+        return (base or CompressSpec()).with_options(options), None
+    if base is not None:
+        raise ConfigError("--resume takes the settings of the run in --out; leave out --config")
     state = load_checkpoint(checkpoint)
     spec = CompressSpec.from_dict(state["spec"])
     spec.check_resumable_with(options, str(out))
@@ -425,7 +463,7 @@ def run_compress(
     run = _Run(spec, out, progress, log or (lambda _: None), on_epoch)
     if state is None or state["phase"] == DENSE:
         # an unreachable budget or unknown mode fails now, not after the dense baseline
-        Compressor(copy.deepcopy(run.loaded.model), run.example, spec.budget, mode=spec.mode)
+        start_method(spec, copy.deepcopy(run.loaded.model), run.example, 1)
     run.dense(state)
     c = run.compress(state)
     finish_began = time.perf_counter()
@@ -433,6 +471,7 @@ def run_compress(
     _, before = evaluate_metrics(model, run.test_loader)
     c.finalize()
     loss, accuracy = evaluate_metrics(model, run.test_loader)
+    validation = run.validation_accuracy(model)
     artifact = c.export(out / ARTIFACT, architecture=run.loaded.architecture)
     _, artifact_accuracy = evaluate_metrics(
         load(artifact, model=run.loaded.factory), run.test_loader
@@ -447,6 +486,8 @@ def run_compress(
         loss=loss,
         artifact_accuracy=artifact_accuracy,
         accuracy_before_finalize=before,
+        validation_accuracy=validation,
+        method_settings=dict(c.settings),
         report=c.report(),
         history=run.history,
         seconds={

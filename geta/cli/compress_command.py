@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from geta.cli.data import DATASETS
+from geta.cli.methods import run_methods
 from geta.cli.spec import CompressSpec
 from geta.errors import ConfigError
 from geta.optim.budget import Budget
@@ -15,7 +16,6 @@ from geta.optim.budget import Budget
 __all__ = ["add_parser"]
 
 DEFAULT_OUT = "geta-out"
-MODES = ("geta", "admm", "admm-progressive")
 
 
 def _budget(text: str) -> str:
@@ -36,10 +36,12 @@ def _run(args: argparse.Namespace) -> int:
     from geta.cli.compress import prepare_out, run_compress
     from geta.cli.results import REPORT, result_table
     from geta.cli.run_state import CHECKPOINT
+    from geta.cli.spec import read_spec_file
 
     out = Path(args.out)
     options = {k: getattr(args, k, None) for k in CompressSpec.__dataclass_fields__}
-    spec, state = prepare_out(out, args.resume, options)
+    base = read_spec_file(args.config_file) if args.config_file else None
+    spec, state = prepare_out(out, args.resume, options, base)
     if state is not None:
         _say(f"resuming {out} after {state['phase']} epoch {state['epoch']}")
     try:
@@ -86,7 +88,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
         type=_budget,
         help=f"'50x' (smaller than fp32), '200KB' of weights, 'bops=30x' (default {d.budget})",
     )
-    p.add_argument("--mode", choices=MODES, help=f"compression mode (default {d.mode})")
+    p.add_argument(
+        "--config",
+        dest="config_file",
+        metavar="FILE",
+        help="a run description (TOML or JSON, or a run's report.json) to start from; the "
+        "other options override its settings",
+    )
+    p.add_argument(
+        "--mode",
+        help=f"compression mode: {', '.join(run_methods())} (default {d.mode})",
+    )
     p.add_argument("--epochs", type=int, help=f"compression epochs (default {d.epochs})")
     p.add_argument(
         "--dense-epochs",
@@ -100,6 +112,17 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
         "--limit", type=int, help="use only the first N training and test samples (quick trials)"
     )
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
+    p.add_argument(
+        "--dense-seed",
+        type=int,
+        help="seed of the dense baseline (default: --seed); fix it to start several seeds "
+        "from one dense model",
+    )
+    p.add_argument(
+        "--validation",
+        type=int,
+        help="hold out N training images (a fixed draw) and report accuracy on them (default 0)",
+    )
     p.add_argument("--device", help=f"cpu, cuda or cuda:N to train on (default {d.device})")
     p.add_argument("--out", default=DEFAULT_OUT, help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--resume", action="store_true", help="continue the interrupted run in --out")

@@ -60,7 +60,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
         {
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
-            "spec": result.spec.to_dict(),
+            "run": result.spec.to_dict(),
             "versions": _versions(),
             "data": {
                 "spec": result.spec.data,
@@ -73,6 +73,8 @@ def result_dict(result: RunResult) -> dict[str, Any]:
                 "accuracy": result.accuracy,
                 "loss": result.loss,
                 "accuracy_before_finalize": result.accuracy_before_finalize,
+                "validation_accuracy": result.validation_accuracy,
+                "method_settings": result.method_settings,
                 "artifact_accuracy": result.artifact_accuracy,
                 "budget": r.budget,
                 "metric": r.metric,
@@ -146,7 +148,7 @@ def _pct(x: float | None) -> str:
 
 def result_table(data: dict[str, Any], out: Path) -> str:
     """The table ``geta compress`` prints at the end (from :func:`result_dict`'s values)."""
-    d, c, s, spec = data["dense"], data["compressed"], data["seconds"], data["spec"]
+    d, c, s, spec = data["dense"], data["compressed"], data["seconds"], data["run"]
     size = c["metric"] == "size"
     unit = (lambda v: f"{v / 8:,.0f} B") if size else (lambda v: f"{v:.3g}")
     drop = 100 * (c["accuracy"] - d["accuracy"])

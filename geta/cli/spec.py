@@ -1,16 +1,60 @@
-"""What a ``geta compress`` run is: its settings, with the defaults of the embedded demo."""
+"""What a ``geta compress`` run is: its full description, with the defaults of the embedded
+demo. It serializes (``to_dict`` / ``from_dict``, TOML or JSON files), and every run writes it
+into its ``report.json``, so a result is re-run from its report alone::
+
+    geta compress --config run.toml            # a description file; flags override it
+    geta compress --config old-run/report.json --out again/
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
 from typing import Any
 
 import torch
 
+from geta import config
+from geta.compressor import CompressorConfig
 from geta.errors import ConfigError
 from geta.optim.budget import Budget
+from geta.optim.wrapped import BASE_OPTIMIZERS
 
-__all__ = ["CompressSpec"]
+__all__ = ["CompressSpec", "OptimizerSpec", "SCHEDULES", "read_spec_file"]
+
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class OptimizerSpec:
+    """The base optimizer and learning-rate schedule of the compression phase (the dense
+    phase trains with SGD and a one-cycle schedule). ``lr_quant`` (quantizer parameters;
+    ``None``: ``lr / 10``) applies where a method learns quantizers."""
+
+    base: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    lr_quant: float | None = None
+    schedule: str = "cosine"
+
+    def __post_init__(self) -> None:
+        if self.base not in BASE_OPTIMIZERS:
+            raise ConfigError(f"optimizer.base is one of {', '.join(BASE_OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise ConfigError(f"optimizer.schedule is one of {', '.join(SCHEDULES)}")
+
+    def kwargs(self, lr: float) -> dict[str, Any]:
+        """The arguments of a method's optimizer at learning rate ``lr``."""
+        extra = {"momentum": self.momentum} if self.base == "sgd" else {}
+        return {
+            "base": self.base,
+            "lr": lr,
+            "lr_quant": self.lr_quant if self.lr_quant is not None else lr / 10,
+            "weight_decay": self.weight_decay,
+            **extra,
+        }
 
 
 @dataclass(frozen=True)
@@ -22,9 +66,19 @@ class CompressSpec:
     (SGD, one-cycle lr 0.05), then 4 epochs of GETA-mode compression to 30x smaller (SGD,
     cosine lr from 0.025): about 2 minutes on 2 idle CPU cores.
 
+    - ``mode``: a run method (:func:`geta.cli.methods.run_methods`): geta's modes, set by
+      ``config``, or a method registered by other code (the benchmarks' baselines), set by
+      ``method``.
+    - ``seed`` decides the data order and the compression's randomness; ``dense_seed`` (default:
+      ``seed``) the dense baseline's, so several seeds can start from one dense model.
+    - ``validation``: that many training images (a fixed draw, the same for every seed) are
+      held out of training and scored at the end, for choosing settings without the test set.
+
     Example:
         >>> CompressSpec(budget="50x").with_options({"epochs": 2}).epochs
         2
+        >>> CompressSpec.from_dict(CompressSpec(seed=3).to_dict()).seed
+        3
     """
 
     model: str = "lenet5"
@@ -38,11 +92,16 @@ class CompressSpec:
     batch_size: int = 128
     limit: int | None = None
     seed: int = 0
+    dense_seed: int | None = None
+    validation: int = 0
     device: str = "cpu"
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    config: CompressorConfig = field(default_factory=CompressorConfig)
+    method: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         Budget.parse(self.budget)  # ConfigError when it cannot be read
-        for name, low in (("epochs", 1), ("dense_epochs", 0), ("batch_size", 1)):
+        for name, low in (("epochs", 1), ("dense_epochs", 0), ("batch_size", 1), ("validation", 0)):
             if getattr(self, name) < low:
                 option = name.replace("_", "-")
                 raise ConfigError(f"--{option} must be at least {low}, got {getattr(self, name)}")
@@ -57,9 +116,13 @@ class CompressSpec:
     def parsed_budget(self) -> Budget:
         return Budget.parse(self.budget)
 
+    @property
+    def dense_seed_or_seed(self) -> int:
+        return self.seed if self.dense_seed is None else self.dense_seed
+
     def with_options(self, options: dict[str, Any]) -> CompressSpec:
-        """A copy with the given settings (``None`` values are left out)."""
-        return CompressSpec(**{**asdict(self), **_given(options)})
+        """A copy with the given top-level settings (``None`` values are left out)."""
+        return replace(self, **_given(options))
 
     def check_resumable_with(self, options: dict[str, Any], where: str) -> None:
         """Raise :class:`ConfigError` when an option given to ``--resume`` differs from the run
@@ -73,12 +136,40 @@ class CompressSpec:
                 )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """Plain values with a format version (JSON/TOML); :meth:`from_dict` reads them."""
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> CompressSpec:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+        """The description :meth:`to_dict` wrote; unknown keys raise :class:`ConfigError`."""
+        return config.from_dict(cls, values, where="run")
+
+    def describe(self) -> dict[str, Any]:
+        """The settings as plain values, without the version (for tables)."""
+        return asdict(self)
+
+
+def read_spec_file(path: str | Path) -> CompressSpec:
+    """A run description from a TOML or JSON file, or from a run's ``report.json`` (its
+    ``"run"`` entry).
+
+    Raises:
+        ConfigError: the file cannot be read, or holds unknown or invalid settings.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as err:
+        raise ConfigError(f"cannot read the run description {path}: {err}") from None
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(
+            f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}"
+        ) from None
+    if isinstance(data, dict) and isinstance(data.get("run"), dict):
+        data = data["run"]  # a report.json
+    return CompressSpec.from_dict(data)
 
 
 def _check_device(name: str) -> None:

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import Any
 
+from geta import config
 from geta.errors import ConfigError
 
 __all__ = ["AdmmConfig", "LayerTarget", "GRANULARITIES", "ADMM_MODES"]
@@ -119,6 +121,15 @@ class AdmmConfig:
             raise ConfigError(f"update_every as steps is at least 1, got {self.update_every}")
         if isinstance(self.finetune, float) and not 0 <= self.finetune < 1:
             raise ConfigError(f"finetune as a fraction is in [0, 1), got {self.finetune}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (with a format version) for JSON/TOML; :meth:`from_dict` reads them."""
+        return config.to_dict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AdmmConfig:
+        """The config :meth:`to_dict` wrote; unknown keys raise :class:`geta.ConfigError`."""
+        return config.from_dict(cls, data)
 
     def resolved(self, mode: str) -> AdmmConfig:
         """This config with the mode's default ``rho`` and ``rho_growth`` filled in."""

@@ -7,12 +7,21 @@ from typing import Any
 
 import numpy as np
 import torch
+from torch import nn
 
 from geta.export.artifact import quantized_codes
 from geta.export.size import code_bits
+from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
+from geta.quant.prepare import QuantizableLayer, quantizable_layers
 
-__all__ = ["LayerReport", "CompressionReport", "measure_layers", "measured_cost"]
+__all__ = [
+    "LayerReport",
+    "CompressionReport",
+    "measure_layers",
+    "measured_cost",
+    "report_against",
+]
 
 
 @dataclass(frozen=True)
@@ -92,11 +101,11 @@ class CompressionReport:
 
 
 @torch.no_grad()
-def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
-    """Each counted layer as it is now: nonzero quantized codes (or nonzero floats) and bits.
-    Returns the rows, and the nonzeros and bits as arrays."""
+def _measure(
+    layers: list[QuantizableLayer], dense_shapes: list[tuple[int, ...]]
+) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
     rows = []
-    for i, layer in enumerate(cost_model.layers):
+    for layer, dense_shape in zip(layers, dense_shapes, strict=True):
         w = layer.weight
         if layer.quantizer is not None:
             codes, _ = quantized_codes(w, layer.quantizer)
@@ -108,9 +117,9 @@ def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray
         rows.append(
             LayerReport(
                 layer.name,
-                cost_model.shapes[i],
+                tuple(dense_shape),
                 tuple(w.shape),
-                int(cost_model.numel[i]),
+                int(np.prod(dense_shape)),
                 nonzeros,
                 bits,
             )
@@ -118,6 +127,59 @@ def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray
     nnz = np.array([r.nonzeros for r in rows], dtype=np.float64)
     bits = np.array([r.bits for r in rows], dtype=np.float64)
     return rows, nnz, bits
+
+
+def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
+    """Each counted layer as it is now: nonzero quantized codes (or nonzero floats) and bits.
+    Returns the rows, and the nonzeros and bits as arrays."""
+    return _measure(cost_model.layers, cost_model.shapes)
+
+
+def report_against(
+    model: nn.Module,
+    reference: nn.Module,
+    *,
+    mode: str,
+    budget: Budget,
+    positions: dict[str, float] | None = None,
+) -> CompressionReport:
+    """The report of any compressed ``model`` (quantized with geta's quantizers, pruned in
+    place by any tool) against its dense ``reference``, layers matched by name: what a
+    compression made outside geta's optimizers (a baseline, say) is measured exactly as
+    :meth:`geta.Compressor.report` measures geta's. ``positions`` (MACs per weight of each
+    layer, :func:`geta.optim.cost.output_positions` of the reference) is needed for a BOPs
+    budget; activation bits count 32 where a layer has no input quantizer."""
+    if budget.metric == "bops" and positions is None:
+        raise ValueError("a BOPs budget needs the layers' positions (output_positions)")
+    dense = {layer.name: tuple(layer.weight.shape) for layer in quantizable_layers(reference)}
+    layers = [layer for layer in quantizable_layers(model) if layer.name in dense]
+    rows, nnz, bits = _measure(layers, [dense[layer.name] for layer in layers])
+    numel = np.array([r.dense_numel for r in rows], dtype=np.float64)
+    if budget.metric == "size":
+        coef, dense_coef = np.ones(len(rows)), np.ones(len(rows))
+    else:
+        pos = np.array([float(positions.get(r.name, 1.0)) for r in rows])
+        act = np.array(
+            [
+                float(torch.ceil(q.bits().detach().max()))
+                if (q := getattr(layer.module, "input_quantizer", None)) is not None
+                else FLOAT_BITS
+                for layer in layers
+            ]
+        )
+        coef, dense_coef = pos * act, pos * FLOAT_BITS
+    dense_cost = float((dense_coef * FLOAT_BITS * numel).sum())
+    return CompressionReport(
+        mode=mode,
+        budget=str(budget),
+        metric=budget.metric,
+        target=budget.target(dense_cost),
+        achieved=float((coef * bits * nnz).sum()),
+        dense_cost=dense_cost,
+        layers=rows,
+        stage="finalized",
+        fp32_bytes=sum(4 * t.numel() for t in reference.state_dict().values()),
+    )
 
 
 def measured_cost(

@@ -62,8 +62,8 @@ def test_artifact_loads_and_gives_the_reported_accuracy(finished):
 
 def test_report_has_history_settings_and_versions(finished):
     r = finished.report
-    assert r["spec"]["budget"] == "30x" and r["spec"]["model"] == "lenet5"
-    assert r["spec"]["device"] == "cpu"
+    assert r["run"]["budget"] == "30x" and r["run"]["model"] == "lenet5"
+    assert r["run"]["device"] == "cpu"
     assert r["versions"]["torch"] == torch.__version__ and r["date"]
     rows = r["history"]["epochs"]
     assert [(row["phase"], row["epoch"]) for row in rows] == [

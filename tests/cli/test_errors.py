@@ -18,7 +18,7 @@ def _one_line(err: str) -> bool:
     [
         (["--budget", "abc"], 2, "argument --budget: cannot read budget 'abc'"),
         (["--budget", "0.5x"], 2, "a compression ratio is at least 1"),
-        (["--mode", "nope"], 2, "argument --mode: invalid choice: 'nope'"),
+        (["--mode", "nope"], 2, "unknown mode 'nope'; available: geta, admm"),
         (["--epochs", "0"], 2, "--epochs must be at least 1"),
         (["--model", "no_such_model"], 2, "unknown model 'no_such_model'"),
         (["--model", "tests.cli.nets:scalar_net"], 2, "has 1 outputs; synthetic has 10 classes"),

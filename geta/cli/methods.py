@@ -1,0 +1,120 @@
+"""The methods ``geta compress`` can run: geta's own modes, and any method other code
+registers (the benchmarks register their baselines here, so they train in this same runner:
+same data order, epochs, optimizer and schedule).
+
+A method is a function ``start(spec, model, example_inputs, total_steps) -> MethodRun``; the
+runner trains ``run.optimizer`` for ``total_steps`` steps in its own loop, then calls
+``run.finalize()``, ``run.export(...)`` and ``run.report()``.
+
+Example:
+    >>> "geta" in run_methods()
+    True
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import torch
+from torch import nn
+
+from geta.compressor import Compressor
+from geta.errors import ConfigError
+from geta.optim.admm_config import ADMM_MODES
+from geta.optim.report import CompressionReport
+
+if TYPE_CHECKING:
+    from geta.cli.spec import CompressSpec
+
+__all__ = ["MethodRun", "register_run_method", "run_methods", "start_method", "GETA_MODES"]
+
+GETA_MODES = ("geta", *ADMM_MODES)
+
+
+class MethodRun(Protocol):
+    """One compression run as the runner drives it."""
+
+    optimizer: torch.optim.Optimizer
+    resumable: bool  # its optimizer's state_dict restores the run (checkpoints, --resume)
+    settings: dict[str, Any]  # what the method decided at the start, for the report
+    target: float | None  # the budget in the cost's unit
+
+    def measure(self) -> dict[str, Any]:
+        """``{"cost": ..., "stage": ...}`` now (cost in the budget's unit, or None)."""
+
+    def finalize(self) -> nn.Module:
+        """The compressed model: removed units gone, quantizers at their final bits."""
+
+    def report(self) -> CompressionReport: ...
+
+    def export(self, path: str | Path, *, architecture: str | None = None) -> Path: ...
+
+
+StartMethod = Callable[["CompressSpec", nn.Module, tuple, int], MethodRun]
+_METHODS: dict[str, StartMethod] = {}
+
+
+def register_run_method(name: str, start: StartMethod) -> StartMethod:
+    """Make ``geta compress --mode NAME`` (and run descriptions naming it) run ``start``;
+    its settings come from the description's ``method`` table."""
+    _METHODS[name] = start
+    return start
+
+
+def run_methods() -> tuple[str, ...]:
+    return tuple(_METHODS)
+
+
+def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: int) -> MethodRun:
+    """Start ``spec.mode`` on ``model`` for ``steps`` optimizer steps.
+
+    Raises:
+        ConfigError: the mode is not registered (or its settings are invalid).
+    """
+    if spec.mode not in _METHODS:
+        hint = (
+            " (the benchmarks' baselines register when benchmarks/baselines is imported: re-run "
+            "their rows with benchmarks/frontier.py)"
+            if spec.method
+            else ""
+        )
+        raise ConfigError(f"unknown mode {spec.mode!r}; available: {', '.join(_METHODS)}{hint}")
+    return _METHODS[spec.mode](spec, model, example, steps)
+
+
+class CompressorRun:
+    """geta's modes through :class:`geta.Compressor`."""
+
+    def __init__(self, spec: CompressSpec, model: nn.Module, example: tuple, steps: int) -> None:
+        if spec.method:
+            raise ConfigError(
+                f"mode {spec.mode!r} takes its settings from 'config', not 'method' "
+                f"(got method settings {sorted(spec.method)})"
+            )
+        self.compressor = Compressor(
+            model, example, spec.budget, mode=spec.mode, config=spec.config
+        )
+        self.optimizer = self.compressor.optimizer(
+            total_steps=steps, **spec.optimizer.kwargs(spec.lr)
+        )
+        self.resumable = True
+        self.settings: dict[str, Any] = {}
+        self.target = self.compressor.problem.target
+
+    def measure(self) -> dict[str, Any]:
+        return {"cost": self.compressor.current_cost(), "stage": self.optimizer.stage}
+
+    def finalize(self) -> nn.Module:
+        return self.compressor.finalize()
+
+    def report(self) -> CompressionReport:
+        return self.compressor.report()
+
+    def export(self, path: str | Path, *, architecture: str | None = None) -> Path:
+        return self.compressor.export(path, architecture=architecture)
+
+
+for _mode in GETA_MODES:
+    register_run_method(_mode, CompressorRun)

@@ -1,0 +1,102 @@
+"""Run descriptions: files (TOML, JSON, a report.json), flags over them, a run re-created from
+its report alone, and the validation split."""
+
+import json
+
+import pytest
+import torch
+
+import geta
+from geta.cli.compress import split_validation
+from geta.cli.data import load_data
+from geta.cli.spec import CompressSpec, OptimizerSpec, read_spec_file
+from tests.cli.conftest import TINY, run_cli
+
+
+def test_spec_round_trips_with_its_nested_configs():
+    spec = CompressSpec(
+        budget="50x",
+        seed=3,
+        dense_seed=0,
+        validation=100,
+        optimizer=OptimizerSpec(base="adam", weight_decay=0.0, schedule="constant"),
+        config=geta.CompressorConfig(bit_range=(3, 8), periods=2),
+        method={"bits": 4},
+    )
+    data = json.loads(json.dumps(spec.to_dict()))
+    assert CompressSpec.from_dict(data) == spec
+
+
+def test_description_files_in_toml_and_json(tmp_path):
+    toml = tmp_path / "run.toml"
+    toml.write_text(
+        'budget = "100x"\nepochs = 3\n[optimizer]\nbase = "adamw"\n'
+        '[config]\nperiods = 2\n[config.admm]\ngranularity = "group"\n'
+    )
+    spec = read_spec_file(toml)
+    assert (spec.budget, spec.epochs, spec.optimizer.base) == ("100x", 3, "adamw")
+    assert spec.config.periods == 2 and spec.config.admm.granularity == "group"
+    as_json = tmp_path / "run.json"
+    as_json.write_text(json.dumps(spec.to_dict()))
+    assert read_spec_file(as_json) == spec
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('budgett = "30x"', "run: unknown setting\\(s\\) budgett"),
+        ("[config]\nperchannel = true", "run.config: unknown setting\\(s\\) perchannel"),
+        ('[optimizer]\nbase = "lbfgs"', "optimizer.base is one of sgd, adam, adamw"),
+        ("budget = ", "is not valid toml"),
+    ],
+)
+def test_bad_description_files_are_config_errors(tmp_path, text, message):
+    path = tmp_path / "run.toml"
+    path.write_text(text)
+    with pytest.raises(geta.ConfigError, match=message):
+        read_spec_file(path)
+
+
+def test_a_run_re_created_from_its_report_gives_the_same_result(finished, tmp_path):
+    again = tmp_path / "again"
+    status, _, err = run_cli(
+        "compress", "--config", str(finished.out / "report.json"), "--out", str(again), "--quiet"
+    )
+    assert status == 0, err
+    first, second = finished.report, json.loads((again / "report.json").read_text())
+    assert second["run"] == first["run"]
+    for key in ("accuracy", "achieved", "artifact_bytes"):
+        assert second["compressed"][key] == first["compressed"][key], key
+    assert [r["nonzeros"] for r in second["compressed"]["layers"]] == [
+        r["nonzeros"] for r in first["compressed"]["layers"]
+    ]
+
+
+def test_flags_override_the_description_file(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"budget": "40x", "epochs": 1, "seed": 5}))
+    out = tmp_path / "out"
+    status, _, err = run_cli(
+        "compress", *TINY, "--config", str(path), "--seed", "2", "--out", str(out)
+    )
+    assert status == 0, err
+    run = json.loads((out / "report.json").read_text())["run"]
+    assert run["budget"] == "40x" and run["seed"] == 2 and run["epochs"] == 2  # TINY's --epochs
+
+
+def test_validation_split_is_fixed_disjoint_and_reported(tmp_path):
+    data = load_data("synthetic", limit=512)
+    train, validation = split_validation(data, 100)
+    again, _ = split_validation(data, 100)
+    assert len(train.train) == 412 and len(validation.train) == 100
+    assert torch.equal(train.train.tensors[0], again.train.tensors[0])
+    flat = {tuple(x.reshape(-1)[:8].tolist()) for x in train.train.tensors[0]}
+    assert not any(tuple(x.reshape(-1)[:8].tolist()) in flat for x in validation.train.tensors[0])
+    out = tmp_path / "out"
+    status, _, err = run_cli("compress", *TINY, "--validation", "100", "--out", str(out))
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert 0 < report["compressed"]["validation_accuracy"] <= 1
+    assert 0 < report["dense"]["validation_accuracy"] <= 1
+    with pytest.raises(geta.ConfigError, match="leaves no training data"):
+        split_validation(data, 512)
