@@ -81,8 +81,11 @@ def unstructured():
             bool((layer.weight[~m] == 0).all()) for layer, m in zip(layers, opt.masks, strict=True)
         )
         # kept weights stay where the straight-through gradient passes
-        inside = all(bool((layer.weight.abs() <= layer.quantizer.q_m).all()) for layer in layers)
-        checks.append((zeros and inside, [float(layer.quantizer.d) for layer in layers]))
+        inside = all(
+            bool((layer.weight.abs() <= layer.quantizer.q_m.reshape(-1, 1)).all())
+            for layer in layers
+        )
+        checks.append((zeros and inside, [layer.quantizer.d.tolist() for layer in layers]))
 
     train(model, opt, blobs, 160, on_step)
     return blobs, model, c, opt, checks
