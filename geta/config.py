@@ -55,17 +55,19 @@ def from_dict(cls: type[T], data: dict[str, Any], *, where: str = "") -> T:
     """
     if not isinstance(data, dict):
         raise ConfigError(f"{where or cls.__name__}: expected a table of settings, got {data!r}")
-    data = dict(data)
-    version = data.pop(_VERSION, CONFIG_VERSION)
-    if not isinstance(version, int) or version > CONFIG_VERSION:
-        raise ConfigError(
-            f"{where or cls.__name__}: settings version {version!r} is newer than this geta "
-            f"reads ({CONFIG_VERSION}); upgrade geta"
-        )
     return _build(cls, data, where or cls.__name__)
 
 
 def _build(cls: type[T], data: dict[str, Any], where: str) -> T:
+    """``cls`` from a table; a nested config's table may carry its own version too (one
+    written by its own ``to_dict``)."""
+    data = dict(data)
+    version = data.pop(_VERSION, CONFIG_VERSION)
+    if not isinstance(version, int) or version > CONFIG_VERSION:
+        raise ConfigError(
+            f"{where}: settings version {version!r} is newer than this geta reads "
+            f"({CONFIG_VERSION}); upgrade geta"
+        )
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))

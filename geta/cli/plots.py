@@ -106,10 +106,11 @@ def plot_cost(
     if target is not None:
         ax.axhline(target * scale, color="black", linestyle="--", label="budget")
     ax.axhline(dense_cost * scale, color="gray", linestyle=":", label="dense fp32")
-    if plans:
+    plans = [p for p in plans if p.get("planned_cost", p.get("cost")) is not None]
+    if plans:  # GETA's plans carry planned_cost; the ADMM modes' projections their cost
         ax.plot(
             [p["step"] / steps_per_epoch for p in plans],
-            [p["planned_cost"] * scale for p in plans],
+            [p.get("planned_cost", p.get("cost")) * scale for p in plans],
             "x",
             color="#4c72b0",
             label="planned (projection)",

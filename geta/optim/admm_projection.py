@@ -28,7 +28,7 @@ from geta.optim.admm_config import LayerTarget
 from geta.optim.bit_allocation import allocate_bits
 from geta.optim.cost import FLOAT_BITS
 from geta.optim.problem import CompressionProblem
-from geta.optim.projection import bit_distortion, project
+from geta.optim.projection import bit_distortion, nonzero_code_share, project
 from geta.quant.functional import clip_search, fake_quantize, step_for_bits
 
 __all__ = [
@@ -360,15 +360,30 @@ def project_groups(
     specs: Sequence[LayerSpec],
 ) -> WeightProjection:
     """The structured V-step: the shared budget projection over the graph's groups, with each
-    unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``."""
+    unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``.
+
+    With ``problem.count_zero_codes`` the plan counts the expected nonzero codes (as GETA
+    mode does), and the projection's cost is then measured on its values: the weights whose
+    code is zero are left out of the keep masks (so masked fine-tuning holds them at zero), and
+    if the codes that are not zero cost more than the budget, the smallest are zeroed too."""
     cm = problem.cost_model
     options = problem.bit_options
-    distortion = bit_distortion(cm, options, weights=list(z))
+    weights = list(z)
+    distortion = bit_distortion(cm, options, weights=weights)
+    share = (
+        nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
+    )
     p = project(
-        cm, problem.target, unit_energy(problem, z), distortion, options, min_keep=problem.min_keep
+        cm,
+        problem.target,
+        unit_energy(problem, z),
+        distortion,
+        options,
+        min_keep=problem.min_keep,
+        code_share=share,
     )
     masks = group_masks(problem, p.removed)
-    values, clips, error = [], [], 0.0
+    values, clips = [], []
     for zl, m, s, b in zip(z, masks, specs, p.bits, strict=True):
         kept = zl.detach() * m
         if s.quantized:
@@ -377,5 +392,13 @@ def project_groups(
             v, clip = kept, None
         values.append(v.to(zl.dtype))
         clips.append(clip)
-        error += float((zl.detach() - v).double().square().sum())
-    return WeightProjection(masks, values, p.bits.copy(), clips, p.cost, error, p.removed)
+    cost = p.cost
+    if problem.count_zero_codes:
+        weight_cost = cm.coefficients() * np.where(cm.quantized, p.bits, float(FLOAT_BITS))
+        masks = keep_top(values, weight_cost, float(problem.target))  # zero codes never kept
+        values = [v * m for v, m in zip(values, masks, strict=True)]
+        cost = float(sum(c * float(m.sum()) for c, m in zip(weight_cost, masks, strict=True)))
+    error = sum(
+        float((zl.detach() - v).double().square().sum()) for zl, v in zip(z, values, strict=True)
+    )
+    return WeightProjection(masks, values, p.bits.copy(), clips, cost, error, p.removed)

@@ -77,18 +77,23 @@ def bit_distortion(
 
 @torch.no_grad()
 def nonzero_code_share(
-    cost_model: CostModel, bit_options: np.ndarray, sample: int = 1 << 16
+    cost_model: CostModel,
+    bit_options: np.ndarray,
+    sample: int = 1 << 16,
+    weights: list[torch.Tensor] | None = None,
 ) -> np.ndarray:
     """Share of each layer's nonzero weights whose quantized code is not zero, at each bit
     option with the clip :func:`bit_distortion` fits for it: ``[layers, options]``, ones for
     unquantized layers. At 2-3 bits many small weights round to the zero code and cost
-    nothing, so a plan that counts every kept weight overshoots the budget."""
+    nothing, so a plan that counts every kept weight overshoots the budget. ``weights`` (one
+    tensor per layer) replaces the layers' own weights (ADMM projects ``W + U``)."""
     out = np.ones((len(cost_model.layers), len(bit_options)))
     for i, layer in enumerate(cost_model.layers):
         q = layer.quantizer
         if q is None:
             continue
-        w, t = _channel_sample(layer.weight.detach(), q.t.detach(), q, sample)
+        w = (layer.weight if weights is None else weights[i]).detach()
+        w, t = _channel_sample(w, q.t.detach(), q, sample)
         w = w.float()
         if q.per_channel:
             w = w.movedim(q.axis % w.dim(), 0).reshape(w.shape[q.axis], -1)

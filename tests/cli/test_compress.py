@@ -121,3 +121,15 @@ def test_torchvision_models_are_built_for_the_data_classes():
     loaded = load_model("resnet18", num_classes=10)
     assert loaded.model.fc.out_features == 10 and loaded.architecture is None
     assert isinstance(loaded.factory(), torchvision.models.ResNet)
+
+
+@pytest.mark.parametrize("mode", ["admm", "admm-progressive"])
+def test_the_admm_modes_run_end_to_end_with_their_plots(tmp_path, mode):
+    out = tmp_path / "out"
+    status, _, err = run_cli("compress", *TINY, "--mode", mode, "--budget", "60x", "--out", str(out))
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    c = report["compressed"]
+    assert c["mode"] == mode and c["within_budget"] and c["papers_ratio"] >= 60
+    assert report["plans"] and all("cost" in p for p in report["plans"])
+    assert (out / "plots" / "cost.png").read_bytes().startswith(PNG_MAGIC)
