@@ -1,0 +1,373 @@
+"""The frontier benchmark: geta against the pipelines a user would otherwise run, in one harness.
+
+Every run goes through geta's own runner (:func:`geta.cli.compress.run_compress`): the same
+dense start (one dense model per study, ``dense_seed=0``), the same data order per seed, the
+same epochs, optimizer and LR schedule for every method; the budget is counted the papers' way
+(32 x numel / sum bits x nonzeros) for all. Free choices of a method (a baseline's bits, its
+importance, uniform or global ranking) are picked on a validation split carved from the training
+data, on seed 0, by coordinate search (each round's candidates vary one choice around the last
+round's winner); the winner is then run on every seed.
+
+Each finished run is one line of ``benchmarks/results/frontier/<study>/runs.jsonl``, with its
+full run description (the ``run`` table of its report.json), so any row can be re-run::
+
+    python benchmarks/frontier.py lenet5-mnist                     # the whole study
+    python benchmarks/frontier.py lenet5-mnist --methods geta prune-then-qat --budgets 30
+    python benchmarks/frontier.py --rerun benchmarks/results/frontier/lenet5-mnist/runs.jsonl:3
+    python benchmarks/frontier_report.py lenet5-mnist             # README.md + frontier.png
+
+Rows already in runs.jsonl are not run again, so an interrupted study continues where it
+stopped. ``--jobs`` runs that many at once (one thread each by default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import copy
+import json
+import logging
+import multiprocessing
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+import baselines  # noqa: E402,F401  (registers the baselines as runner methods)
+import torch  # noqa: E402
+from _common import RESULTS, machine  # noqa: E402
+
+from geta.cli.compress import run_compress  # noqa: E402
+from geta.cli.spec import CompressSpec  # noqa: E402
+from geta.compressor import CompressorConfig  # noqa: E402
+from geta.errors import BudgetError  # noqa: E402
+
+FRONTIER = RESULTS / "frontier"
+STRUCTURED, UNSTRUCTURED = "structured", "unstructured"
+
+
+# ---------------------------------------------------------------------------- methods
+@dataclass(frozen=True)
+class Method:
+    """A line of the frontier: a runner mode with fixed settings, and the rounds of free
+    choices to pick on validation (each candidate is merged into ``method``/``config``)."""
+
+    label: str
+    kind: str
+    mode: str
+    config: dict[str, Any] = field(default_factory=dict)
+    method: dict[str, Any] = field(default_factory=dict)
+    rounds: tuple[tuple[dict[str, Any], ...], ...] = ((),)
+    baseline: bool = False
+
+    def spec(self, base: CompressSpec, choice: dict[str, Any]) -> CompressSpec:
+        config = {**self.config, **choice.get("config", {})}
+        settings = {**self.method, **choice.get("method", {})}
+        admm = config.pop("admm", {})
+        compressor = CompressorConfig.from_dict(
+            {**base.config.to_dict(), **config, "admm": {**base.config.admm.to_dict(), **admm}}
+        )
+        return replace(base, mode=self.mode, config=compressor, method=settings)
+
+
+def _bits(values) -> tuple[dict[str, Any], ...]:
+    return tuple({"method": {"bits": b}} for b in values)
+
+
+BITS = (2, 3, 4, 8)
+METHODS = {
+    m.label: m
+    for m in (
+        Method("geta", STRUCTURED, "geta"),
+        Method(
+            "geta-allocation",
+            STRUCTURED,
+            "geta",
+            config={"warmup": 0, "bit_reduction": 0, "joint": 0},
+        ),
+        Method("admm-structured", STRUCTURED, "admm", config={"admm": {"granularity": "group"}}),
+        Method(
+            "prune-then-qat",
+            STRUCTURED,
+            "prune-then-qat",
+            rounds=(
+                _bits(BITS),
+                (
+                    {"method": {"importance": "taylor"}},
+                    {"method": {"global_pruning": True}},
+                    {"method": {"importance": "taylor", "global_pruning": True}},
+                ),
+            ),
+            baseline=True,
+        ),
+        Method("qat-only", STRUCTURED, "qat-only", rounds=(_bits(BITS),), baseline=True),
+        Method("admm", UNSTRUCTURED, "admm", config={"admm": {"granularity": "weight"}}),
+        Method(
+            "magnitude-qat", UNSTRUCTURED, "magnitude-qat", rounds=(_bits(BITS),), baseline=True
+        ),
+    )
+}
+
+
+# ---------------------------------------------------------------------------- studies
+@dataclass(frozen=True)
+class Study:
+    """One model on one data set: the shared run description and the budgets per kind."""
+
+    name: str
+    base: CompressSpec
+    budgets: dict[str, tuple[str, ...]]
+    seeds: tuple[int, ...] = (0, 1, 2)
+    note: str = ""
+
+
+def _lenet(model: str, data: str, epochs: int) -> Study:
+    return Study(
+        f"{model}-{data}",
+        CompressSpec(
+            model=model,
+            data=data,
+            epochs=epochs,
+            dense_epochs=10,
+            lr=0.025,
+            dense_lr=0.05,
+            batch_size=128,
+            dense_seed=0,
+            validation=5000,
+        ),
+        {
+            STRUCTURED: ("10x", "30x", "100x", "300x"),
+            UNSTRUCTURED: ("100x", "300x", "1000x", "2000x"),
+        },
+    )
+
+
+STUDIES = {
+    s.name: s
+    for s in (
+        _lenet("lenet5", "mnist", 10),
+        _lenet("lenet5", "fashion-mnist", 10),
+        _lenet("lenet5_caffe", "mnist", 10),
+        _lenet("lenet5_caffe", "fashion-mnist", 10),
+    )
+}
+
+
+# ---------------------------------------------------------------------------- rows
+def row_key(row: dict[str, Any]) -> str:
+    return json.dumps([row["method"], row["budget"], row["seed"], row["choice"]], sort_keys=True)
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _result(report: dict[str, Any]) -> dict[str, Any]:
+    c, d = report["compressed"], report["dense"]
+    return {
+        "accuracy": c["accuracy"],
+        "validation_accuracy": c["validation_accuracy"],
+        "dense_accuracy": d["accuracy"],
+        "dense_validation_accuracy": d.get("validation_accuracy"),
+        "papers_ratio": c["papers_ratio"],
+        "real_ratio": c["real_ratio"],
+        "artifact_bytes": c["artifact_bytes"],
+        "fp32_bytes": c["fp32_bytes"],
+        "achieved": c["achieved"],
+        "target": c["target"],
+        "within_budget": c["within_budget"],
+        "method_settings": c["method_settings"],
+        "layers": [
+            [row["name"], row["shape"], round(row["density"], 4), row["bits"]]
+            for row in c["layers"]
+        ],
+        "seconds": report["seconds"],
+    }
+
+
+def run_one(spec: CompressSpec, threads: int) -> dict[str, Any]:
+    """Run ``spec`` in a scratch directory; its result, or why it cannot meet the budget."""
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            run_compress(spec, Path(tmp) / "run", progress=False)
+        except BudgetError as err:
+            return {"infeasible": str(err)}
+        report = json.loads((Path(tmp) / "run" / "report.json").read_text())
+    return _result(report)
+
+
+@dataclass
+class Job:
+    method: Method
+    budget: str
+    seed: int
+    choice: dict[str, Any]
+
+    def row(self, study: Study) -> dict[str, Any]:
+        spec = self.method.spec(
+            replace(study.base, budget=self.budget, seed=self.seed), self.choice
+        )
+        return {
+            "study": study.name,
+            "method": self.method.label,
+            "kind": self.method.kind,
+            "baseline": self.method.baseline,
+            "budget": self.budget,
+            "seed": self.seed,
+            "choice": self.choice,
+            "run": spec.to_dict(),
+        }
+
+
+def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(a)
+    for key, value in b.items():
+        out[key] = {**out.get(key, {}), **value}
+    return out
+
+
+def _score(row: dict[str, Any] | None) -> float:
+    """Validation accuracy of a candidate's run (infeasible: never chosen)."""
+    r = row["result"] if row else {}
+    return -1.0 if "infeasible" in r else float(r.get("validation_accuracy") or 0.0)
+
+
+class Runner:
+    def __init__(self, study: Study, jobs: int, threads: int, out: Path) -> None:
+        self.study, self.jobs, self.threads = study, jobs, threads
+        self.path = out / "runs.jsonl"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.rows = {row_key(r): r for r in read_rows(self.path)}
+
+    def _done(self, job: Job) -> dict[str, Any] | None:
+        return self.rows.get(row_key(job.row(self.study)))
+
+    def run(self, jobs: list[Job]) -> None:
+        todo = [j for j in jobs if self._done(j) is None]
+        if not todo:
+            return
+        context = multiprocessing.get_context("spawn")  # no fork after torch's threads start
+        with concurrent.futures.ProcessPoolExecutor(self.jobs, mp_context=context) as pool:
+            futures = {}
+            for job in todo:
+                row = job.row(self.study)
+                spec = CompressSpec.from_dict(row["run"])
+                futures[pool.submit(run_one, spec, self.threads)] = row
+            for future in concurrent.futures.as_completed(futures):
+                row = futures[future]
+                row.update(
+                    result=future.result(),
+                    machine=machine(),
+                    date=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                    command=" ".join(["python", *sys.argv]),
+                )
+                with self.path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                self.rows[row_key(row)] = row
+                res = row["result"]
+                status = (
+                    "infeasible"
+                    if "infeasible" in res
+                    else f"{res['accuracy']:.2%} at {res['papers_ratio']:.1f}x"
+                )
+                print(
+                    f"{row['method']:<16} {row['budget']:>6} seed {row['seed']} "
+                    f"{json.dumps(row['choice'])}: {status}",
+                    flush=True,
+                )
+
+    def study_methods(self, methods: list[Method], budgets: list[str] | None) -> None:
+        """Each method at each of its kind's budgets: the rounds of free choices on the first
+        seed (all pairs of a round run together), then the winners on every seed."""
+        train_dense(self.study.base, max(self.threads, 2))  # once, before the parallel runs
+        pairs = [
+            (method, budget)
+            for method in methods
+            for budget in self.study.budgets.get(method.kind, ())
+            if not budgets or budget in budgets
+        ]
+        best: dict[tuple[str, str], dict[str, Any]] = {(m.label, b): {} for m, b in pairs}
+        seed = self.study.seeds[0]
+        for index in range(max((len(m.rounds) for m, _ in pairs), default=0)):
+            round_jobs = {}
+            for method, budget in pairs:
+                if index >= len(method.rounds):
+                    continue
+                current = best[(method.label, budget)]
+                options = [_merge(current, c) for c in method.rounds[index]] or [current]
+                if index > 0:
+                    options = [current, *options]
+                round_jobs[(method.label, budget)] = [Job(method, budget, seed, c) for c in options]
+            self.run([j for jobs in round_jobs.values() for j in jobs])
+            for key, jobs in round_jobs.items():
+                scores = [_score(self._done(j)) for j in jobs]
+                best[key] = jobs[max(range(len(jobs)), key=lambda i: (scores[i], -i))].choice
+        self.run(
+            [
+                Job(method, budget, s, best[(method.label, budget)])
+                for method, budget in pairs
+                for s in self.study.seeds
+            ]
+        )
+
+
+def train_dense(base: CompressSpec, threads: int) -> None:
+    """The study's dense model, trained into the runner's cache (a one-step run reads it)."""
+    torch.set_num_threads(threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        run_compress(replace(base, epochs=1, budget="1x"), Path(tmp), progress=False)
+
+
+def rerun(reference: str, threads: int) -> None:
+    """Run one row of a runs.jsonl again (``PATH:LINE``, 1-based) and print both results."""
+    path, _, line = reference.rpartition(":")
+    row = read_rows(Path(path))[int(line) - 1]
+    result = run_one(CompressSpec.from_dict(row["run"]), threads)
+    for name, r in (("stored", row["result"]), ("again", result)):
+        print(f"{name:>6}: {json.dumps({k: r.get(k) for k in ('accuracy', 'papers_ratio')})}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("study", nargs="?", choices=sorted(STUDIES))
+    parser.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+    parser.add_argument("--budgets", nargs="+", help="only these budgets (e.g. 30x 100x)")
+    parser.add_argument("--seeds", type=int, nargs="+", help="override the study's seeds")
+    parser.add_argument("--epochs", type=int, help="override the study's compression epochs")
+    parser.add_argument("--limit", type=int, help="first N training/test images (smoke runs)")
+    parser.add_argument(
+        "--out", type=Path, help="study directory (default: results/frontier/STUDY)"
+    )
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
+    parser.add_argument("--rerun", metavar="RUNS.JSONL:LINE")
+    args = parser.parse_args(argv)
+    if args.rerun:
+        rerun(args.rerun, args.threads)
+        return
+    if args.study is None:
+        parser.error("name a study (or --rerun)")
+    study = STUDIES[args.study]
+    if args.seeds:
+        study = replace(study, seeds=tuple(args.seeds))
+    if args.epochs:
+        study = replace(study, base=replace(study.base, epochs=args.epochs))
+    if args.limit:
+        validation = min(study.base.validation, args.limit // 5)
+        study = replace(study, base=replace(study.base, limit=args.limit, validation=validation))
+    methods = [METHODS[m] for m in (args.methods or METHODS)]
+    Runner(study, args.jobs, args.threads, args.out or FRONTIER / study.name).study_methods(
+        methods, args.budgets
+    )
+
+
+if __name__ == "__main__":
+    main()
