@@ -3,10 +3,10 @@ smaller, artifact exact."""
 
 import json
 
+import baselines  # noqa: F401  (registers the methods)
 import pytest
 from torch.utils.data import DataLoader
 
-import baselines  # noqa: F401  (registers the methods)
 import geta
 from geta.cli.compress import run_compress
 from geta.cli.data import load_data

@@ -3,9 +3,9 @@
 import json
 import statistics
 
+import frontier_report
 import matplotlib.image
 
-import frontier_report
 from geta.cli.spec import CompressSpec
 
 RUN = CompressSpec(model="lenet5", data="mnist", validation=100, dense_seed=0).to_dict()
