@@ -370,9 +370,7 @@ def project_groups(
     options = problem.bit_options
     weights = list(z)
     distortion = bit_distortion(cm, options, weights=weights)
-    share = (
-        nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
-    )
+    share = nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
     p = project(
         cm,
         problem.target,

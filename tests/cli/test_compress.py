@@ -126,7 +126,9 @@ def test_torchvision_models_are_built_for_the_data_classes():
 @pytest.mark.parametrize("mode", ["admm", "admm-progressive"])
 def test_the_admm_modes_run_end_to_end_with_their_plots(tmp_path, mode):
     out = tmp_path / "out"
-    status, _, err = run_cli("compress", *TINY, "--mode", mode, "--budget", "60x", "--out", str(out))
+    status, _, err = run_cli(
+        "compress", *TINY, "--mode", mode, "--budget", "60x", "--out", str(out)
+    )
     assert status == 0, err
     report = json.loads((out / "report.json").read_text())
     c = report["compressed"]
