@@ -326,6 +326,37 @@ def train_dense(base: CompressSpec, threads: int) -> None:
         run_compress(replace(base, epochs=1, budget="1x"), Path(tmp), progress=False)
 
 
+def ablation(
+    study: Study, methods: list[Method], settings: list[str], tag: str | None
+) -> tuple[Study, list[Method]]:
+    """``--set`` and ``--tag``: the study and methods with the changed settings, the methods
+    renamed ``label[tag]`` so that their rows stand beside the unchanged ones."""
+    base = study.base
+    for setting in settings:
+        key, _, text = setting.partition("=")
+        value = json.loads(text)
+        section, _, rest = key.partition(".")
+        if section in ("config", "method"):
+            outer, _, inner = rest.partition(".")  # config.admm.rho: outer admm, inner rho
+            update = {outer: {inner: value}} if inner else {outer: value}
+            methods = [
+                replace(m, **{section: {**getattr(m, section), **update}})
+                if not inner
+                else replace(m, **{section: _merge(getattr(m, section), update)})
+                for m in methods
+            ]
+        else:
+            base = CompressSpec.from_dict({**base.to_dict(), key: value})
+    if tag:
+        methods = [replace(m, label=f"{m.label}[{tag}]") for m in methods]
+    return replace(study, base=base), methods
+
+
+def drop_rows(path: Path, labels: set[str]) -> None:
+    kept = [r for r in read_rows(path) if r["method"] not in labels]
+    path.write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
 def rerun(reference: str, threads: int) -> None:
     """Run one row of a runs.jsonl again (``PATH:LINE``, 1-based) and print both results."""
     path, _, line = reference.rpartition(":")
@@ -349,6 +380,20 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
     parser.add_argument("--rerun", metavar="RUNS.JSONL:LINE")
+    parser.add_argument(
+        "--set",
+        metavar="KEY=JSON",
+        action="append",
+        default=[],
+        help="an ablation: change a setting of every run (config.periods=3, "
+        "config.admm.rho=0.1, method.prune_share=0.5, lr=0.05); pair it with --tag",
+    )
+    parser.add_argument("--tag", help="appended to the method names of this invocation's rows")
+    parser.add_argument(
+        "--drop",
+        action="store_true",
+        help="first remove the study's rows of --methods (after a change to those methods)",
+    )
     args = parser.parse_args(argv)
     if args.rerun:
         rerun(args.rerun, args.threads)
@@ -364,9 +409,11 @@ def main(argv: list[str] | None = None) -> None:
         validation = min(study.base.validation, args.limit // 5)
         study = replace(study, base=replace(study.base, limit=args.limit, validation=validation))
     methods = [METHODS[m] for m in (args.methods or METHODS)]
-    Runner(study, args.jobs, args.threads, args.out or FRONTIER / study.name).study_methods(
-        methods, args.budgets
-    )
+    study, methods = ablation(study, methods, args.set, args.tag)
+    out = args.out or FRONTIER / study.name
+    if args.drop:
+        drop_rows(out / "runs.jsonl", {m.label for m in methods})
+    Runner(study, args.jobs, args.threads, out).study_methods(methods, args.budgets)
 
 
 if __name__ == "__main__":
