@@ -1,14 +1,17 @@
-"""Shared helpers for benchmark scripts: machine description and result files."""
+"""Shared helpers for benchmark scripts: the machine description, and recording rows into a
+study (``results/<study>/runs.jsonl`` and its generated README.md, see study_report.py)."""
 
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import platform
 import sys
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import study_report
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -28,18 +31,29 @@ def machine() -> str:
     return f"{cpu}, {os.cpu_count()} cores, {gpu}, torch {torch.__version__}, Python {platform.python_version()}"
 
 
-def header(title: str) -> str:
-    return (
-        f"# {title}\n\n"
-        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`\n"
-        f"- machine: {machine()}\n"
-        f"- date: {_dt.datetime.now(_dt.UTC).strftime('%Y-%m-%d %H:%M UTC')}\n\n"
-    )
+def command() -> str:
+    return " ".join([Path(sys.executable).name, *sys.argv])
 
 
-def write(name: str, markdown: str, data: object) -> Path:
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=1, default=str))
-    path = RESULTS / f"{name}.md"
-    path.write_text(markdown)
-    return path
+def now() -> str:
+    return _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def record(
+    study: str,
+    rows: dict[str, Any] | Sequence[dict[str, Any]],
+    *,
+    key: Sequence[str] = (),
+    root: Path = RESULTS,
+) -> Path:
+    """Append ``rows`` (each a ``label``, the ``run`` settings and the ``result`` numbers) to
+    ``root/study/runs.jsonl``, stamped with this process's command, the machine and the date;
+    earlier rows with the same values at the ``key`` paths are replaced. Then the study's
+    README.md is regenerated; its path is returned."""
+    stamp = {"command": command(), "machine": machine(), "date": now()}
+    rows = [rows] if isinstance(rows, dict) else list(rows)
+    stamped = [
+        {"study": study, **row, **{k: v for k, v in stamp.items() if k not in row}} for row in rows
+    ]
+    study_report.add_rows(root / study, stamped, key=key)
+    return study_report.write(root / study)

@@ -1,12 +1,13 @@
 """The README's main command, timed: ``geta compress`` with its defaults (LeNet-5 on
 Fashion-MNIST, 30x), dense baseline included (a fresh cache), on ``--threads`` cores.
 
-    python benchmarks/cli_demo.py                      # runs geta compress, writes the results
+    python benchmarks/cli_demo.py                      # runs geta compress, adds a row
     python benchmarks/cli_demo.py --summarize geta-out --wall 1764 --load 6.4 7.7
                                                        # a run timed outside (`time`, `uptime`)
 
-The results file carries the result table, the time of each epoch and the machine's load
-average before and after (other processes on the machine slow the run down).
+Each run is a row of the study ``results/cli-demo`` (runs.jsonl, README.md): the wall time, the
+machine's load average before and after (other processes on the machine slow the run down), the
+result table and the run's whole report.json (per-epoch times included).
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import RESULTS, header, write
+from _common import now, record
 
 from geta.cli.results import result_table
 
@@ -53,28 +54,25 @@ def main() -> None:
     if args.load:
         load_before, load_after = args.load
     report = json.loads((out / "report.json").read_text())
-    epochs = report["history"]["epochs"]
-    md = header("`geta compress`: the README's main command (defaults)")
-    if wall is not None:
-        md += f"Wall time of the command: **{wall:.0f} s** ({wall / 60:.1f} min), "
-    md += (
-        f"inside the run {report['seconds']['wall']:.0f} s (dense "
-        f"{report['seconds']['dense']:.0f} s, compression {report['seconds']['compress']:.0f} s), "
-        f"OMP_NUM_THREADS={args.threads}. Load average (1 min) "
-        f"{load_before:.1f} before, {load_after:.1f} after (other processes on the machine "
-        "slow the run down).\n\n```\n"
-        f"{result_table(report, out)}\n```\n\n"
-        "| phase | epoch | seconds | train loss | test loss | test accuracy |\n"
-        "|---|---|---|---|---|---|\n"
-    )
-    for r in epochs:
-        md += (
-            f"| {r['phase']} | {r['epoch']} | {r['seconds']:.0f} | {r['train_loss']:.3f} | "
-            f"{r['test_loss']:.3f} | {r['test_accuracy']:.2%} |\n"
-        )
-    path = write("cli_demo", md, {"wall_s": wall, "load": [load_before, load_after], **report})
-    print(md)
-    print(f"written to {path} ({RESULTS})")
+    table = result_table(report, out)
+    row = {
+        "label": f"defaults, {args.threads} threads ({now()})",
+        "run": {
+            "threads": args.threads,
+            "geta_command": report.get("command"),
+            "description": report.get("run"),
+        },
+        "result": {
+            "wall_s": wall,
+            "load_before": load_before,
+            "load_after": load_after,
+            "table": table,
+            "report": report,
+        },
+    }
+    path = record("cli-demo", row)
+    print(table)
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,9 @@ Torch-Pruning, in the same run: does its DependencyGraph build (and how long), a
     python benchmarks/coverage_torchvision.py            # all models
     python benchmarks/coverage_torchvision.py resnet18 vit_b_16
     python benchmarks/coverage_torchvision.py --resume   # skip models already measured
+
+Each model's row goes into the study ``results/coverage-torchvision`` as soon as it is measured
+(replacing that model's earlier row); its README.md counts and lists them.
 """
 
 from __future__ import annotations
@@ -27,7 +30,10 @@ from geta.graph.equivalence import check_prune_equivalence
 from geta.models.torchvision_zoo import build_small, classification_models, small_input
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).parent))
-from _common import RESULTS, header, write  # noqa: E402
+import study_report  # noqa: E402
+from _common import RESULTS, record  # noqa: E402
+
+STUDY = "coverage-torchvision"
 
 
 def build(name: str) -> torch.nn.Module:
@@ -118,60 +124,22 @@ def run_isolated(name: str, timeout: float) -> dict:
 
 
 def main(names: list[str], timeout: float = 300, resume: bool = False) -> None:
-    """Rows are written after every model; with ``resume`` models already in the results
-    JSON (complete or partial) are not run again."""
-    done: dict[str, dict] = {}
-    if resume:
-        for stem in ("coverage_torchvision", "coverage_torchvision_partial"):
-            path = RESULTS / f"{stem}.json"
-            if path.exists():
-                done.update({r["model"]: r for r in json.loads(path.read_text())})
-    rows = []
+    """Each model's row is recorded as soon as it is measured; with ``resume`` models already in
+    the study (complete or partial rows) are not run again."""
+    done = {r["label"] for r in study_report.read_rows(RESULTS / STUDY)} if resume else set()
     for name in names:
-        row = done.get(name) or run_isolated(name, timeout)
-        rows.append(row)
+        if name in done:
+            continue
+        row = run_isolated(name, timeout)
         print(row, flush=True)
-        report(rows, final=len(rows) == len(names) and len(names) == len(classification_models()))
-
-
-def report(rows: list[dict], final: bool) -> None:
-    n = len(rows)
-    traced = sum(r.get("geta_traced", False) for r in rows)
-    grouped = sum(r.get("groups", 0) > 0 for r in rows)
-    equivalent = sum(r.get("equivalent", False) for r in rows)
-    tp_graph = sum(r.get("tp_graph", False) for r in rows)
-    tp_runs = sum(r.get("tp_pruned_runs", False) for r in rows)
-    md = header("torchvision coverage: geta vs Torch-Pruning")
-    md += (
-        f"**geta**: {traced}/{n} traced, {grouped}/{n} with prunable groups, {equivalent}/{n} pass "
-        f"zero-then-prune equivalence (30% of every group, tolerance 1e-4 x max|y|).  \n"
-        f"**Torch-Pruning**: DependencyGraph built for {tp_graph}/{n}; 30% MetaPruner step left a "
-        f"running model for {tp_runs}/{n}.\n\n"
-        "Inputs are small (64x64; ViT at 4x4 patches; MaxViT 224; Inception 96) so the whole "
-        "sweep fits a 2-core machine; architectures are unchanged. Prunable share = conv/linear "
-        "weight scalars inside some prunable group. geta seconds include the trial prune.\n\n"
-        "| model | geta groups | prunable share | equivalent | geta s | TP graph | TP s | TP pruned runs |\n"
-        "|---|---|---|---|---|---|---|---|\n"
-    )
-    for r in rows:
-        md += (
-            f"| {r['model']} | {r.get('groups', 'trace failed')} | {r.get('prunable_share', '')} | "
-            f"{r.get('equivalent', '')} | {r.get('geta_seconds', '')} | {r.get('tp_graph', '')} | "
-            f"{r.get('tp_seconds', '')} | {r.get('tp_pruned_runs', '')} |\n"
-        )
-    errors = [r for r in rows if any(k.endswith("_error") for k in r)]
-    if errors:
-        md += "\nErrors:\n\n" + "".join(
-            f"- {r['model']}: "
-            + "; ".join(f"{k}: {v}" for k, v in r.items() if k.endswith("_error"))
-            + "\n"
-            for r in errors
-        )
-    path = write("coverage_torchvision" if final else "coverage_torchvision_partial", md, rows)
-    if final:
-        (RESULTS / "coverage_torchvision_partial.json").unlink(missing_ok=True)
-        (RESULTS / "coverage_torchvision_partial.md").unlink(missing_ok=True)
-        print(path)
+        result = {k: v for k, v in row.items() if k != "model"}
+        run = {
+            "model": name,
+            "inputs": "small (geta.models.torchvision_zoo.small_input)",
+            "prune_share": 0.3,
+            "timeout_s": timeout,
+        }
+        record(STUDY, {"label": name, "run": run, "result": result}, key=("label",))
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@
 2. resnet50 and vit_b_16 (random weights): geta build time and Torch-Pruning's DependencyGraph
    build time in the same run, as a ratio.
 
-    python benchmarks/graph_scale.py
+    python benchmarks/graph_scale.py     # adds rows to the study results/graph-scale
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import header, write  # noqa: E402
+from _common import record  # noqa: E402
 
 LLAMA_CHILD = r"""
 import json, resource, time, warnings
@@ -85,20 +85,42 @@ def main() -> None:
     rows = [versus_torch_pruning(n) for n in ("resnet50", "vit_b_16")]
     for r in rows:
         print(r, flush=True)
-    md = header("Graph build at scale")
-    md += (
-        "## Llama-2-7B-shaped LlamaForCausalLM on the meta device\n\n"
-        f"- parameters (not materialised): {big['params']:,}\n"
-        f"- time to full graph (capture + analysis + trial prune): **{big['seconds']:.1f} s** (target <= 20 s)\n"
-        f"- peak RSS of the process (imports included): **{big['peak_rss_gb']:.2f} GB** (target <= 3 GB)\n"
-        f"- groups: {big['groups']} {big['kinds']}; unsupported ops: {big['unsupported']}\n\n"
-        "## Build time against Torch-Pruning (same run, best of 3, interleaved)\n\n"
-        "geta's time includes torch.export and the trial prune (a second export on a meta copy).\n\n"
-        "| model | geta s | Torch-Pruning s | ratio geta/TP | geta groups |\n|---|---|---|---|---|\n"
+    llama_run = {
+        "benchmark": "llama2-7b-meta",
+        "model": "LlamaForCausalLM",
+        "config": {
+            "hidden_size": 4096,
+            "intermediate_size": 11008,
+            "num_hidden_layers": 32,
+            "num_attention_heads": 32,
+            "num_key_value_heads": 32,
+            "vocab_size": 32000,
+            "max_position_embeddings": 4096,
+            "use_cache": False,
+        },
+        "inputs": "input_ids 1x128 on the meta device",
+        "process": "fresh subprocess",
+    }
+    versus = [
+        {
+            "label": r["model"],
+            "run": {
+                "benchmark": "versus-torch-pruning",
+                "model": r["model"],
+                "weights": None,
+                "inputs": "1x3x224x224",
+                "repeats": 3,
+            },
+            "result": r,
+        }
+        for r in rows
+    ]
+    print(
+        record(
+            "graph-scale",
+            [{"label": "Llama-2-7B-shaped, meta device", "run": llama_run, "result": big}, *versus],
+        )
     )
-    for r in rows:
-        md += f"| {r['model']} | {r['geta_seconds']:.2f} | {r['tp_seconds']:.2f} | {r['ratio']:.2f} | {r['groups']} |\n"
-    print(write("graph_scale", md, {"llama2_7b_meta": big, "versus_torch_pruning": rows}))
 
 
 if __name__ == "__main__":

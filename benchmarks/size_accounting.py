@@ -10,7 +10,7 @@
 2. LeNet-5 with 1% of its weights kept (the largest, per layer: unstructured) and 2-bit
    weights. Target from the issue: real ratio >= 0.5x the papers' ratio.
 
-    python benchmarks/size_accounting.py
+    python benchmarks/size_accounting.py     # adds rows to the study results/size-accounting
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from geta.graph.equivalence import random_plan
 from geta.models import get_model
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import header, write  # noqa: E402
+from _common import record  # noqa: E402
 
 
 def structured(name: str, trained_norms: bool = False) -> dict:
@@ -134,49 +134,21 @@ def main() -> None:
     ]
     for r in rows:
         print(r)
-    md = header("Size accounting: papers' ratio vs real artifact bytes")
-    md += (
-        "Papers' ratio = 32 x sum(numel of conv/linear weights of the dense model) / "
-        "sum(bits x nonzeros). Real ratio = fp32 safetensors bytes of the dense model (all "
-        "tensors) / bytes of the artifact on disk (manifest.json + weights.safetensors).\n\n"
-        "| model | setting | papers' ratio | real ratio | real / papers' | artifact bytes | fp32 bytes |\n"
-        "|---|---|---|---|---|---|---|\n"
-    )
-    for r in rows:
-        md += (
-            f"| {r['model']} | {r['setting']} | {r['paper_ratio']:.1f}x | {r['real_ratio']:.1f}x | "
-            f"{r['real_over_paper']:.2f} | {r['artifact_bytes']:,} | {r['fp32_bytes']:,} |\n"
-        )
-    md += (
-        "\nWhere the artifact's bytes go: the coded weights (packed, rANS or sparse, whichever is "
-        "smallest per tensor); the plain section (per-channel steps, the quantizers' clips and "
-        "exponents, biases, norm parameters and statistics, all exact), byte-shuffled and "
-        "compressed; and the rest (manifest.json, the safetensors header, the compressed index "
-        "of shapes, coders and module sizes). The papers' bytes are bits x nonzeros / 8.\n\n"
-        "| model | setting | papers' bytes | coded weights | plain (raw) "
-        "| manifest + header + index | tensors |\n|---|---|---|---|---|---|---|\n"
-    )
-    for r in rows:
-        md += (
-            f"| {r['model']} | {r['setting']} | {r['nonzeros'] * r['average_bits'] / 8:,.0f} | "
-            f"{r['coded_bytes']:,} | {r['plain_bytes']:,} ({r['plain_raw_bytes']:,}) | "
-            f"{r['overhead_bytes']:,} | {r['tensors']} |\n"
-        )
     trained = rows[1]
     worst = trained["fp32_bytes"] / (trained["artifact_bytes"] + trained["exponent_raw_bytes"])
-    md += (
-        "\nIn every row the quantizers' exponents t are still at their initial 1.0 and compress "
+    exponents = (
+        "In every row the quantizers' exponents t are still at their initial 1.0 and compress "
         "away. Stored without any compression they would add "
         f"{trained['exponent_raw_bytes']:,} bytes to ResNet-20 with norms as trained: "
-        f"{worst:.1f}x, {worst / trained['paper_ratio']:.3f} of the papers' ratio.\n"
+        f"{worst:.1f}x, {worst / trained['paper_ratio']:.3f} of the papers' ratio."
     )
     lenet = rows[-1]
     bound = lenet["entropy_bound_ratio"]
     with_biases = lenet["fp32_bytes"] / (
         lenet["positions_entropy_bytes"] + lenet["nonzeros"] / 8 + lenet["bias_fp32_bytes"]
     )
-    md += (
-        f"\nFor 1%-dense LeNet-5 at 2 bits the 0.5 target cannot be met by any coding. The "
+    positions = (
+        f"For 1%-dense LeNet-5 at 2 bits the 0.5 target cannot be met by any coding. The "
         f"positions of the nonzeros alone cost at least the binary entropy H(0.01) = 0.081 bits "
         f"per weight, four times the 0.02 bits per weight of the values, so no position code can "
         f"reach more than {bound:.0f}x ({bound / lenet['paper_ratio']:.2f} of the papers' ratio) "
@@ -191,9 +163,26 @@ def main() -> None:
         f"header and index {lenet['overhead_bytes']:,}. Entropy-coded positions, one-bit values "
         f"and the biases as they are would give at most {with_biases:.0f}x "
         f"({with_biases / lenet['paper_ratio']:.3f} of the papers' ratio), before any file "
-        "overhead.\n"
+        "overhead."
     )
-    print(write("size_accounting", md, rows))
+    records = [
+        {
+            "label": f"{r['model']}, {r['setting']}",
+            "run": {
+                "model": r["model"],
+                "setting": r["setting"],
+                "inputs": "1x1x32x32" if r["model"] == "vgg7_bn" else "1x1x28x28",
+                "seed": 0,
+            },
+            "result": {
+                **{k: v for k, v in r.items() if k not in ("model", "setting")},
+                "papers_bytes": r["nonzeros"] * r["average_bits"] / 8,
+            },
+        }
+        for r in rows
+    ]
+    records[1]["text"], records[-1]["text"] = exponents, positions
+    print(record("size-accounting", records))
 
 
 if __name__ == "__main__":
