@@ -188,7 +188,7 @@ class _Run:
             raise ConfigError(
                 "geta compress trains image classifiers; hf: models work with `geta graph` and "
                 "`geta inspect`. Compress a HuggingFace model with geta.Compressor in your own "
-                "training loop (README: Compress under a budget)"
+                "training loop (docs/compress.md)"
             )
         self.data = _fit_data(self.loaded, data, spec)
         self.loaded.model.to(spec.device)  # batches follow the model (geta.training)
