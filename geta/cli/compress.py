@@ -182,7 +182,10 @@ class _Run:
         self.generator.manual_seed(spec.dense_seed_or_seed)
         data, self.validation = split_validation(load_data(spec.data, spec.limit), spec.validation)
         self.loaded = load_model(
-            spec.model, num_classes=data.num_classes, in_channels=data.sample_shape[0]
+            spec.model,
+            num_classes=data.num_classes,
+            in_channels=data.sample_shape[0],
+            image_size=data.sample_shape[-1],
         )
         if self.loaded.hf:
             raise ConfigError(

@@ -115,12 +115,16 @@ def _from_hf(spec: str) -> LoadedModel:
 
 
 def load_model(
-    spec: str, *, num_classes: int | None = None, in_channels: int | None = None
+    spec: str,
+    *,
+    num_classes: int | None = None,
+    in_channels: int | None = None,
+    image_size: int | None = None,
 ) -> LoadedModel:
     """Build the model ``spec`` names.
 
-    - a geta zoo name (``lenet5``, ``resnet20``, ...): built for ``num_classes`` and
-      ``in_channels`` where its factory takes them;
+    - a geta zoo name (``lenet5``, ``resnet20``, ...): built for ``num_classes``,
+      ``in_channels`` and ``image_size`` where its factory takes them;
     - a torchvision classification model name (``resnet18``): random weights,
       ``num_classes`` outputs;
     - ``module:callable``: ``callable()`` (no arguments);
@@ -144,7 +148,8 @@ def load_model(
         return _from_callable(spec)
     if spec in zoo.list_models():
         factory = zoo.model_spec(spec).factory
-        kwargs = _changed_kwargs(factory, {"num_classes": num_classes, "in_channels": in_channels})
+        wanted = {"num_classes": num_classes, "in_channels": in_channels, "image_size": image_size}
+        kwargs = _changed_kwargs(factory, wanted)
         args = None if kwargs else zoo.example_inputs(spec, batch=2)[0]
         architecture = None if kwargs else f"{factory.__module__}:{factory.__name__}"
         return LoadedModel(

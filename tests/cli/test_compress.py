@@ -135,3 +135,10 @@ def test_the_admm_modes_run_end_to_end_with_their_plots(tmp_path, mode):
     assert c["mode"] == mode and c["within_budget"] and c["papers_ratio"] >= 60
     assert report["plans"] and all("cost" in p for p in report["plans"])
     assert (out / "plots" / "cost.png").read_bytes().startswith(PNG_MAGIC)
+
+
+def test_zoo_models_are_built_for_the_data_image_size():
+    # vgg7_bn's classifier is sized for 32x32 inputs by default; Fashion-MNIST is 28x28
+    loaded = load_model("vgg7_bn", num_classes=10, in_channels=1, image_size=28)
+    assert loaded.model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
+    assert load_model("lenet5", image_size=28).architecture == "geta.models.lenet:lenet5"
