@@ -63,6 +63,10 @@ class CompressorConfig:
       bits many weights round to the zero code and cost nothing; counting every kept weight
       leaves much of the budget unused) and holds zero codes at zero in cool-down; the
       budget still holds exactly, and the delivered ratio lands near the asked one.
+    - ``learned_bits``: GETA's quantizer step learns each layer's bits between the lowest
+      option and the (falling) upper bound, rounded at the freeze; off (default), the bits
+      are the bound itself: the plan's integer bits from the end of bit reduction on, so the
+      freeze changes nothing and training sees the final quantization throughout.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
     - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
     - ``admm``: the settings of ``mode="admm"`` / ``"admm-progressive"``
@@ -80,6 +84,7 @@ class CompressorConfig:
     joint: float | int = 0.5
     periods: int = 5
     count_zero_codes: bool = True
+    learned_bits: bool = False
     max_group_sparsity: float = 0.9
     target_group_sparsity: float | None = None
     admm: AdmmConfig = field(default_factory=AdmmConfig)
@@ -267,6 +272,7 @@ class Compressor:
             schedule,
             base=base,
             check_finite=check_finite,
+            learned_bits=cfg.learned_bits,
             lr=lr,
             **base_kwargs,
         )

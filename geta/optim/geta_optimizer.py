@@ -16,6 +16,7 @@ from geta.export.size import code_bits
 from geta.optim.admm_projection import keep_top
 from geta.optim.problem import CompressionProblem
 from geta.optim.report import measure_layers, measured_cost
+from geta.optim.saliency import LOSS_SCALED
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
 from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
 
@@ -64,11 +65,13 @@ class GetaOptimizer(WrappedOptimizer):
         schedule: Schedule,
         base: str | type[torch.optim.Optimizer] = "sgd",
         check_finite: bool = True,
+        learned_bits: bool = False,
         **base_kwargs: Any,
     ) -> None:
         super().__init__(params, base, **base_kwargs)
         self.problem = problem
         self.schedule = schedule
+        self.learned_bits = learned_bits
         self.check_finite_values = check_finite
         self.quantizers = [
             layer.quantizer for layer in problem.cost_model.layers if layer.quantizer is not None
@@ -93,6 +96,8 @@ class GetaOptimizer(WrappedOptimizer):
         loss = self._closure_loss(closure)
         step = self.step_count
         stage = self.schedule.stage(step)
+        if self.problem.saliency in LOSS_SCALED and not self.frozen:
+            self.problem.curvature.observe()
         self._before(step, stage)
         self._scale_quantizer_grads()
         self.base.step()
@@ -241,8 +246,12 @@ class GetaOptimizer(WrappedOptimizer):
         upper = self._upper_bits(step, stage)
         low = float(self.problem.bit_options[0])
         for i, layer in enumerate(layers):
-            if layer.quantizer is not None:
+            if layer.quantizer is None:
+                continue
+            if self.learned_bits:  # GETA's: the step learns the bits within the bounds
                 layer.quantizer.project(low, max(low, float(upper[i])))
+            else:  # the bits are the bound: the plan's integer bits once reduced
+                layer.quantizer.set_bits(max(low, float(upper[i])))
 
     def _freeze_bits(self) -> None:
         bits = []
@@ -373,6 +382,7 @@ class GetaOptimizer(WrappedOptimizer):
             "frozen_bits": [torch.as_tensor(b) for b in getattr(self, "frozen_bits", [])],
             "history": list(self.history),
             "held": [m.bool() for m in self.held],
+            "curvature": self.problem.curvature.state_dict(),
         }
         return state
 
@@ -390,6 +400,8 @@ class GetaOptimizer(WrappedOptimizer):
         self.planned = bool(extra["planned"])
         self.frozen_bits = [torch.as_tensor(b) for b in extra["frozen_bits"]]
         self.history = list(extra["history"])
+        if "curvature" in extra:
+            self.problem.curvature.load_state_dict(extra["curvature"])
         held = extra.get("held", [])
         self.held = []
         if held:

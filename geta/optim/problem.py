@@ -19,7 +19,7 @@ from geta.optim.projection import (
     project,
     select_fraction,
 )
-from geta.optim.saliency import UnitStatistics, importance
+from geta.optim.saliency import LOSS_SCALED, Curvature, UnitStatistics, importance
 
 __all__ = ["CompressionProblem", "TensorMask"]
 
@@ -63,6 +63,9 @@ class CompressionProblem:
         self.metric = budget.metric if budget is not None else "size"
         self.cost_model = CostModel(model, graph, self.metric, positions)
         self.stats = UnitStatistics(model, graph)
+        observed = dict(self.stats.params)
+        observed.update({layer.tensor_name: layer.weight for layer in self.cost_model.layers})
+        self.curvature = Curvature(observed)
         self.budget = budget
         self.target = budget.target(self.cost_model.dense_cost()) if budget else None
         self.bit_options = np.arange(lo, hi + 1, dtype=np.float64)
@@ -87,11 +90,29 @@ class CompressionProblem:
             masks.append(TensorMask(s.tensor, s.dim, unit_of))
         return masks
 
+    @property
+    def loss_scaled(self) -> bool:
+        """Importance in loss units (curvature-weighted), distortion weighed to match."""
+        return self.saliency in LOSS_SCALED and self.curvature.steps > 0
+
     def importance(self, criterion: str | None = None) -> np.ndarray:
-        stats = self.stats.compute(with_grad=True)
-        has_grad = bool(stats["g2"].sum() > 0)
         crit = criterion or self.saliency
+        curvature = self.curvature if crit in LOSS_SCALED else None
+        stats = self.stats.compute(with_grad=True, curvature=curvature)
+        has_grad = bool(stats["g2"].sum() > 0)
+        if crit in LOSS_SCALED and not self.curvature.steps:
+            has_grad = False  # no gradient seen yet: fall back to the weights alone
         return importance(stats, crit if has_grad else "magnitude")
+
+    def layer_curvature(self) -> np.ndarray:
+        """Each counted layer's mean curvature over its weights (its squared-gradient mean):
+        quantization noise of variance ``D`` per weight costs about ``0.5 F D`` each."""
+        out = []
+        for layer in self.cost_model.layers:
+            f = self.curvature.of(layer.tensor_name, layer.weight)
+            nonzero = layer.weight.detach() != 0
+            out.append(float(f[nonzero].mean()) if bool(nonzero.any()) else 0.0)
+        return np.array(out)
 
     def plan(
         self,
@@ -111,6 +132,8 @@ class CompressionProblem:
             bits = np.where(cm.quantized, self.bit_options[-1], 32.0)
             return Projection(removed, bits, cm.cost(removed, bits), None)
         distortion = bit_distortion(cm, self.bit_options)
+        if self.loss_scaled and (criterion or self.saliency) in LOSS_SCALED:
+            distortion = distortion * 0.5 * self.layer_curvature()[:, None]
         share = nonzero_code_share(cm, self.bit_options) if self.count_zero_codes else None
         return project(
             cm,

@@ -8,7 +8,12 @@ Per unit (one channel / head of a group, all its member slices together) we accu
 - ``"taylor"``: first-order Taylor, ``|<x_u, g_u>|``;
 - ``"geta"`` (default): GETA's five criteria, each divided by its largest value over all units
   and averaged with weight 0.2: ``||x||``, ``||x|| / |u|``, ``cos(x, g) + 1``, ``|<x, g>|``,
-  ``0.5 <x, g>^2``.
+  ``0.5 <x, g>^2``;
+- ``"fisher"``: Optimal Brain Damage with the diagonal empirical Fisher ``F`` (a running mean
+  of squared gradients, :class:`Curvature`): ``0.5 sum_u F x^2``, the loss a unit's removal
+  costs to second order. It is already in loss units, and the projection then weighs the
+  quantization distortion of each layer by the same curvature, so removing units and lowering
+  bits are traded on one scale: the loss, not the weight error.
 
 The budget projection trades removing units against losing bits, so it needs importances in
 one unit, squared weight error: :func:`importance` gives unit ``u`` the importance
@@ -30,7 +35,15 @@ from torch import nn
 from geta.graph.dependency_graph import DependencyGraph
 from geta.optim.cost import UnitIndex
 
-__all__ = ["UnitStatistics", "SALIENCY", "saliency", "importance", "register_saliency"]
+__all__ = [
+    "UnitStatistics",
+    "Curvature",
+    "SALIENCY",
+    "LOSS_SCALED",
+    "saliency",
+    "importance",
+    "register_saliency",
+]
 
 
 @dataclass
@@ -82,10 +95,14 @@ class UnitStatistics:
             )
 
     @torch.no_grad()
-    def compute(self, with_grad: bool = True) -> dict[str, torch.Tensor]:
-        """``x2``, ``g2``, ``xg`` (float64 tensors of one value per unit) and ``n``."""
+    def compute(
+        self, with_grad: bool = True, curvature: Curvature | None = None
+    ) -> dict[str, torch.Tensor]:
+        """``x2``, ``g2``, ``xg`` (float64 tensors of one value per unit) and ``n``; with
+        ``curvature`` also ``fx2``, the curvature-weighted energy ``sum F x^2``."""
         n = self.units.count
-        out = {k: torch.zeros(n, dtype=torch.float64) for k in ("x2", "g2", "xg")}
+        keys = ("x2", "g2", "xg", "fx2") if curvature is not None else ("x2", "g2", "xg")
+        out = {k: torch.zeros(n, dtype=torch.float64) for k in keys}
         for s in self.slices:
             p = self.params[s.tensor]
             dims = [d for d in range(p.dim()) if d != s.dim]
@@ -95,11 +112,62 @@ class UnitStatistics:
                 g = p.grad.detach().float()
                 sums["g2"] = g.square().sum(dims) if dims else g.square()
                 sums["xg"] = (x * g).sum(dims) if dims else x * g
+            if curvature is not None:
+                fx2 = curvature.of(s.tensor, p) * x.square()
+                sums["fx2"] = fx2.sum(dims) if dims else fx2
             for key, vec in sums.items():
                 picked = vec.index_select(0, s.positions.to(vec.device)).double().cpu()
                 out[key].index_add_(0, s.unit_ids, picked)
         out["n"] = self.count
         return out
+
+
+class Curvature:
+    """A running mean of each parameter's squared gradient (the diagonal empirical Fisher):
+    the loss a small change ``delta`` of a weight costs is about ``0.5 F delta^2``.
+
+    :meth:`observe` is called once per optimizer step (before the step, gradients in place).
+    A parameter not seen yet has curvature zero.
+
+    Example:
+        >>> p = torch.nn.Parameter(torch.ones(3)); p.grad = torch.tensor([1.0, 2.0, 0.0])
+        >>> c = Curvature({"p": p}); c.observe(); c.of("p", p).tolist()
+        [1.0, 4.0, 0.0]
+    """
+
+    def __init__(self, params: dict[str, torch.Tensor], decay: float = 0.99) -> None:
+        self.params = params
+        self.decay = decay
+        self.state: dict[str, torch.Tensor] = {}
+        self.steps = 0
+
+    @torch.no_grad()
+    def observe(self) -> None:
+        self.steps += 1
+        # a bias-corrected running mean: exact mean until 1 / (1 - decay) steps, then decaying
+        weight = max(1.0 - self.decay, 1.0 / self.steps)
+        for name, p in self.params.items():
+            if p.grad is None:
+                continue
+            g2 = p.grad.detach().float().square()
+            if name not in self.state:
+                self.state[name] = g2.clone()
+            else:
+                self.state[name].mul_(1 - weight).add_(g2, alpha=weight)
+
+    def of(self, name: str, like: torch.Tensor) -> torch.Tensor:
+        """The curvature of parameter ``name`` (zeros when never observed)."""
+        value = self.state.get(name)
+        if value is None or value.shape != like.shape:
+            return torch.zeros(like.shape, device=like.device)
+        return value.to(like.device)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"steps": self.steps, "state": dict(self.state)}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.steps = int(state["steps"])
+        self.state = {k: v.clone() for k, v in state["state"].items()}
 
 
 def _normalise(v: torch.Tensor) -> torch.Tensor:
@@ -124,7 +192,9 @@ SALIENCY: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
     "magnitude": lambda s: s["x2"],
     "taylor": lambda s: s["xg"].abs(),
     "geta": _geta,
+    "fisher": lambda s: 0.5 * s["fx2"],
 }
+LOSS_SCALED = {"fisher"}  # criteria already in loss units: distortion is weighed to match
 
 
 def register_saliency(name: str, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> None:
@@ -143,6 +213,8 @@ def importance(stats: dict[str, torch.Tensor], criterion: str = "geta") -> np.nd
     """Saliency on the scale of squared weight error (see the module docstring)."""
     if criterion == "magnitude":
         return stats["x2"].numpy().copy()
+    if criterion in LOSS_SCALED:
+        return saliency(stats, criterion).numpy().copy()
     weighted = saliency(stats, criterion).clamp_min(0) * stats["n"]
     total = weighted.sum()
     if not torch.isfinite(total) or total <= 0:

@@ -216,3 +216,22 @@ def test_export_after_finalize_loads_back(compressed, tmp_path):
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x), rtol=1e-5, atol=1e-5)
     assert c.report().artifact_bytes == sum(f.stat().st_size for f in path.iterdir())
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_bits_after_reduction_are_the_plan_or_learned_within_it(learned):
+    from tests.optim.conftest import Blobs
+
+    model, c = make("24x", learned_bits=learned)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=100)
+    blobs, seen = Blobs(), []
+    for step in range(100):
+        train(model, opt, blobs, 1)
+        if opt.schedule.joint_start <= step < opt.schedule.cooldown_start:
+            for layer, plan in zip(c.problem.cost_model.layers, opt.plan_bits, strict=True):
+                bits = layer.quantizer.bits().detach()
+                seen.append(bool(torch.allclose(bits, torch.full_like(bits, plan), atol=1e-4)))
+                assert float(bits.max()) <= plan + 1e-4
+    assert seen
+    if not learned:  # the bound itself at every step (GETA's learned bits stay within it)
+        assert all(seen)
