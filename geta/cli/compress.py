@@ -79,6 +79,7 @@ class RunResult:
     history: RunHistory
     seconds: dict[str, float]
     data_shape: tuple[int, ...]
+    samples: dict[str, int]
     num_classes: int
     steps_per_epoch: int
 
@@ -181,6 +182,10 @@ class _Run:
         torch.manual_seed(spec.dense_seed_or_seed)
         self.generator.manual_seed(spec.dense_seed_or_seed)
         data, self.validation = split_validation(load_data(spec.data, spec.limit), spec.validation)
+        if spec.train_limit is not None:
+            images, labels = data.train.tensors
+            subset = TensorDataset(images[: spec.train_limit], labels[: spec.train_limit])
+            data = Data(data.spec, subset, data.test)
         self.loaded = load_model(
             spec.model,
             num_classes=data.num_classes,
@@ -499,6 +504,11 @@ def run_compress(
             "wall": time.perf_counter() - began,
         },
         data_shape=run.data.sample_shape,
+        samples={
+            "train": len(run.data.train),
+            "validation": len(run.validation.train) if run.validation is not None else 0,
+            "test": len(run.data.test),
+        },
         num_classes=run.data.num_classes,
         steps_per_epoch=run.steps,
     )

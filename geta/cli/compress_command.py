@@ -111,6 +111,11 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument(
         "--limit", type=int, help="use only the first N training and test samples (quick trials)"
     )
+    p.add_argument(
+        "--train-limit",
+        type=int,
+        help="train on the first N training samples only (after --validation); test on all",
+    )
     p.add_argument("--seed", type=int, help=f"random seed (default {d.seed})")
     p.add_argument(
         "--dense-seed",

@@ -65,6 +65,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
             "data": {
                 "spec": result.spec.data,
                 "shape": list(result.data_shape),
+                "samples": result.samples,
                 "classes": result.num_classes,
             },
             "dense": dense,

@@ -73,6 +73,9 @@ class CompressSpec:
       ``seed``) the dense baseline's, so several seeds can start from one dense model.
     - ``validation``: that many training images (a fixed draw, the same for every seed) are
       held out of training and scored at the end, for choosing settings without the test set.
+    - ``limit``: the first N training and test samples (quick trials); ``train_limit``: train
+      on the first N training samples left after the validation split, test on all (a
+      training subset for CPU-sized schedules).
 
     Example:
         >>> CompressSpec(budget="50x").with_options({"epochs": 2}).epochs
@@ -91,6 +94,7 @@ class CompressSpec:
     dense_lr: float = 0.05
     batch_size: int = 128
     limit: int | None = None
+    train_limit: int | None = None
     seed: int = 0
     dense_seed: int | None = None
     validation: int = 0
@@ -108,8 +112,10 @@ class CompressSpec:
         for name in ("lr", "dense_lr"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-        if self.limit is not None and self.limit < 1:
-            raise ConfigError(f"--limit must be at least 1, got {self.limit}")
+        for name in ("limit", "train_limit"):
+            value = getattr(self, name)
+            if value is not None and value < 1:
+                raise ConfigError(f"--{name.replace('_', '-')} must be at least 1, got {value}")
         _check_device(self.device)
 
     @property

@@ -100,3 +100,13 @@ def test_validation_split_is_fixed_disjoint_and_reported(tmp_path):
     assert 0 < report["dense"]["validation_accuracy"] <= 1
     with pytest.raises(geta.ConfigError, match="leaves no training data"):
         split_validation(data, 512)
+
+
+def test_a_training_subset_trains_on_fewer_images_and_tests_on_all(tmp_path):
+    out = tmp_path / "out"
+    args = ("--validation", "50", "--train-limit", "200", "--out", str(out))
+    status, _, err = run_cli("compress", *TINY, *args)
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["samples"] == {"train": 200, "validation": 50, "test": 256}  # all
+    assert report["run"]["train_limit"] == 200
