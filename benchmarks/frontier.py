@@ -122,7 +122,17 @@ class Study:
     base: CompressSpec
     budgets: dict[str, tuple[str, ...]]
     seeds: tuple[int, ...] = (0, 1, 2)
-    note: str = ""
+    methods: tuple[str, ...] | None = None  # None: every method of the budgets' kinds
+    rounds: dict[str, tuple[tuple[dict[str, Any], ...], ...]] = field(default_factory=dict)
+
+    def method_lines(self, names: list[str] | None) -> list[Method]:
+        """The study's methods (or ``names``), with the study's smaller rounds of free
+        choices where it has them (CPU-sized studies)."""
+        chosen = names or self.methods or list(METHODS)
+        return [
+            replace(METHODS[n], rounds=self.rounds[n]) if n in self.rounds else METHODS[n]
+            for n in chosen
+        ]
 
 
 def _lenet(model: str, data: str, epochs: int) -> Study:
@@ -146,6 +156,34 @@ def _lenet(model: str, data: str, epochs: int) -> Study:
     )
 
 
+def _cifar_style(model: str, train_limit: int, epochs: int, dense_epochs: int) -> Study:
+    """A CIFAR-style CNN on Fashion-MNIST, CPU-sized: a training subset, two seeds, the
+    baseline's bits searched over 2-4 and one ranking alternative (global)."""
+    return Study(
+        f"{model}-fashion-mnist",
+        CompressSpec(
+            model=model,
+            data="fashion-mnist",
+            epochs=epochs,
+            dense_epochs=dense_epochs,
+            lr=0.05,
+            dense_lr=0.1,
+            batch_size=128,
+            dense_seed=0,
+            validation=2000,
+            train_limit=train_limit,
+        ),
+        # 4.5% of the dense BOPs, the GETA paper's ResNet-20 point (weights quantized only)
+        {STRUCTURED: ("10x", "30x", "100x", "bops=22.2x")},
+        seeds=(0, 1),
+        methods=("geta", "prune-then-qat", "qat-only"),
+        rounds={
+            "prune-then-qat": (_bits((2, 3, 4)), ({"method": {"global_pruning": True}},)),
+            "qat-only": (_bits((2, 3, 4)),),
+        },
+    )
+
+
 STUDIES = {
     s.name: s
     for s in (
@@ -153,6 +191,8 @@ STUDIES = {
         _lenet("lenet5", "fashion-mnist", 10),
         _lenet("lenet5_caffe", "mnist", 10),
         _lenet("lenet5_caffe", "fashion-mnist", 10),
+        _cifar_style("resnet20", train_limit=10000, epochs=8, dense_epochs=15),
+        _cifar_style("vgg7_bn", train_limit=2000, epochs=6, dense_epochs=10),
     )
 }
 
@@ -408,7 +448,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.limit:
         validation = min(study.base.validation, args.limit // 5)
         study = replace(study, base=replace(study.base, limit=args.limit, validation=validation))
-    methods = [METHODS[m] for m in (args.methods or METHODS)]
+    methods = study.method_lines(args.methods)
     study, methods = ablation(study, methods, args.set, args.tag)
     out = args.out or FRONTIER / study.name
     if args.drop:

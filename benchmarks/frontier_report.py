@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 FRONTIER = Path(__file__).parent / "results" / "frontier"
 PLOT = "frontier.png"
+SECTIONS = ("structured", "structured, BOPs", "unstructured")  # a BOPs ratio is not a size one
 
 
 def _budget_value(budget: str) -> float:
@@ -108,7 +109,7 @@ def cells(rows: list[dict[str, Any]]) -> list[Cell]:
         out.append(
             Cell(
                 method,
-                first["kind"],
+                first["kind"] + (", BOPs" if budget.startswith("bops") else ""),
                 budget,
                 first["baseline"],
                 runs[0]["choice"],
@@ -151,12 +152,12 @@ def table(study: str, rows: list[dict[str, Any]]) -> str:
         "validation split with seed 0.",
         "",
     ]
-    for kind in ("structured", "unstructured"):
+    for kind in SECTIONS:
         part = [c for c in cs if c.kind == kind]
         if not part:
             continue
         lines += [
-            f"## {kind.capitalize()}",
+            f"## {kind[0].upper()}{kind[1:]}",
             "",
             "| budget | method | seeds | accuracy | drop (pt) | papers' ratio | landing | real ratio | time (s) | choice |",
             "|---|---|---|---|---|---|---|---|---|---|",
@@ -209,7 +210,7 @@ def comparison(part: list[Cell]) -> list[str]:
 
 def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
     cs = cells(rows)
-    kinds = [k for k in ("structured", "unstructured") if any(c.kind == k for c in cs)]
+    kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
     fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.6), squeeze=False)
     dense = statistics.fmean(
         r["result"]["dense_accuracy"] for r in rows if "dense_accuracy" in r["result"]
@@ -233,7 +234,8 @@ def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
             )
         ax.axhline(100 * dense, color="grey", linewidth=0.8, linestyle=":", label="dense")
         ax.set_xscale("log")
-        ax.set_xlabel("papers' compression ratio (delivered, log scale)")
+        what = "BOPs reduction" if "BOPs" in kind else "papers' compression ratio"
+        ax.set_xlabel(f"{what} (delivered, log scale)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_title(f"{study}: {kind}")
         ax.grid(True, which="both", alpha=0.3)

@@ -79,6 +79,7 @@ def study(tmp_path):
         ),
         row("prune-then-qat", "30x", 1, 0.968, 30.3, choice={"method": {"bits": 3}}, baseline=True),
         row("prune-then-qat", "30x", 2, 0.972, 30.4, choice={"method": {"bits": 3}}, baseline=True),
+        row("geta", "bops=22.2x", 0, 0.95, 23.0),  # a BOPs ratio: its own section
     ]
     directory = tmp_path / "tiny"
     directory.mkdir()
@@ -100,6 +101,9 @@ def test_readme_reports_the_chosen_candidates_over_seeds(tmp_path):
     assert f"- 30x: geta {gap:+.2f} pt against prune-then-qat (wins" in readme
     landing = statistics.fmean([31.0, 30.5, 30.8]) / 30
     assert f"| {landing:.2f} |" in readme
+    bops = readme.split("## Structured, BOPs")[1]
+    assert "| bops=22.2x | geta | 1 | 95.00 ± 0.00 |" in bops
+    assert "bops=22.2x" not in readme.split("## Structured, BOPs")[0]
 
 
 def test_plot_is_an_image(tmp_path):
