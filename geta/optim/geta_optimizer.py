@@ -344,8 +344,21 @@ class GetaOptimizer(WrappedOptimizer):
         self.held = [m.to(layer.weight) for m, layer in zip(keep, layers, strict=True)]
 
     def _apply_held(self) -> None:
+        """Held zero codes stay zero, and held nonzero codes stay nonzero (a kept weight that
+        drifts into the zero bin is put back on its edge, its sign kept): the cost of the
+        held pattern is then constant through cool-down, so the budget the freeze spent
+        stays spent (pinning only the zeros lets jitter carry ~10% of the kept weights into
+        the zero bin for good)."""
         for layer, keep in zip(self.problem.cost_model.layers, self.held, strict=False):
-            layer.weight.mul_(keep)
+            w = layer.weight
+            w.mul_(keep)
+            q = layer.quantizer
+            if q is None:
+                continue
+            floor = q.nonzero_floor(w).expand_as(w)
+            small = (keep != 0) & (w.abs() < floor)
+            if bool(small.any()):
+                w[small] = torch.where(w[small] < 0, -floor[small], floor[small])
 
     @torch.no_grad()
     def finish(self) -> None:
