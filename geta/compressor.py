@@ -26,6 +26,7 @@ from geta.optim.projection import minimum_cost
 from geta.optim.report import CompressionReport, measure_layers, measured_cost
 from geta.optim.schedule import Schedule
 from geta.quant import Quantizer, prepare
+from geta.quant.prepare import quantizable_layers, weight_quantizers
 
 __all__ = ["Compressor", "CompressorConfig", "MODES"]
 
@@ -162,8 +163,9 @@ class Compressor:
             count_zero_codes=cfg.count_zero_codes,
         )
         self._check_feasible()
-        for p in self._quantizer_params():  # GETA learns them; the ADMM projections set them
-            p.requires_grad_(self.mode not in ADMM_MODES)  # (fixed now, before any DDP wrap)
+        learned = {id(p) for p in self._learned_quantizer_params()}
+        for p in self._quantizer_params():  # fixed now, before any DDP wrap
+            p.requires_grad_(id(p) in learned)
         self._optimizer: GetaOptimizer | AdmmOptimizer | None = None
         self.finalized = False
         self.artifact_path: Path | None = None
@@ -216,6 +218,20 @@ class Compressor:
             )
 
     # ------------------------------------------------------------ training
+    def _learned_quantizer_params(self) -> list[nn.Parameter]:
+        """GETA learns every quantizer parameter; the ADMM modes' projections set them, and
+        masked fine-tuning learns only the clips (``AdmmConfig.learn_clip``)."""
+        if self.mode not in ADMM_MODES:
+            return self._quantizer_params()
+        if not (self.config.admm.learn_clip and self.mode == "admm"):
+            return []
+        return [
+            p
+            for layer in quantizable_layers(self.model)
+            if layer.quantizer is not None
+            for p in (layer.quantizer.q_m, layer.quantizer.d)
+        ]
+
     def _quantizer_params(self) -> list[nn.Parameter]:
         return [
             p
@@ -239,16 +255,20 @@ class Compressor:
         ``base`` is ``"sgd"``, ``"adam"``, ``"adamw"`` or an optimizer class; ``base_kwargs``
         go to it (momentum, weight_decay, betas...). In GETA mode quantizer parameters train
         with ``lr_quant`` (default ``lr / 10``) and no weight decay; in the ADMM modes the
-        projection sets them (they do not train, ``lr_quant`` is unused).
+        projections set them, and masked fine-tuning trains the clips at ``lr_quant``
+        (``AdmmConfig.learn_clip``).
         """
         quant_params = self._quantizer_params()
         seen = {id(p) for p in quant_params}
         weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
+        learned = self._learned_quantizer_params()
+        if self.mode in ADMM_MODES:  # the step follows the clip (its gradient is folded in)
+            step_ids = {id(q.d) for q in weight_quantizers(self.model).values()}
+            learned = [p for p in learned if id(p) not in step_ids]
+        quant_group = {"params": learned, "lr": lr_quant or lr / 10, "weight_decay": 0.0}
         if self.mode in ADMM_MODES:
-            for p in quant_params:
-                p.requires_grad_(False)
             self._optimizer = AdmmOptimizer(
-                [{"params": weights}],
+                [{"params": weights}, quant_group],
                 self.problem,
                 self.config.admm.resolved(self.mode),
                 self.mode,
@@ -260,10 +280,7 @@ class Compressor:
                 **base_kwargs,
             )
             return self._optimizer
-        groups = [
-            {"params": weights},
-            {"params": quant_params, "lr": lr_quant or lr / 10, "weight_decay": 0.0},
-        ]
+        groups = [{"params": weights}, quant_group]
         cfg = self.config
         schedule = Schedule.of(total_steps, cfg.warmup, cfg.bit_reduction, cfg.joint, cfg.periods)
         self._optimizer = GetaOptimizer(

@@ -9,9 +9,10 @@ Each run (progressive: each of its steps) has two phases:
    weights train in float (their quantizers stay at high bits with a clip above the weights).
 2. hard projection ``W <- proj(W)`` (the quantizers set so that ``Q(W) = W``), then masked
    fine-tuning: removed weights (structured: removed groups, all their members) held at exactly
-   zero, bits frozen, kept weights held within their quantizer's clip (where the
-   straight-through gradient passes); binary layers train a latent copy (BinaryConnect) and
-   their weights are its signs times the step.
+   zero, bits frozen; each quantized layer's clip learns with its step tied to it
+   (``AdmmConfig.learn_clip``, LSQ), or, with the clip fixed, kept weights are held within it
+   (where the straight-through gradient passes); binary layers train a latent copy
+   (BinaryConnect) and their weights are its signs times the step.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from geta.optim.admm_projection import (
     project_groups,
     project_targets,
 )
+from geta.optim.cost import FLOAT_BITS
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
@@ -127,6 +129,9 @@ class AdmmOptimizer(WrappedOptimizer):
         self.projected_phase = -1
         self.binary = [False] * len(self.layers)
         self.fixed = [False] * len(self.layers)  # quantizer set by the hard projection
+        self.bits = np.full(len(self.layers), float(FLOAT_BITS))  # the hard projection's
+        # Ye et al.'s targets put a whole layer on one set of levels: its clip stays
+        self.learn_clip = config.learn_clip and mode == "admm"
         self.latent: list[torch.Tensor | None] = [None] * len(self.layers)
         self.history: list[dict[str, float]] = []
         self._unit_factors: list = []
@@ -211,6 +216,7 @@ class AdmmOptimizer(WrappedOptimizer):
             if self.V is None or (k == phase.start and self.projected_phase < phase.index):
                 self._start_admm(phase)
             self._add_proximal_gradient()
+            self._drop_clip_gradients()  # the projections set the quantizers here
             self.base.step()
             self._hold_frozen()
             self._keep_float_quantizers()
@@ -223,7 +229,9 @@ class AdmmOptimizer(WrappedOptimizer):
             if self.projected_phase < phase.index:
                 self._hard_project(phase)
             self._mask_gradients()
+            self._scale_clip_gradients()
             self.base.step()
+            self._keep_bits()
             self._update_latent()
             self._apply_masks()
         self.step_count += 1
@@ -284,6 +292,7 @@ class AdmmOptimizer(WrappedOptimizer):
                 clip = self._clip(i, w)
                 self.latent[i] = torch.maximum(torch.minimum(self.latent[i], clip), -clip)
         self.masks = p.masks
+        self.bits = np.asarray(p.bits, dtype=np.float64).copy()
         if p.removed is not None:
             self.removed = p.removed.copy()
             factor = torch.ones(len(self.removed))
@@ -301,6 +310,36 @@ class AdmmOptimizer(WrappedOptimizer):
         )
 
     # ------------------------------------------------------------ masks and quantizers
+    def _drop_clip_gradients(self) -> None:
+        for layer in self.layers:
+            if layer.quantizer is not None:
+                layer.quantizer.q_m.grad = layer.quantizer.d.grad = None
+
+    def _scale_clip_gradients(self) -> None:
+        """Fine-tuning learns the clip of each projected layer, its step tied to it at fixed
+        bits (``d = q_m / L``, ``L`` the positive levels): LSQ's gradient, the clip's own (from
+        clipped values) plus the step's (rounding residuals) over ``L``, with LSQ's scale. Float
+        layers' quantizers are left to the projections."""
+        for i, layer in enumerate(self.layers):
+            q = layer.quantizer
+            if q is None:
+                continue
+            if self.learn_clip and self.fixed[i] and q.q_m.grad is not None:
+                q.scale_gradients(layer.weight.numel())
+                if q.d.grad is not None:
+                    levels = 2.0 ** (float(self.bits[i]) - 1) - 1
+                    q.q_m.grad.add_(q.d.grad / levels)
+            else:
+                q.q_m.grad = None
+            q.d.grad = None
+
+    def _keep_bits(self) -> None:
+        """Each projected layer's bits stay the projection's as its clip learns: the step
+        follows the clip."""
+        for i, layer in enumerate(self.layers):
+            if self.fixed[i]:
+                layer.quantizer.set_bits(float(self.bits[i]))
+
     def _hold_frozen(self) -> None:
         if self.frozen is None:
             return
@@ -339,7 +378,7 @@ class AdmmOptimizer(WrappedOptimizer):
 
     def _apply_masks(self) -> None:
         """Removed weights (and removed groups' other members) exactly zero; quantized
-        weights within their clip; binary weights the signs of their latent times the step;
+        weights within a fixed clip; binary weights the signs of their latent times the step;
         float layers' quantizers kept above their weights."""
         for p, values in self._unit_factors:
             p.mul_(values)
@@ -348,8 +387,9 @@ class AdmmOptimizer(WrappedOptimizer):
             if self.binary[i]:
                 w.copy_(self._binarized(i, self.latent[i]))
             elif self.fixed[i]:
-                clip = self._clip(i, w)
-                w.copy_(torch.maximum(torch.minimum(w, clip), -clip))
+                if not self.learn_clip:
+                    clip = self._clip(i, w)
+                    w.copy_(torch.maximum(torch.minimum(w, clip), -clip))
             elif self.layers[i].quantizer is not None:
                 self._float_quantizer(i)
 
@@ -425,6 +465,7 @@ class AdmmOptimizer(WrappedOptimizer):
             "projected_phase": self.projected_phase,
             "binary": list(self.binary),
             "fixed": list(self.fixed),
+            "bits": torch.as_tensor(self.bits),
             "latent": tensors(self.latent),
             "targets": None
             if self.targets is None
@@ -445,6 +486,8 @@ class AdmmOptimizer(WrappedOptimizer):
         self.projected_phase = int(extra["projected_phase"])
         self.binary = list(extra["binary"])
         self.fixed = list(extra["fixed"])
+        if "bits" in extra:
+            self.bits = extra["bits"].cpu().numpy().astype(np.float64)
         self.latent = list(extra["latent"])
         if extra["targets"] is not None:
             self.targets = [None if t is None else LayerTarget(*t) for t in extra["targets"]]

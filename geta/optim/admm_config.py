@@ -85,6 +85,11 @@ class AdmmConfig:
       layer, starting from the previous step's result; bits are applied in the last step.
     - ``min_layer_density``: the least share of its weights an unstructured layer keeps
       (at least one weight).
+    - ``learn_clip``: in masked fine-tuning each quantized layer's clip (and with it the step,
+      its bits fixed) trains by gradient, with LSQ's scale, at the optimizer's ``lr_quant``;
+      off, the hard projection's clip stays (the papers'). After a hard projection to 1% of
+      the weights the kept ones must grow to make up for the rest: a fixed clip holds them
+      back.
 
     Example:
         >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
@@ -102,6 +107,7 @@ class AdmmConfig:
     targets: LayerTarget | dict[str, LayerTarget] | None = None
     steps: int = 1
     min_layer_density: float = 0.0
+    learn_clip: bool = True
 
     def __post_init__(self) -> None:
         if self.granularity not in GRANULARITIES:

@@ -120,18 +120,9 @@ class GetaOptimizer(WrappedOptimizer):
             self._freeze_bits()
 
     def _scale_quantizer_grads(self) -> None:
-        """LSQ's gradient scale ``1 / sqrt(N * levels)`` on each quantizer's step and clip:
-        their gradients sum over every element they quantize, so unscaled they outgrow the
-        values they update (a 16-bit step is ~1e-5)."""
         for layer in self.problem.cost_model.layers:
-            q = layer.quantizer
-            if q is None:
-                continue
-            levels = (q.q_m.detach().pow(q.t.detach()) / q.d.detach()).clamp_min(1)
-            scale = (levels * (layer.weight.numel() / q.d.numel())).rsqrt()
-            for p in (q.d, q.q_m):
-                if p.grad is not None:
-                    p.grad.mul_(scale)
+            if layer.quantizer is not None:
+                layer.quantizer.scale_gradients(layer.weight.numel())
 
     def _after(self, step: int, stage: str) -> None:
         self._apply_masks(step, stage)

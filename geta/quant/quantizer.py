@@ -69,6 +69,18 @@ class Quantizer(nn.Module):
         return int(torch.ceil(self.bits().detach().max() - 1e-6).item())
 
     @torch.no_grad()
+    def scale_gradients(self, numel: int) -> None:
+        """LSQ's gradient scale ``1 / sqrt(N * levels)`` on the step's and the clip's gradients
+        (``N`` the values each channel's parameters quantize, of ``numel`` in all): their
+        gradients sum over every value they quantize, so unscaled they outgrow the values they
+        update (a 16-bit step is ~1e-5)."""
+        levels = (self.q_m.detach().pow(self.t.detach()) / self.d.detach()).clamp_min(1)
+        scale = (levels * (numel / self.d.numel())).rsqrt()
+        for p in (self.d, self.q_m):
+            if p.grad is not None:
+                p.grad.mul_(scale)
+
+    @torch.no_grad()
     def nonzero_floor(self, like: torch.Tensor) -> torch.Tensor:
         """The smallest magnitude whose code is not zero, per channel, shaped to broadcast
         over ``like`` (this quantizer's input): ``|x| < (d / 2)^(1/t)`` rounds to the zero

@@ -80,12 +80,9 @@ def unstructured():
         zeros = all(
             bool((layer.weight[~m] == 0).all()) for layer, m in zip(layers, opt.masks, strict=True)
         )
-        # kept weights stay where the straight-through gradient passes
-        inside = all(
-            bool((layer.weight.abs() <= layer.quantizer.q_m.reshape(-1, 1)).all())
-            for layer in layers
-        )
-        checks.append((zeros and inside, [layer.quantizer.d.tolist() for layer in layers]))
+        bits = [layer.quantizer.bits().detach().tolist() for layer in layers]
+        clips = [layer.quantizer.q_m.detach().clone() for layer in layers]
+        checks.append((zeros, bits, clips))
 
     train(model, opt, blobs, 160, on_step)
     return blobs, model, c, opt, checks
@@ -113,10 +110,37 @@ def test_budget_met_and_artifact_exports_unstructured(unstructured, tmp_path):
 def test_masked_finetuning_keeps_zeros_and_bits(unstructured):
     _, _, c, opt, checks = unstructured
     assert len(checks) >= 40  # 30% of 160 steps
-    assert all(zeros for zeros, _ in checks)
-    assert all(steps == checks[0][1] for _, steps in checks)
+    assert all(zeros for zeros, _, _ in checks)
+    bits = np.array([x for layer in checks[0][1] for x in layer])
+    for _, b, _ in checks:  # bits fixed, integers ...
+        np.testing.assert_allclose([x for layer in b for x in layer], bits, atol=1e-4)
+    np.testing.assert_allclose(bits, bits.round(), atol=1e-4)
+    first, last = checks[0][2], checks[-1][2]
+    assert any(not torch.equal(a, b) for a, b in zip(first, last, strict=True))  # ... clips learn
     projections = [h for h in opt.history if h["event"] == "hard projection"]
     assert len(projections) == 1 and projections[0]["cost"] <= c.problem.target
+
+
+def test_with_a_fixed_clip_kept_weights_stay_inside_it():
+    blobs = Blobs()
+    model, c = make("admm", "60x", finetune=0.3, update_every=0.1, learn_clip=False)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=100)
+    seen = []
+
+    def on_step():
+        if opt.stage == "finetune" and opt.masks is not None:
+            layers = c.problem.cost_model.layers
+            inside = all(
+                bool((layer.weight.abs() <= layer.quantizer.q_m.reshape(-1, 1)).all())
+                for layer in layers
+            )
+            seen.append((inside, [layer.quantizer.q_m.detach().clone() for layer in layers]))
+
+    train(model, opt, blobs, 100, on_step)
+    assert seen and all(inside for inside, _ in seen)
+    assert all(
+        torch.equal(a, b) for _, clips in seen for a, b in zip(clips, seen[0][1], strict=True)
+    )
 
 
 def test_structured_admm_prunes_groups_physically():
