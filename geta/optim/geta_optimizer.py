@@ -24,6 +24,11 @@ __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 
 log = logging.getLogger("geta")
 
+# at the freeze, zero codes are held; in the next few dozen steps about a tenth of the kept
+# codes jitter into the zero bin and stay (LeNet-5, 300x: 0.999 -> 0.88 of the budget), so the
+# freeze keeps this much more, and the budget is enforced exactly later (_trim_to_budget)
+FREEZE_HEADROOM = 1.1
+
 
 def _distributed() -> bool:
     return torch.distributed.is_available() and torch.distributed.is_initialized()
@@ -128,6 +133,14 @@ class GetaOptimizer(WrappedOptimizer):
         self._apply_masks(step, stage)
         self._project_bits(step, stage)
         self._apply_held()
+        if self.held and step in self._trim_steps():
+            self._trim_to_budget()
+
+    def _trim_steps(self) -> set[int]:
+        """The cool-down's quarter points and its last step (and :meth:`finish`)."""
+        s = self.schedule
+        length = s.total_steps - s.cooldown_start
+        return {s.cooldown_start + k * length // 4 for k in (1, 2, 3)} | {s.total_steps - 1}
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
@@ -270,7 +283,7 @@ class GetaOptimizer(WrappedOptimizer):
         error = float((q(w) - w).double().square().sum())
         return float(coef[i]) * cost, error
 
-    def _raise_bits_within_budget(self) -> None:
+    def _raise_bits_within_budget(self, limit: float) -> None:
         """At the freeze, measured (not planned) cost: where zero codes left the budget room,
         raise layers' bits one at a time (clip re-fitted), the largest error drop per cost
         first, while the measured cost stays within the budget."""
@@ -300,7 +313,7 @@ class GetaOptimizer(WrappedOptimizer):
                 if candidate is None:
                     continue
                 extra = candidate[0] - now[i][0]
-                if extra <= 0 or total + extra > self.problem.target:
+                if extra <= 0 or total + extra > limit:
                     continue
                 gain = (now[i][1] - candidate[1]) / extra
                 if gain > 0 and (best is None or gain > best[0]):
@@ -315,18 +328,19 @@ class GetaOptimizer(WrappedOptimizer):
             now[i], up[i] = up[i], one_bit_up(i)
 
     def _hold_zero_codes(self) -> None:
-        """Keep masks of the weights with nonzero codes now, within the budget: when the
-        measured cost is over it (the plan's share of zero codes was an estimate), the weights
-        of least ``w_q^2 / cost`` are zeroed too, across all layers."""
+        """Keep masks of the weights with nonzero codes now, within the budget plus a
+        headroom (:data:`FREEZE_HEADROOM`): bits are raised where the measured cost leaves
+        room, and when it is over, the weights of least ``w_q^2 / cost`` are zeroed too,
+        across all layers. Zero codes are held at zero from now on; within a few dozen steps
+        about a tenth of the kept codes jitter into the zero bin and stay there, which the
+        headroom anticipates, and :meth:`_trim_to_budget` (at the cool-down's quarters and at
+        the end) makes the budget hold exactly."""
         self._apply_masks(self.step_count, COOLDOWN)  # the planned units are zero from now on
-        self._raise_bits_within_budget()
+        limit = float(self.problem.target) * FREEZE_HEADROOM
+        self._raise_bits_within_budget(limit)
         cm = self.problem.cost_model
         _, _, bits = measure_layers(cm)
-        values = []
-        for layer in cm.layers:
-            q, w = layer.quantizer, layer.weight.detach()
-            values.append(q(w).detach() if q is not None else w)
-        keep = keep_top(values, cm.coefficients() * bits, float(self.problem.target))
+        keep = keep_top(self._quantized_values(), cm.coefficients() * bits, limit)
         self._set_held(keep)
         self._apply_held()
 
@@ -335,21 +349,28 @@ class GetaOptimizer(WrappedOptimizer):
         self.held = [m.to(layer.weight) for m, layer in zip(keep, layers, strict=True)]
 
     def _apply_held(self) -> None:
-        """Held zero codes stay zero, and held nonzero codes stay nonzero (a kept weight that
-        drifts into the zero bin is put back on its edge, its sign kept): the cost of the
-        held pattern is then constant through cool-down, so the budget the freeze spent
-        stays spent (pinning only the zeros lets jitter carry ~10% of the kept weights into
-        the zero bin for good)."""
         for layer, keep in zip(self.problem.cost_model.layers, self.held, strict=False):
-            w = layer.weight
-            w.mul_(keep)
-            q = layer.quantizer
-            if q is None:
-                continue
-            floor = q.nonzero_floor(w).expand_as(w)
-            small = (keep != 0) & (w.abs() < floor)
-            if bool(small.any()):
-                w[small] = torch.where(w[small] < 0, -floor[small], floor[small])
+            layer.weight.mul_(keep)
+
+    def _trim_to_budget(self) -> None:
+        """If the held codes cost more than the budget now, zero the weights of least
+        ``w_q^2 / cost`` across layers until it holds, and hold them at zero."""
+        if not self.held or self.problem.target is None:
+            return
+        cm = self.problem.cost_model
+        _, nonzeros, bits = measure_layers(cm)
+        if measured_cost(cm, nonzeros, bits) <= self.problem.target:
+            return
+        keep = keep_top(self._quantized_values(), cm.coefficients() * bits, self.problem.target)
+        self._set_held([h.bool() & k.to(h.device) for h, k in zip(self.held, keep, strict=True)])
+        self._apply_held()
+
+    def _quantized_values(self) -> list[torch.Tensor]:
+        values = []
+        for layer in self.problem.cost_model.layers:
+            q, w = layer.quantizer, layer.weight.detach()
+            values.append(q(w).detach() if q is not None else w)
+        return values
 
     @torch.no_grad()
     def finish(self) -> None:
@@ -362,6 +383,7 @@ class GetaOptimizer(WrappedOptimizer):
         self._apply_masks(self.step_count, COOLDOWN)
         self._project_bits(self.step_count, COOLDOWN)
         self._apply_held()
+        self._trim_to_budget()
 
     def removal_counts(self) -> tuple[int, int]:
         """(removed, total) units of the graph's groups."""

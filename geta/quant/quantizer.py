@@ -81,19 +81,6 @@ class Quantizer(nn.Module):
                 p.grad.mul_(scale)
 
     @torch.no_grad()
-    def nonzero_floor(self, like: torch.Tensor) -> torch.Tensor:
-        """The smallest magnitude whose code is not zero, per channel, shaped to broadcast
-        over ``like`` (this quantizer's input): ``|x| < (d / 2)^(1/t)`` rounds to the zero
-        code. A hair above the boundary, so that rounding ties cannot land on zero."""
-        floor = (0.5 * self.d.detach() * (1 + 2**-8)).pow(1 / self.t.detach())
-        floor = torch.minimum(floor, self.q_m.detach())
-        if not self.per_channel:
-            return floor.reshape([1] * like.dim()).to(like)
-        shape = [1] * like.dim()
-        shape[self.axis % like.dim()] = -1
-        return floor.reshape(shape).to(like)
-
-    @torch.no_grad()
     def sanitize(self) -> None:
         """Keep the learnable parameters where the quantizer is defined: ``t`` in
         ``[0.25, 4]`` (a negative exponent would send zero weights to infinity), ``q_m > 0``."""
