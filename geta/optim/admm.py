@@ -326,9 +326,7 @@ class AdmmOptimizer(WrappedOptimizer):
                 continue
             if self.learn_clip and self.fixed[i] and q.q_m.grad is not None:
                 q.scale_gradients(layer.weight.numel())
-                if q.d.grad is not None:
-                    levels = 2.0 ** (float(self.bits[i]) - 1) - 1
-                    q.q_m.grad.add_(q.d.grad / levels)
+                q.fold_step_gradient()
             else:
                 q.q_m.grad = None
             q.d.grad = None

@@ -125,9 +125,14 @@ class GetaOptimizer(WrappedOptimizer):
             self._freeze_bits()
 
     def _scale_quantizer_grads(self) -> None:
+        """LSQ's scale; where the bits are set rather than learned (the bound, or frozen),
+        the step follows the clip, so the step's gradient is folded onto the clip."""
+        tied = self.frozen or not self.learned_bits
         for layer in self.problem.cost_model.layers:
             if layer.quantizer is not None:
                 layer.quantizer.scale_gradients(layer.weight.numel())
+                if tied:
+                    layer.quantizer.fold_step_gradient()
 
     def _after(self, step: int, stage: str) -> None:
         self._apply_masks(step, stage)

@@ -81,6 +81,23 @@ class Quantizer(nn.Module):
                 p.grad.mul_(scale)
 
     @torch.no_grad()
+    def fold_step_gradient(self) -> None:
+        """For a step tied to the clip at fixed bits (``d = q_m^t / L``, ``L`` the positive
+        levels, as :meth:`set_bits` sets it): move the step's gradient onto the clip by the
+        chain rule, so the rounding residuals (LSQ's step gradient) still train the
+        quantizer. Call after :meth:`scale_gradients`, before the optimizer step."""
+        if self.d.grad is None:
+            return
+        t, q_m = self.t.detach(), self.q_m.detach()
+        levels = q_m.pow(t) / self.d.detach()
+        fold = self.d.grad * t * q_m.pow(t - 1) / levels
+        if self.q_m.grad is None:
+            self.q_m.grad = fold
+        else:
+            self.q_m.grad.add_(fold)
+        self.d.grad = None
+
+    @torch.no_grad()
     def sanitize(self) -> None:
         """Keep the learnable parameters where the quantizer is defined: ``t`` in
         ``[0.25, 4]`` (a negative exponent would send zero weights to infinity), ``q_m > 0``."""

@@ -93,3 +93,24 @@ def test_op_is_one_node_in_an_exported_graph_and_runs_on_meta():
     targets = [n.target for n in ep.graph.nodes if n.op == "call_function"]
     assert targets == [torch.ops.geta.quantize.default]
     assert q(torch.randn(2, 4, device="meta")).is_meta
+
+
+def test_folding_the_step_gradient_is_the_chain_rule_through_the_tied_step():
+    from geta.quant.functional import step_for_bits
+    from geta.quant.ops import quantize
+
+    torch.manual_seed(0)
+    x = torch.randn(4, 6)
+    q = Quantizer.for_tensor(x, bits=3, per_channel=True)
+    with torch.no_grad():
+        q.t.fill_(1.3)
+        q.q_m.mul_(0.7)
+        q.set_bits(3)
+    g = torch.randn(4, 6)
+    (q(x) * g).sum().backward()
+    q.fold_step_gradient()
+    assert q.d.grad is None
+    clip = q.q_m.detach().clone().requires_grad_(True)
+    step = step_for_bits(3.0, clip, q.t.detach())  # d as a function of the clip
+    (quantize(x, step, clip, q.t.detach(), 0) * g).sum().backward()
+    torch.testing.assert_close(q.q_m.grad, clip.grad)
