@@ -47,9 +47,13 @@ def _capture_context(model: nn.Module) -> contextlib.AbstractContextManager:
 @dataclass
 class CompressorConfig:
     """Settings of a compression run; the defaults follow GETA's recipes except where a
-    simpler rule measured better in the frontier benchmark (``per_channel`` and
-    ``count_zero_codes`` are on; GETA's per-tensor quantizer and plans that count every kept
-    weight stay reachable by setting them off).
+    simpler rule measured better in the frontier benchmark (docs/compress.md, "Defaults and the
+    published recipe"): per-channel quantizers, plans that count zero codes, Fisher saliency,
+    plan bits instead of learned bits and a shorter warm-up. The published recipe stays one
+    config away::
+
+        CompressorConfig(per_channel=False, count_zero_codes=False, saliency="geta",
+                         learned_bits=True, warmup=0.1, bit_reduction=0.1, joint=0.5)
 
     - ``bit_range``: the integer bits a layer may end with (``low >= 2``).
     - ``init_bits``: the quantizers' bits at the start (near float).
@@ -57,9 +61,13 @@ class CompressorConfig:
       tensor (GETA's).
     - ``quantize_embeddings`` / ``quantize_activations``: also quantize embedding tables /
       the inputs of conv and linear layers (activation bits count in BOPs).
-    - ``saliency``: ``"geta"`` (five criteria), ``"magnitude"`` or ``"taylor"``.
+    - ``saliency``: ``"fisher"`` (default: the diagonal-Fisher estimate of the loss a group's
+      removal costs, 0.5 * sum F x^2, also weighting each layer's quantization distortion in the
+      bit allocation), ``"geta"`` (the paper's five criteria), ``"magnitude"`` or ``"taylor"``.
     - ``warmup``, ``bit_reduction``, ``joint``: stage lengths (fractions of the run, or steps);
-      cool-down takes the rest. ``periods``: pruning periods in the joint stage.
+      cool-down takes the rest (default 5% / 5% / 30%, so 60% of the run trains the final
+      structure; GETA's 10% / 10% / 50% left too little at 300x). ``periods``: pruning periods
+      in the joint stage.
     - ``count_zero_codes``: GETA mode plans with the expected count of nonzero codes (at 2-3
       bits many weights round to the zero code and cost nothing; counting every kept weight
       leaves much of the budget unused) and holds zero codes at zero in cool-down; the
@@ -79,10 +87,10 @@ class CompressorConfig:
     per_channel: bool = True
     quantize_embeddings: bool = False
     quantize_activations: bool = False
-    saliency: str = "geta"
-    warmup: float | int = 0.1
-    bit_reduction: float | int = 0.1
-    joint: float | int = 0.5
+    saliency: str = "fisher"
+    warmup: float | int = 0.05
+    bit_reduction: float | int = 0.05
+    joint: float | int = 0.3
     periods: int = 5
     count_zero_codes: bool = True
     learned_bits: bool = False
