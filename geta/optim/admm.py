@@ -34,6 +34,7 @@ from geta.optim.admm_projection import (
     project_targets,
 )
 from geta.optim.cost import FLOAT_BITS
+from geta.optim.landing import HEADROOM, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
@@ -176,7 +177,7 @@ class AdmmOptimizer(WrappedOptimizer):
     def _weights(self) -> list[torch.Tensor]:
         return [layer.weight for layer in self.layers]
 
-    def _project_budget(self, z: list[torch.Tensor]) -> WeightProjection:
+    def _project_budget(self, z: list[torch.Tensor], *, headroom: float = 1.0) -> WeightProjection:
         p = self.problem
         if self.config.granularity == "group":
             return project_groups(p, z, self.specs)
@@ -184,15 +185,17 @@ class AdmmOptimizer(WrappedOptimizer):
             z,
             self.specs,
             self.coef,
-            p.target,
+            p.target * headroom,
             p.bit_options,
             min_keep=self.min_keep,
             frozen=self.frozen,
         )
 
-    def _project(self, z: list[torch.Tensor], phase: AdmmPhase) -> WeightProjection:
+    def _project(
+        self, z: list[torch.Tensor], phase: AdmmPhase, *, headroom: float = 1.0
+    ) -> WeightProjection:
         if self.mode == "admm":
-            return self._project_budget(z)
+            return self._project_budget(z, headroom=headroom)
         if self.targets is None:
             self.targets = self._targets_from_budget()
         return project_targets(z, self._phase_targets(phase), self.float_bits, frozen=self.frozen)
@@ -234,6 +237,8 @@ class AdmmOptimizer(WrappedOptimizer):
             self._keep_bits()
             self._update_latent()
             self._apply_masks()
+            if k in self._trim_steps():
+                self._trim_to_budget()
         self.step_count += 1
         return loss
 
@@ -270,9 +275,13 @@ class AdmmOptimizer(WrappedOptimizer):
         self.rho = min(self.rho * float(self.config.rho_growth), self.config.rho_max)
 
     def _hard_project(self, phase: AdmmPhase) -> None:
-        """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on."""
+        """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on. The
+        unstructured budget projection keeps :data:`geta.optim.landing.HEADROOM` times the
+        budget at the last run's projection: kept codes drift into the zero bin in
+        fine-tuning, and :meth:`_trim_to_budget` enforces the budget exactly."""
         weights = self._weights()
-        p = self._project([w.detach() for w in weights], phase)
+        headroom = HEADROOM if self._lands_by_trimming(phase) else 1.0
+        p = self._project([w.detach() for w in weights], phase, headroom=headroom)
         targets = self._phase_targets(phase) if self.mode != "admm" else None
         self.binary = [
             bool(t is not None and t.bits == 1) for t in (targets or [None] * len(p.bits))
@@ -308,6 +317,32 @@ class AdmmOptimizer(WrappedOptimizer):
             p.cost,
             p.bits.astype(int).tolist(),
         )
+
+    # ------------------------------------------------------------ landing on the budget
+    def _lands_by_trimming(self, phase: AdmmPhase) -> bool:
+        return (
+            self.mode == "admm"
+            and self.config.granularity == "weight"
+            and phase.index == self.phases[-1].index
+            and self.problem.target is not None
+        )
+
+    def _trim_steps(self) -> set[int]:
+        """The last fine-tuning's quarter points and its last step."""
+        last = self.phases[-1]
+        if not self._lands_by_trimming(last):
+            return set()
+        return trim_steps(last.admm_end, last.end)
+
+    def _trim_to_budget(self) -> None:
+        """If the masked model costs more than the budget now, drop its weights of least
+        ``w_q^2 / cost`` until it holds (the masks narrow)."""
+        if self.masks is None or not self._lands_by_trimming(self.phases[-1]):
+            return
+        masks = trim_to_budget(self.problem.cost_model, self.masks, float(self.problem.target))
+        if masks is not None:
+            self.masks = [m.to(old.dtype) for m, old in zip(masks, self.masks, strict=True)]
+            self._apply_masks()
 
     # ------------------------------------------------------------ masks and quantizers
     def _drop_clip_gradients(self) -> None:
@@ -430,6 +465,7 @@ class AdmmOptimizer(WrappedOptimizer):
         if self.projected_phase < last.index:
             self._hard_project(last)
         self._apply_masks()
+        self._trim_to_budget()
 
     @property
     def zeroed(self) -> np.ndarray:

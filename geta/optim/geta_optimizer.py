@@ -14,6 +14,7 @@ import torch
 from geta.export.artifact import quantized_codes
 from geta.export.size import code_bits
 from geta.optim.admm_projection import keep_top
+from geta.optim.landing import HEADROOM, quantized_values, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
 from geta.optim.report import measure_layers, measured_cost
 from geta.optim.saliency import LOSS_SCALED
@@ -23,11 +24,6 @@ from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
 __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 
 log = logging.getLogger("geta")
-
-# at the freeze, zero codes are held; in the next few dozen steps about a tenth of the kept
-# codes jitter into the zero bin and stay (LeNet-5, 300x: 0.999 -> 0.88 of the budget), so the
-# freeze keeps this much more, and the budget is enforced exactly later (_trim_to_budget)
-FREEZE_HEADROOM = 1.1
 
 
 def _distributed() -> bool:
@@ -143,9 +139,7 @@ class GetaOptimizer(WrappedOptimizer):
 
     def _trim_steps(self) -> set[int]:
         """The cool-down's quarter points and its last step (and :meth:`finish`)."""
-        s = self.schedule
-        length = s.total_steps - s.cooldown_start
-        return {s.cooldown_start + k * length // 4 for k in (1, 2, 3)} | {s.total_steps - 1}
+        return trim_steps(self.schedule.cooldown_start, self.schedule.total_steps)
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
@@ -334,18 +328,18 @@ class GetaOptimizer(WrappedOptimizer):
 
     def _hold_zero_codes(self) -> None:
         """Keep masks of the weights with nonzero codes now, within the budget plus a
-        headroom (:data:`FREEZE_HEADROOM`): bits are raised where the measured cost leaves
-        room, and when it is over, the weights of least ``w_q^2 / cost`` are zeroed too,
+        headroom (:data:`geta.optim.landing.HEADROOM`): bits are raised where the measured
+        cost leaves room, and when it is over, the weights of least ``w_q^2 / cost`` are zeroed too,
         across all layers. Zero codes are held at zero from now on; within a few dozen steps
         about a tenth of the kept codes jitter into the zero bin and stay there, which the
         headroom anticipates, and :meth:`_trim_to_budget` (at the cool-down's quarters and at
         the end) makes the budget hold exactly."""
         self._apply_masks(self.step_count, COOLDOWN)  # the planned units are zero from now on
-        limit = float(self.problem.target) * FREEZE_HEADROOM
+        limit = float(self.problem.target) * HEADROOM
         self._raise_bits_within_budget(limit)
         cm = self.problem.cost_model
         _, _, bits = measure_layers(cm)
-        keep = keep_top(self._quantized_values(), cm.coefficients() * bits, limit)
+        keep = keep_top(quantized_values(cm), cm.coefficients() * bits, limit)
         self._set_held(keep)
         self._apply_held()
 
@@ -362,20 +356,10 @@ class GetaOptimizer(WrappedOptimizer):
         ``w_q^2 / cost`` across layers until it holds, and hold them at zero."""
         if not self.held or self.problem.target is None:
             return
-        cm = self.problem.cost_model
-        _, nonzeros, bits = measure_layers(cm)
-        if measured_cost(cm, nonzeros, bits) <= self.problem.target:
-            return
-        keep = keep_top(self._quantized_values(), cm.coefficients() * bits, self.problem.target)
-        self._set_held([h.bool() & k.to(h.device) for h, k in zip(self.held, keep, strict=True)])
-        self._apply_held()
-
-    def _quantized_values(self) -> list[torch.Tensor]:
-        values = []
-        for layer in self.problem.cost_model.layers:
-            q, w = layer.quantizer, layer.weight.detach()
-            values.append(q(w).detach() if q is not None else w)
-        return values
+        held = trim_to_budget(self.problem.cost_model, self.held, float(self.problem.target))
+        if held is not None:
+            self._set_held(held)
+            self._apply_held()
 
     @torch.no_grad()
     def finish(self) -> None:

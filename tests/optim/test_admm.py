@@ -11,6 +11,8 @@ from torch import nn
 
 import geta
 from geta.optim.admm import admm_phases
+from geta.optim.landing import HEADROOM
+from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
@@ -118,7 +120,9 @@ def test_masked_finetuning_keeps_zeros_and_bits(unstructured):
     first, last = checks[0][2], checks[-1][2]
     assert any(not torch.equal(a, b) for a, b in zip(first, last, strict=True))  # ... clips learn
     projections = [h for h in opt.history if h["event"] == "hard projection"]
-    assert len(projections) == 1 and projections[0]["cost"] <= c.problem.target
+    # the projection spends the landing headroom; fine-tuning's trims make the budget hold
+    assert len(projections) == 1 and projections[0]["cost"] <= c.problem.target * HEADROOM
+    assert measured_cost(c.problem.cost_model) <= c.problem.target
 
 
 def test_with_a_fixed_clip_kept_weights_stay_inside_it():

@@ -5,6 +5,8 @@ import pytest
 import torch
 
 import geta
+from geta.optim.landing import trim_steps, trim_to_budget
+from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
 
 CASES = {
@@ -27,3 +29,24 @@ def test_delivered_ratio_is_within_ten_percent_of_the_budget(case, ratio):
     report = c.report()
     assert report.within_budget
     assert 1.0 <= report.ratio / ratio <= 1.1, f"asked {ratio}x, delivered {report.ratio:.1f}x"
+
+
+def test_trim_points_are_the_quarters_and_the_last_step():
+    assert trim_steps(100, 200) == {125, 150, 175, 199}
+
+
+def test_trim_narrows_the_masks_only_when_over_the_budget():
+    model = mlp()
+    c = geta.Compressor(model, (torch.randn(2, 16),), "20x")
+    cm = c.problem.cost_model
+    held = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in cm.layers]
+    now = measured_cost(cm)
+    assert trim_to_budget(cm, held, now * 1.01) is None
+    narrowed = trim_to_budget(cm, held, now / 3)
+    assert narrowed is not None
+    with torch.no_grad():
+        for layer, keep in zip(cm.layers, narrowed, strict=True):
+            layer.weight.mul_(keep)
+    assert measured_cost(cm) <= now / 3
+    kept = sum(int(k.sum()) for k in narrowed)
+    assert 0 < kept < sum(k.numel() for k in held)
