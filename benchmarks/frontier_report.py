@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 FRONTIER = Path(__file__).parent / "results" / "frontier"
 PLOT = "frontier.png"
+NOTES = "NOTES.md"  # optional, hand-written, put under the generated README's header
 SECTIONS = ("structured", "structured, BOPs", "unstructured")  # a BOPs ratio is not a size one
 
 
@@ -124,7 +125,23 @@ def _pm(cell: Cell, key: str, scale: float = 100.0, digits: int = 2) -> str:
     return f"{scale * cell.mean(key):.{digits}f} ± {scale * cell.std(key):.{digits}f}"
 
 
-def table(study: str, rows: list[dict[str, Any]]) -> str:
+def commands(rows: list[dict[str, Any]]) -> list[str]:
+    """How each method's rows were made: the distinct frontier.py command lines, per method."""
+    by_method: dict[str, list[str]] = defaultdict(list)
+    for row in rows:
+        command = row.get("command")
+        if command and command not in by_method[row["method"]]:
+            by_method[row["method"]].append(command)
+    return [
+        f"- {method}: " + "; ".join(f"`{c}`" for c in cmds)
+        for method, cmds in sorted(by_method.items())
+    ]
+
+
+def table(study: str, rows: list[dict[str, Any]], notes: str = "") -> str:
+    """The study's README: header, a table per section with the comparison against the best
+    baseline, candidates, the commands and the plot; ``notes`` (the study's hand-written
+    NOTES.md, e.g. what each ablation tag changes) goes under the header."""
     cs = cells(rows)
     first = rows[0]
     run = first["run"]
@@ -152,6 +169,8 @@ def table(study: str, rows: list[dict[str, Any]]) -> str:
         "validation split with seed 0.",
         "",
     ]
+    if notes.strip():
+        lines += [notes.strip(), ""]
     for kind in SECTIONS:
         part = [c for c in cs if c.kind == kind]
         if not part:
@@ -180,6 +199,7 @@ def table(study: str, rows: list[dict[str, Any]]) -> str:
                 for x in c.candidates
             )
             lines.append(f"- {c.method} {c.budget}: {text}")
+    lines += ["", "## Commands", "", *commands(rows)]
     lines += ["", f"![frontier]({PLOT})", ""]
     return "\n".join(lines)
 
@@ -252,7 +272,9 @@ def write(study_dir: Path) -> Path:
         if line.strip()
     ]
     study = study_dir.name
-    (study_dir / "README.md").write_text(table(study, rows))
+    notes = study_dir / NOTES
+    text = table(study, rows, notes.read_text() if notes.is_file() else "")
+    (study_dir / "README.md").write_text(text)
     plot(study, rows, study_dir / PLOT)
     return study_dir / "README.md"
 
