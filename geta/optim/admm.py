@@ -189,7 +189,15 @@ class AdmmOptimizer(WrappedOptimizer):
             p.bit_options,
             min_keep=self.min_keep,
             frozen=self.frozen,
+            curvature=self._curvature(),
         )
+
+    def _curvature(self) -> list[torch.Tensor] | None:
+        """The layers' diagonal Fisher for ``distance="fisher"`` (None before any gradient)."""
+        c = self.problem.curvature
+        if self.config.distance != "fisher" or not c.steps:
+            return None
+        return [c.of(layer.tensor_name, layer.weight) for layer in self.layers]
 
     def _project(
         self, z: list[torch.Tensor], phase: AdmmPhase, *, headroom: float = 1.0
@@ -215,6 +223,8 @@ class AdmmOptimizer(WrappedOptimizer):
         loss = self._closure_loss(closure)
         k = self.step_count
         phase = self.phase(k)
+        if self.config.distance == "fisher" and k < self.phases[-1].admm_end:
+            self.problem.curvature.observe()  # the loss's own gradients, before the proximal term
         if k < phase.admm_end:
             if self.V is None or (k == phase.start and self.projected_phase < phase.index):
                 self._start_admm(phase)
@@ -505,6 +515,7 @@ class AdmmOptimizer(WrappedOptimizer):
             if self.targets is None
             else [None if t is None else (t.density, t.bits) for t in self.targets],
             "history": list(self.history),
+            "curvature": self.problem.curvature.state_dict(),
         }
         return state
 
@@ -526,6 +537,8 @@ class AdmmOptimizer(WrappedOptimizer):
         if extra["targets"] is not None:
             self.targets = [None if t is None else LayerTarget(*t) for t in extra["targets"]]
         self.history = list(extra["history"])
+        if "curvature" in extra:
+            self.problem.curvature.load_state_dict(extra["curvature"])
         self._unit_factors = []
         if self.masks is not None and self.removed.any():
             factor = torch.ones(len(self.removed))

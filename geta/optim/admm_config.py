@@ -12,6 +12,7 @@ from geta.errors import ConfigError
 __all__ = ["AdmmConfig", "LayerTarget", "GRANULARITIES", "ADMM_MODES"]
 
 GRANULARITIES = ("weight", "group")
+DISTANCES = ("euclidean", "fisher")
 ADMM_MODES = ("admm", "admm-progressive")
 
 # the papers' public recipes (ALGORITHMS.md sections 2 and 3): Yang et al. keep rho at 0.05;
@@ -90,6 +91,11 @@ class AdmmConfig:
       off, the hard projection's clip stays (the papers'). After a hard projection to 1% of
       the weights the kept ones must grow to make up for the rest: a fixed clip holds them
       back.
+    - ``distance``: what the unstructured budget projection minimises: ``"euclidean"`` (the
+      papers' ``||Z - V||^2``) or ``"fisher"`` (``sum F (z - v)^2`` with the diagonal empirical
+      Fisher ``F``, a running mean of squared gradients: the loss the projection costs to second
+      order). The Euclidean distance weighs every weight alike, so at extreme ratios it spends
+      the budget on a few layers' large weights and starves a layer the loss needs.
 
     Example:
         >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
@@ -108,8 +114,11 @@ class AdmmConfig:
     steps: int = 1
     min_layer_density: float = 0.0
     learn_clip: bool = True
+    distance: str = "euclidean"
 
     def __post_init__(self) -> None:
+        if self.distance not in DISTANCES:
+            raise ConfigError(f"distance is one of {', '.join(DISTANCES)}, not {self.distance!r}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(
                 f"granularity is one of {', '.join(GRANULARITIES)}, not {self.granularity!r}"

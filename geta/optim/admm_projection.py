@@ -143,11 +143,14 @@ def keep_top(
     *,
     min_keep: np.ndarray | None = None,
     frozen: Sequence[torch.Tensor | None] | None = None,
+    curvature: Sequence[torch.Tensor] | None = None,
 ) -> list[torch.Tensor]:
     """The sparsity step with bits fixed: keep masks with ``sum_l weight_cost[l] * kept_l <=
     budget``, best ``z^2 / weight_cost`` first over all layers at once (a prefix of one global
-    sort). Each layer keeps at least its ``min_keep`` largest weights; ``frozen`` (``True`` =
-    held at zero) and exact zeros are never kept.
+    sort); with ``curvature`` (per weight, the diagonal Fisher) best ``F z^2 / weight_cost``,
+    the loss a weight's removal costs per unit of budget. Each layer keeps at least its
+    ``min_keep`` largest weights; ``frozen`` (``True`` = held at zero) and exact zeros are
+    never kept.
 
     Raises:
         BudgetError: the ``min_keep`` weights alone are over the budget.
@@ -157,6 +160,8 @@ def keep_top(
     for i, zl in enumerate(z):
         flat = zl.detach().reshape(-1).double().cpu()  # one global sort, on the host
         s = flat.square() / max(float(weight_cost[i]), 1e-300)
+        if curvature is not None:
+            s = s * curvature[i].detach().reshape(-1).double().cpu()
         s[flat == 0] = -torch.inf
         if frozen is not None and frozen[i] is not None:
             s[frozen[i].reshape(-1).cpu()] = -torch.inf
@@ -204,6 +209,29 @@ def _distortion(
     ]
 
 
+def _curvature_weights(
+    z: Sequence[torch.Tensor], curvature: Sequence[torch.Tensor] | None
+) -> list[torch.Tensor | float]:
+    """Per weight, what a squared change of it costs: ``F`` (as float64 on ``z``'s device), or
+    1 for the Euclidean projection."""
+    if curvature is None:
+        return [1.0] * len(z)
+    return [f.detach().to(zl.device, torch.float64) for f, zl in zip(curvature, z, strict=True)]
+
+
+def _weighted(
+    table: list[np.ndarray], weight: Sequence[torch.Tensor | float], masks: Sequence[torch.Tensor]
+) -> list[np.ndarray]:
+    """Each layer's quantization errors times the mean weight of its kept weights."""
+    out = []
+    for row, w, m in zip(table, weight, masks, strict=True):
+        if isinstance(w, torch.Tensor):
+            kept = w[m.to(w.device)]
+            w = float(kept.mean()) if kept.numel() else 0.0
+        out.append(row * w)
+    return out
+
+
 def project_budget(
     z: Sequence[torch.Tensor],
     specs: Sequence[LayerSpec],
@@ -213,9 +241,13 @@ def project_budget(
     *,
     min_keep: np.ndarray | None = None,
     frozen: Sequence[torch.Tensor | None] | None = None,
+    curvature: Sequence[torch.Tensor] | None = None,
 ) -> WeightProjection:
     """Yang et al.'s V-step, unstructured: masks and bits with ``sum_l coef_l b_l nnz_l <=
-    budget`` and small ``||Z - V||^2`` (see the module docstring).
+    budget`` and small ``||Z - V||^2`` (see the module docstring). With ``curvature`` (the
+    diagonal Fisher ``F`` per weight) the distance is ``||Z - V||_F^2 = sum F (z - v)^2``, the
+    loss the projection costs to second order: removed weights count ``F z^2`` and a layer's
+    quantization error is weighed by the mean ``F`` of its kept weights.
 
     Raises:
         BudgetError: no bit-width lets the weights every layer keeps fit the budget.
@@ -227,7 +259,10 @@ def project_budget(
         True
     """
     options = _options(specs, bit_options)
-    energy = sum(float(zl.detach().double().square().sum()) for zl in z)
+    weight = _curvature_weights(z, curvature)
+    energy = sum(
+        float((w * zl.detach().double().square()).sum()) for zl, w in zip(z, weight, strict=True)
+    )
     best: tuple[float, list, np.ndarray, list] | None = None
     failure: BudgetError | None = None
     seen: set[tuple[float, ...]] = set()
@@ -235,9 +270,11 @@ def project_budget(
         bits = np.array([start if s.quantized else float(FLOAT_BITS) for s in specs])
         try:
             for round_ in range(2):
-                masks = keep_top(z, coef * bits, budget, min_keep=min_keep, frozen=frozen)
+                masks = keep_top(
+                    z, coef * bits, budget, min_keep=min_keep, frozen=frozen, curvature=curvature
+                )
                 kept = [zl.detach() * m for zl, m in zip(z, masks, strict=True)]
-                table = _distortion(kept, specs, options)
+                table = _weighted(_distortion(kept, specs, options), weight, masks)
                 nnz = np.array([float(m.sum()) for m in masks])
                 bits = allocate_bits(options, table, coef * nnz, budget)
                 if round_ == 0:
@@ -249,7 +286,9 @@ def project_budget(
             continue
         if round_ == 0:
             continue
-        kept_energy = sum(float(k.double().square().sum()) for k in kept)
+        kept_energy = sum(
+            float((w * k.double().square()).sum()) for k, w in zip(kept, weight, strict=True)
+        )
         chosen = [
             t[int(np.searchsorted(o, b))] for t, o, b in zip(table, options, bits, strict=True)
         ]

@@ -215,16 +215,17 @@ def test_switching_modes_on_the_same_model_and_data(mode):
     assert accuracy(model, blobs) > 0.9
 
 
-def test_resume_mid_run_gives_the_same_result():
+@pytest.mark.parametrize("distance", ["euclidean", "fisher"])
+def test_resume_mid_run_gives_the_same_result(distance):
     def run(split):
         blobs = Blobs(seed=1)
-        model, c = make("admm", "60x", update_every=10, finetune=0.3)
+        model, c = make("admm", "60x", update_every=10, finetune=0.3, distance=distance)
         opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=80)
         train(model, opt, blobs, split)
         if split < 80:
             state = copy.deepcopy(opt.state_dict())
             weights = copy.deepcopy(model.state_dict())
-            model, c = make("admm", "60x", update_every=10, finetune=0.3)
+            model, c = make("admm", "60x", update_every=10, finetune=0.3, distance=distance)
             model.load_state_dict(weights)
             opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=80)
             opt.load_state_dict(state)

@@ -179,3 +179,42 @@ def test_targets_projection_densities_and_binary_layers():
     torch.testing.assert_close(p.values[2], z[2])  # no target: untouched
     kept = p.masks[1]
     assert float(z[1].abs()[kept].min()) >= float(z[1].abs()[~kept].max())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_fisher_sparsity_step_is_optimal_for_the_weighted_energy(seed):
+    z = _instance(seed)
+    g = torch.Generator().manual_seed(50 + seed)
+    fisher = [torch.rand(x.shape, generator=g) + 0.01 for x in z]
+    cost = np.full(len(z), 3.0)
+    budget = 3.0 * (seed + 3)
+    masks = keep_top(z, cost, budget, curvature=fisher)
+    weighted = [x * f.sqrt() for x, f in zip(z, fisher, strict=True)]  # F z^2 = (sqrt(F) z)^2
+    assert sum(int(m.sum()) for m in masks) * 3.0 <= budget
+    assert _kept_energy(weighted, masks) == pytest.approx(
+        _best_kept_energy(weighted, cost, budget), rel=1e-9
+    )
+
+
+def test_fisher_projection_measures_the_weighted_distance_and_follows_the_loss():
+    g = torch.Generator().manual_seed(1)
+    z = [3 * torch.randn(8, 5, generator=g), 0.2 * torch.randn(12, 10, generator=g)]
+    specs = [LayerSpec(True), LayerSpec(True)]
+    options = np.arange(2.0, 9.0)
+    budget = 2.0 * 30
+    plain = project_budget(z, specs, np.ones(2), budget, options)
+    # the second layer's small weights matter most to the loss: constant curvature per layer
+    fisher = [torch.full_like(z[0], 1.0), torch.full_like(z[1], 1e4)]
+    p = project_budget(z, specs, np.ones(2), budget, options, curvature=fisher)
+    assert p.cost <= budget
+    assert p.nonzeros()[1] > plain.nonzeros()[1]  # the budget moves to the layer the loss needs
+    distance = sum(
+        float((f * (x - v).square()).sum()) for x, v, f in zip(z, p.values, fisher, strict=True)
+    )
+    assert p.error == pytest.approx(distance, rel=1e-4)
+    # a constant curvature is the Euclidean projection scaled
+    same = project_budget(
+        z, specs, np.ones(2), budget, options, curvature=[4 * f / f for f in fisher]
+    )
+    assert all(torch.equal(a, b) for a, b in zip(same.masks, plain.masks, strict=True))
+    assert same.error == pytest.approx(4 * plain.error, rel=1e-6)

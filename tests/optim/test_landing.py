@@ -13,6 +13,7 @@ CASES = {
     "geta": ("geta", {}),
     "admm-unstructured": ("admm", {"granularity": "weight", "update_every": 20}),
     "admm-structured": ("admm", {"granularity": "group", "update_every": 20}),
+    "admm-fisher": ("admm", {"distance": "fisher", "update_every": 20}),
 }
 
 
