@@ -180,7 +180,7 @@ class AdmmOptimizer(WrappedOptimizer):
     def _project_budget(self, z: list[torch.Tensor], *, headroom: float = 1.0) -> WeightProjection:
         p = self.problem
         if self.config.granularity == "group":
-            return project_groups(p, z, self.specs)
+            return project_groups(p, z, self.specs, p.target * headroom)
         return project_budget(
             z,
             self.specs,
@@ -286,7 +286,7 @@ class AdmmOptimizer(WrappedOptimizer):
 
     def _hard_project(self, phase: AdmmPhase) -> None:
         """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on. The
-        unstructured budget projection keeps :data:`geta.optim.landing.HEADROOM` times the
+        budget projection keeps :data:`geta.optim.landing.HEADROOM` times the
         budget at the last run's projection: kept codes drift into the zero bin in
         fine-tuning, and :meth:`_trim_to_budget` enforces the budget exactly."""
         weights = self._weights()
@@ -332,7 +332,6 @@ class AdmmOptimizer(WrappedOptimizer):
     def _lands_by_trimming(self, phase: AdmmPhase) -> bool:
         return (
             self.mode == "admm"
-            and self.config.granularity == "weight"
             and phase.index == self.phases[-1].index
             and self.problem.target is not None
         )

@@ -397,9 +397,11 @@ def project_groups(
     problem: CompressionProblem,
     z: Sequence[torch.Tensor],
     specs: Sequence[LayerSpec],
+    target: float | None = None,
 ) -> WeightProjection:
     """The structured V-step: the shared budget projection over the graph's groups, with each
-    unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``.
+    unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``, onto
+    ``target`` (default: the problem's budget).
 
     With ``problem.count_zero_codes`` the plan counts the expected nonzero codes (as GETA
     mode does), and the projection's cost is then measured on its values: the weights whose
@@ -407,12 +409,13 @@ def project_groups(
     if the codes that are not zero cost more than the budget, the smallest are zeroed too."""
     cm = problem.cost_model
     options = problem.bit_options
+    target = float(problem.target if target is None else target)
     weights = list(z)
     distortion = bit_distortion(cm, options, weights=weights)
     share = nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
     p = project(
         cm,
-        problem.target,
+        target,
         unit_energy(problem, z),
         distortion,
         options,
@@ -432,7 +435,7 @@ def project_groups(
     cost = p.cost
     if problem.count_zero_codes:
         weight_cost = cm.coefficients() * np.where(cm.quantized, p.bits, float(FLOAT_BITS))
-        masks = keep_top(values, weight_cost, float(problem.target))  # zero codes never kept
+        masks = keep_top(values, weight_cost, target)  # zero codes never kept
         values = [v * m for v, m in zip(values, masks, strict=True)]
         cost = float(sum(c * float(m.sum()) for c, m in zip(weight_cost, masks, strict=True)))
     error = sum(

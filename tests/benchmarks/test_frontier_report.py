@@ -111,3 +111,15 @@ def test_plot_is_an_image(tmp_path):
     frontier_report.write(directory)
     image = matplotlib.image.imread(directory / frontier_report.PLOT)
     assert image.shape[0] > 300 and image[..., :3].std() > 0.05
+
+
+def test_readme_carries_the_notes_and_each_methods_command(tmp_path):
+    directory = study(tmp_path)
+    rows = [json.loads(line) for line in (directory / "runs.jsonl").read_text().splitlines()]
+    rows[0]["command"] = "python benchmarks/frontier.py tiny --methods geta --tag x"
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (directory / frontier_report.NOTES).write_text("Tag x: the ablation of one setting.\n")
+    readme = frontier_report.write(directory).read_text()
+    header, rest = readme.split("## Structured", 1)
+    assert "Tag x: the ablation of one setting." in header
+    assert "- geta: `python benchmarks/frontier.py tiny --methods geta --tag x`" in rest
