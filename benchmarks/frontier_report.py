@@ -228,6 +228,38 @@ def comparison(part: list[Cell]) -> list[str]:
     return out
 
 
+def summary(study: str, rows: list[dict[str, Any]]) -> list[str]:
+    """The README front page's rows for one study: at each budget, each of geta's methods
+    against the best baseline of the same kind (mean +- std over seeds, delivered ratio)."""
+    out = []
+    cs = cells(rows)
+    for kind in SECTIONS:
+        part = [c for c in cs if c.kind == kind]
+        for budget in sorted({c.budget for c in part}, key=_budget_value):
+            here = [c for c in part if c.budget == budget]
+            base = [c for c in here if c.baseline]
+            best = max(base, key=lambda c: c.mean("accuracy")) if base else None
+            for c in (c for c in here if not c.baseline):
+                against = (
+                    f"{best.method} ({_choice_text(best.choice)}): {_pm(best, 'accuracy')} "
+                    f"at {best.mean('papers_ratio'):,.0f}x"
+                    if best
+                    else "-"
+                )
+                gap = f"{100 * (c.mean('accuracy') - best.mean('accuracy')):+.2f}" if best else "-"
+                out.append(
+                    f"| {study} | {kind} | {budget} | {c.method} | {_pm(c, 'accuracy')} at "
+                    f"{c.mean('papers_ratio'):,.0f}x | {against} | {gap} | {len(c.runs)} |"
+                )
+    return out
+
+
+SUMMARY_HEADER = [
+    "| study | kind | budget | geta | accuracy (%) | best baseline (%) | gap (pt) | seeds |",
+    "|---|---|---|---|---|---|---|---|",
+]
+
+
 def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
     cs = cells(rows)
     kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
@@ -265,12 +297,16 @@ def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
     plt.close(fig)
 
 
-def write(study_dir: Path) -> Path:
-    rows = [
+def read_rows(study_dir: Path) -> list[dict[str, Any]]:
+    return [
         json.loads(line)
         for line in (study_dir / "runs.jsonl").read_text().splitlines()
         if line.strip()
     ]
+
+
+def write(study_dir: Path) -> Path:
+    rows = read_rows(study_dir)
     study = study_dir.name
     notes = study_dir / NOTES
     text = table(study, rows, notes.read_text() if notes.is_file() else "")
@@ -282,9 +318,18 @@ def write(study_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="study names or directories")
+    parser.add_argument(
+        "--summary", action="store_true", help="print the README front page's table instead"
+    )
     args = parser.parse_args(argv)
-    for name in args.studies:
-        path = Path(name) if Path(name).is_dir() else FRONTIER / name
+    paths = [Path(n) if Path(n).is_dir() else FRONTIER / n for n in args.studies]
+    if args.summary:
+        lines = list(SUMMARY_HEADER)
+        for path in paths:
+            lines += summary(path.name, read_rows(path))
+        print("\n".join(lines), file=sys.stdout)
+        return
+    for path in paths:
         print(write(path), file=sys.stdout)
 
 

@@ -123,3 +123,13 @@ def test_readme_carries_the_notes_and_each_methods_command(tmp_path):
     header, rest = readme.split("## Structured", 1)
     assert "Tag x: the ablation of one setting." in header
     assert "- geta: `python benchmarks/frontier.py tiny --methods geta --tag x`" in rest
+
+
+def test_summary_sets_each_geta_method_against_the_best_baseline(tmp_path):
+    directory = study(tmp_path)
+    lines = frontier_report.summary("tiny", frontier_report.read_rows(directory))
+    (row,) = [line for line in lines if "| 30x | geta |" in line]
+    gap = 100 * (statistics.fmean([0.980, 0.976, 0.978]) - statistics.fmean([0.970, 0.968, 0.972]))
+    assert "prune-then-qat (bits=3)" in row and f"| {gap:+.2f} | 3 |" in row
+    (bops,) = [line for line in lines if "bops=22.2x" in line]
+    assert bops.endswith("| - | - | 1 |")  # no baseline at that budget
