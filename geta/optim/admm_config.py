@@ -83,7 +83,7 @@ class AdmmConfig:
       per step for ``admm-progressive``. Budget ADMM fine-tunes that long because in a run of
       a fixed length with one learning-rate schedule the weights need most of it, at a
       learning rate that still moves them, to recover from the projection (LeNet-5 Fashion-MNIST 1,000x:
-      73.0% at 0.25, 81.7% at 0.7, 83.5% at 0.9); the papers' long ADMM phase followed by a
+      74.9% at 0.25, 81.7% at 0.7, 83.5% at 0.9); the papers' long ADMM phase followed by a
       separate retraining is ``finetune=0.25`` with a schedule restarted by the caller.
     - ``quantizer``: ``"uniform"`` (GETA's quantizer at ``t = 1``; exported as integer codes).
       k-means codebooks are not offered: the artifact has no codebook storage.
