@@ -119,6 +119,10 @@ class AdmmOptimizer(WrappedOptimizer):
         self.min_keep = np.maximum(1, np.ceil(config.min_layer_density * numel)).astype(np.int64)
         steps = config.steps if mode == "admm-progressive" else 1
         self.phases = admm_phases(total_steps, steps, config.finetune)
+        last = self.phases[-1]  # the budget is enforced at its fine-tuning's quarters and end
+        self.trim_at = (
+            trim_steps(last.admm_end, last.end) if self._lands_by_trimming(last) else set()
+        )
         self.targets = self._given_targets()
         self.step_count = 0
         self.rho = float(config.rho)
@@ -247,7 +251,7 @@ class AdmmOptimizer(WrappedOptimizer):
             self._keep_bits()
             self._update_latent()
             self._apply_masks()
-            if k in self._trim_steps():
+            if k in self.trim_at:
                 self._trim_to_budget()
         self.step_count += 1
         return loss
@@ -335,13 +339,6 @@ class AdmmOptimizer(WrappedOptimizer):
             and phase.index == self.phases[-1].index
             and self.problem.target is not None
         )
-
-    def _trim_steps(self) -> set[int]:
-        """The last fine-tuning's quarter points and its last step."""
-        last = self.phases[-1]
-        if not self._lands_by_trimming(last):
-            return set()
-        return trim_steps(last.admm_end, last.end)
 
     def _trim_to_budget(self) -> None:
         """If the masked model costs more than the budget now, drop its weights of least

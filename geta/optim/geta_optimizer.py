@@ -72,6 +72,8 @@ class GetaOptimizer(WrappedOptimizer):
         super().__init__(params, base, **base_kwargs)
         self.problem = problem
         self.schedule = schedule
+        # where the budget is enforced exactly: the cool-down's quarters and last step
+        self.trim_at = trim_steps(schedule.cooldown_start, schedule.total_steps)
         self.learned_bits = learned_bits
         self.check_finite_values = check_finite
         self.quantizers = [
@@ -134,12 +136,8 @@ class GetaOptimizer(WrappedOptimizer):
         self._apply_masks(step, stage)
         self._project_bits(step, stage)
         self._apply_held()
-        if self.held and step in self._trim_steps():
+        if step in self.trim_at:
             self._trim_to_budget()
-
-    def _trim_steps(self) -> set[int]:
-        """The cool-down's quarter points and its last step (and :meth:`finish`)."""
-        return trim_steps(self.schedule.cooldown_start, self.schedule.total_steps)
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
