@@ -7,6 +7,9 @@ Each run (progressive: each of its steps) has two phases:
    the counted layers' weight gradients before the base step; every ``update_every`` steps
    ``V <- proj(W + U)``, ``U <- U + W - V`` and ``rho <- min(rho * growth, rho_max)``. The
    weights train in float (their quantizers stay at high bits with a clip above the weights).
+   With ``AdmmConfig.ramp = K > 1`` (budget ADMM, unstructured) the budget tightens in ``K``
+   hard projections spread over the phase (cubic schedule, :func:`ramp_budgets`): each zeroes
+   what its projection drops and holds it there; the V-steps project onto the next budget.
 2. hard projection ``W <- proj(W)`` (the quantizers set so that ``Q(W) = W``), then masked
    fine-tuning: removed weights (structured: removed groups, all their members) held at exactly
    zero, bits frozen; each quantized layer's clip learns with its step tied to it
@@ -25,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geta.errors import ConfigError
 from geta.optim.admm_config import AdmmConfig, LayerTarget
 from geta.optim.admm_projection import (
     LayerSpec,
@@ -38,7 +42,7 @@ from geta.optim.landing import HEADROOM, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
-__all__ = ["AdmmOptimizer", "AdmmPhase", "admm_phases"]
+__all__ = ["AdmmOptimizer", "AdmmPhase", "admm_phases", "ramp_budgets", "ramp_steps"]
 
 log = logging.getLogger("geta")
 
@@ -69,6 +73,31 @@ def admm_phases(total_steps: int, steps: int, finetune: int | float) -> list[Adm
         tune = finetune if isinstance(finetune, int) else int(finetune * length)
         out.append(AdmmPhase(i, start, max(start, end - min(tune, length)), end))
     return out
+
+
+def ramp_budgets(start_cost: float, target: float, count: int) -> list[float]:
+    """The budgets of ``count`` hard projections from ``start_cost`` down to ``target``: the
+    ``k``-th removes ``1 - (1 - k/count)^3`` of the cost to shed (Zhu and Gupta's cubic
+    schedule: big cuts while much is redundant, small ones near the end).
+
+    Example:
+        >>> [round(b) for b in ramp_budgets(1000.0, 100.0, 3)]
+        [367, 133, 100]
+    """
+    shed = max(start_cost - target, 0.0)
+    return [start_cost - shed * (1 - (1 - k / count) ** 3) for k in range(1, count + 1)]
+
+
+def ramp_steps(phase: AdmmPhase, count: int) -> list[int]:
+    """The steps after which the first ``count - 1`` ramp projections happen, evenly over the
+    phase's ADMM steps (the last one is the phase's hard projection).
+
+    Example:
+        >>> ramp_steps(AdmmPhase(0, 0, 100, 400), 4)
+        [24, 49, 74]
+    """
+    length = phase.admm_end - phase.start
+    return [phase.start + k * length // count - 1 for k in range(1, count)]
 
 
 class AdmmOptimizer(WrappedOptimizer):
@@ -124,6 +153,16 @@ class AdmmOptimizer(WrappedOptimizer):
             trim_steps(last.admm_end, last.end) if self._lands_by_trimming(last) else set()
         )
         self.targets = self._given_targets()
+        ramp = config.ramp or 1
+        if ramp > 1 and (mode != "admm" or problem.target is None):
+            raise ConfigError(
+                "AdmmConfig.ramp tightens a budget: it needs mode='admm' with a budget "
+                "(admm-progressive spreads its targets with AdmmConfig.steps)"
+            )
+        self.ramp_at = ramp_steps(last, ramp) if ramp > 1 else []
+        self.ramp_budgets = (
+            ramp_budgets(self._start_cost(), float(problem.target), ramp) if ramp > 1 else []
+        )
         self.step_count = 0
         self.rho = float(config.rho)
         self.V: list[torch.Tensor] | None = None
@@ -181,7 +220,24 @@ class AdmmOptimizer(WrappedOptimizer):
     def _weights(self) -> list[torch.Tensor]:
         return [layer.weight for layer in self.layers]
 
-    def _project_budget(self, z: list[torch.Tensor], *, headroom: float = 1.0) -> WeightProjection:
+    def _start_cost(self) -> float:
+        """Every counted weight kept at the highest bit option (float layers at 32 bits)."""
+        bits = np.array(
+            [self.problem.bit_options[-1] if s.quantized else FLOAT_BITS for s in self.specs]
+        )
+        return float((self.coef * bits * self.problem.cost_model.numel).sum())
+
+    def _budget_at(self, step: int) -> float:
+        """The budget the projections aim at in ``step``: the next ramp budget, or the
+        target."""
+        done = sum(1 for r in self.ramp_at if r < step)
+        if done < len(self.ramp_at):
+            return self.ramp_budgets[done]
+        return float(self.problem.target)
+
+    def _project_budget(
+        self, z: list[torch.Tensor], *, headroom: float = 1.0, step: int | None = None
+    ) -> WeightProjection:
         p = self.problem
         if self.config.granularity == "group":
             return project_groups(p, z, self.specs, p.target * headroom)
@@ -189,7 +245,7 @@ class AdmmOptimizer(WrappedOptimizer):
             z,
             self.specs,
             self.coef,
-            p.target * headroom,
+            self._budget_at(self.step_count if step is None else step) * headroom,
             p.bit_options,
             min_keep=self.min_keep,
             frozen=self.frozen,
@@ -204,10 +260,15 @@ class AdmmOptimizer(WrappedOptimizer):
         return [c.of(layer.tensor_name, layer.weight) for layer in self.layers]
 
     def _project(
-        self, z: list[torch.Tensor], phase: AdmmPhase, *, headroom: float = 1.0
+        self,
+        z: list[torch.Tensor],
+        phase: AdmmPhase,
+        *,
+        headroom: float = 1.0,
+        step: int | None = None,
     ) -> WeightProjection:
         if self.mode == "admm":
-            return self._project_budget(z, headroom=headroom)
+            return self._project_budget(z, headroom=headroom, step=step)
         if self.targets is None:
             self.targets = self._targets_from_budget()
         return project_targets(z, self._phase_targets(phase), self.float_bits, frozen=self.frozen)
@@ -240,6 +301,8 @@ class AdmmOptimizer(WrappedOptimizer):
             done = k + 1 - phase.start
             if done % self.config.interval(phase.admm_end - phase.start) == 0:
                 self._update_dual(phase)
+            if k in self.ramp_at:
+                self._ramp_project(phase)
             if k + 1 == phase.admm_end:
                 self._hard_project(phase)
         else:
@@ -268,6 +331,20 @@ class AdmmOptimizer(WrappedOptimizer):
         self.V = [x.detach().clone() for x in v.values]
         self.U = [torch.zeros_like(w) for w in weights]
         self._record("admm start", v)
+
+    def _ramp_project(self, phase: AdmmPhase) -> None:
+        """One step of the ramp: ``W`` loses what the projection onto the current budget drops
+        (held at zero from now on, still float); ADMM restarts towards the next budget."""
+        weights = self._weights()
+        p = self._project([w.detach() for w in weights], phase)
+        for w, m in zip(weights, p.masks, strict=True):
+            w.mul_(m.to(w.dtype))
+        self.frozen = [~m.bool() for m in p.masks]
+        self._record("ramp projection", p)
+        v = self._project([w.detach() for w in weights], phase, step=self.step_count + 1)
+        self.V = [x.detach().clone() for x in v.values]
+        self.U = [torch.zeros_like(w) for w in weights]
+        self.rho = float(self.config.rho)
 
     def _add_proximal_gradient(self) -> None:
         for w, v, u in zip(self._weights(), self.V, self.U, strict=True):

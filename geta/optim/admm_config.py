@@ -18,9 +18,12 @@ ADMM_MODES = ("admm", "admm-progressive")
 # the papers' public recipes (ALGORITHMS.md sections 2 and 3): Yang et al. keep rho at 0.05;
 # Ye et al. start small and multiply rho by 1.3 at every V/U update
 _RHO = {"admm": (0.05, 1.0), "admm-progressive": (1e-3, 1.3)}
-# budget ADMM fine-tunes for most of a run (the frontier's ablation); progressive runs keep the
-# papers' quarter per step
-_FINETUNE = {"admm": 0.9, "admm-progressive": 0.25}
+# by (mode, granularity), from the frontier's ablations: unstructured budget ADMM reaches its
+# budget in a ramp of 5 projections over the first 30% of the run and fine-tunes the rest;
+# structured budget ADMM projects once and fine-tunes 90%; progressive runs keep the papers'
+# quarter per step
+_FINETUNE = {("admm", "weight"): 0.7, ("admm", "group"): 0.9, ("admm-progressive", "weight"): 0.25}
+_RAMP = {("admm", "weight"): 5}
 
 
 @dataclass(frozen=True)
@@ -79,12 +82,14 @@ class AdmmConfig:
     - ``update_every``: V/U updates every that many optimizer steps (an int; the papers: one
       epoch) or that fraction of each ADMM phase (a float).
     - ``finetune``: the share (float) or steps (int) of each run spent on masked fine-tuning
-      after the hard projection (zeros held, bits frozen). ``None``: 0.9 for ``admm``, 0.25
-      per step for ``admm-progressive``. Budget ADMM fine-tunes that long because in a run of
-      a fixed length with one learning-rate schedule the weights need most of it, at a
-      learning rate that still moves them, to recover from the projection (LeNet-5 Fashion-MNIST 1,000x:
-      74.9% at 0.25, 81.7% at 0.7, 83.5% at 0.9); the papers' long ADMM phase followed by a
-      separate retraining is ``finetune=0.25`` with a schedule restarted by the caller.
+      after the hard projection (zeros held, bits frozen). ``None``: for ``admm`` 0.7
+      unstructured (after the ramp over the first 30%) and 0.9 structured; 0.25 per step for
+      ``admm-progressive``. Budget ADMM fine-tunes that long because in a run of a fixed
+      length with one learning-rate schedule the weights need most of it, at a learning rate
+      that still moves them, to recover from the projection (LeNet-5 Fashion-MNIST 1,000x,
+      one projection: 74.9% at 0.25, 81.7% at 0.7, 83.5% at 0.9); the papers' long ADMM phase
+      followed by a separate retraining is ``finetune=0.25, ramp=1`` with a schedule restarted
+      by the caller.
     - ``quantizer``: ``"uniform"`` (GETA's quantizer at ``t = 1``; exported as integer codes).
       k-means codebooks are not offered: the artifact has no codebook storage.
     - ``targets``: progressive only; one :class:`LayerTarget` for every layer, or one per
@@ -92,6 +97,15 @@ class AdmmConfig:
       the budget by the budget projection.
     - ``steps``: progressive steps; step ``k`` of ``K`` keeps ``density ** (k / K)`` of each
       layer, starting from the previous step's result; bits are applied in the last step.
+    - ``ramp``: budget ADMM, unstructured: the budget is reached in that many hard
+      projections spread evenly over the ADMM phase, the ``k``-th at the cost
+      ``C0 - (C0 - B) (1 - (1 - k/ramp)^3)`` (``C0`` every weight at the highest bits, ``B`` the
+      budget: Zhu and Gupta's cubic schedule); each one zeroes the weights its projection
+      drops and holds them at zero, and the V-steps in between project onto the next
+      budget. ``1``: one hard projection at the end of the ADMM phase (the papers'). ``None``:
+      5 for unstructured ``admm``, else 1. One projection straight to 0.1-1% of the weights
+      loses what gradual removal lets the rest learn to make up (LeNet-5 Fashion-MNIST,
+      1,000x: 83.3% with one projection, 84.9% with the ramp; ``docs/admm.md``).
     - ``min_layer_density``: the least share of its weights an unstructured layer keeps
       (at least one weight).
     - ``learn_clip``: in masked fine-tuning each quantized layer's clip (and with it the step,
@@ -113,6 +127,8 @@ class AdmmConfig:
         (0.05, 1.3)
         >>> cfg.resolved("admm").finetune, cfg.resolved("admm-progressive").finetune
         (0.9, 0.25)
+        >>> AdmmConfig().resolved("admm").ramp, AdmmConfig().resolved("admm").finetune
+        (5, 0.7)
     """
 
     granularity: str = "weight"
@@ -124,6 +140,7 @@ class AdmmConfig:
     quantizer: str = "uniform"
     targets: LayerTarget | dict[str, LayerTarget] | None = None
     steps: int = 1
+    ramp: int | None = None
     min_layer_density: float = 0.0
     learn_clip: bool = True
     distance: str = "fisher"
@@ -142,6 +159,13 @@ class AdmmConfig:
             )
         if self.steps < 1:
             raise ConfigError(f"progressive steps must be at least 1, got {self.steps}")
+        if self.ramp is not None and self.ramp < 1:
+            raise ConfigError(f"ramp is at least 1 projection, got {self.ramp}")
+        if self.ramp is not None and self.ramp > 1 and self.granularity != "weight":
+            raise ConfigError(
+                "ramp applies to unstructured budget ADMM (granularity='weight'); structured "
+                "ADMM removes its groups in one projection"
+            )
         if isinstance(self.update_every, float) and not 0 < self.update_every <= 1:
             raise ConfigError(f"update_every as a fraction is in (0, 1], got {self.update_every}")
         if isinstance(self.update_every, int) and self.update_every < 1:
@@ -159,14 +183,18 @@ class AdmmConfig:
         return config.from_dict(cls, data)
 
     def resolved(self, mode: str) -> AdmmConfig:
-        """This config with the mode's default ``rho``, ``rho_growth`` and ``finetune`` filled
-        in."""
+        """This config with the mode's (and granularity's) default ``rho``, ``rho_growth``,
+        ``finetune`` and ``ramp`` filled in."""
         rho, growth = _RHO[mode]
+        key = (mode, self.granularity)
         return replace(
             self,
             rho=self.rho if self.rho is not None else rho,
             rho_growth=self.rho_growth if self.rho_growth is not None else growth,
-            finetune=self.finetune if self.finetune is not None else _FINETUNE[mode],
+            finetune=self.finetune
+            if self.finetune is not None
+            else _FINETUNE.get(key, _FINETUNE[(mode, "weight")]),
+            ramp=self.ramp if self.ramp is not None else _RAMP.get(key, 1),
         )
 
     def interval(self, admm_steps: int) -> int:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import geta
-from geta.optim.admm import admm_phases
+from geta.optim.admm import admm_phases, ramp_budgets, ramp_steps
 from geta.optim.landing import HEADROOM
 from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
@@ -47,7 +47,7 @@ def test_quadratic_toy_reaches_the_known_admm_answer():
     model = nn.Linear(8, 4, bias=False)
     rho = 1.0
     config = geta.CompressorConfig(
-        bit_range=(8, 8), admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0)
+        bit_range=(8, 8), admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0, ramp=1)
     )
     c = geta.Compressor(model, (torch.randn(2, 8),), geta.Budget.size(bits=48), "admm", config)
     opt = c.optimizer(base="sgd", lr=0.1, total_steps=300)
@@ -215,6 +215,51 @@ def test_switching_modes_on_the_same_model_and_data(mode):
     assert accuracy(model, blobs) > 0.9
 
 
+def test_ramp_tightens_the_budget_in_steps_and_holds_what_it_removed():
+    blobs = Blobs()
+    model, c = make("admm", "60x", finetune=0.5, update_every=0.1, ramp=4)
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=160)
+    assert opt.ramp_at == ramp_steps(opt.phases[0], 4) == [19, 39, 59]
+    layers = c.problem.cost_model.layers
+    seen = []
+
+    def on_step():
+        if opt.stage == "admm" and opt.frozen is not None:  # removed weights stay zero
+            assert all(
+                bool((layer.weight[f] == 0).all())
+                for layer, f in zip(layers, opt.frozen, strict=True)
+            )
+            seen.append(sum(int(f.sum()) for f in opt.frozen))
+
+    train(model, opt, blobs, 160, on_step)
+    ramps = [h for h in opt.history if h["event"] == "ramp projection"]
+    costs = [h["cost"] for h in ramps]
+    assert len(ramps) == 3 and costs == sorted(costs, reverse=True)
+    assert all(h["cost"] <= b for h, b in zip(ramps, opt.ramp_budgets, strict=False))
+    assert seen == sorted(seen) and seen[-1] > seen[0] > 0  # removal only grows
+    assert c.finalize() is model
+    report = c.report()
+    assert report.within_budget and report.ratio <= 60 * HEADROOM
+    assert accuracy(model, blobs) > 0.9
+
+
+def test_defaults_ramp_unstructured_budget_admm_only():
+    weight, group = geta.AdmmConfig(), geta.AdmmConfig(granularity="group")
+    assert (weight.resolved("admm").ramp, weight.resolved("admm").finetune) == (5, 0.7)
+    assert (group.resolved("admm").ramp, group.resolved("admm").finetune) == (1, 0.9)
+    progressive = weight.resolved("admm-progressive")
+    assert (progressive.ramp, progressive.finetune) == (1, 0.25)
+    assert geta.AdmmConfig(ramp=1, finetune=0.25).resolved("admm").ramp == 1  # the papers'
+
+
+def test_ramp_budgets_follow_the_cubic_schedule():
+    budgets = ramp_budgets(1000.0, 10.0, 5)
+    assert budgets[-1] == pytest.approx(10.0) and budgets == sorted(budgets, reverse=True)
+    shed = [(1000 - b) / 990 for b in budgets]
+    np.testing.assert_allclose(shed, [1 - (1 - k / 5) ** 3 for k in range(1, 6)])
+    assert ramp_budgets(10.0, 20.0, 3) == [10.0, 10.0, 10.0]  # nothing to shed
+
+
 @pytest.mark.parametrize("distance", ["euclidean", "fisher"])
 def test_resume_mid_run_gives_the_same_result(distance):
     def run(split):
@@ -242,6 +287,10 @@ def test_phases_and_configuration_errors():
         geta.AdmmConfig(quantizer="kmeans")
     with pytest.raises(ValueError, match="granularity"):
         make("admm-progressive", "10x", granularity="group")
+    with pytest.raises(geta.ConfigError, match="ramp"):
+        geta.AdmmConfig(granularity="group", ramp=3)
+    with pytest.raises(geta.ConfigError, match="ramp"):
+        make("admm-progressive", "10x", ramp=3)[1].optimizer(lr=0.1, total_steps=10)
     with pytest.raises(ValueError, match="needs a budget"):
         make("admm", None)
     with pytest.raises(ValueError, match="not both"):
