@@ -46,6 +46,8 @@ __all__ = ["AdmmOptimizer", "AdmmPhase", "admm_phases", "ramp_budgets", "ramp_st
 
 log = logging.getLogger("geta")
 
+RHO_FLOOR = 1e-4  # residual balancing never lowers rho below this
+
 
 @dataclass(frozen=True)
 class AdmmPhase:
@@ -358,12 +360,34 @@ class AdmmOptimizer(WrappedOptimizer):
         weights = [w.detach() for w in self._weights()]
         z = [w + u for w, u in zip(weights, self.U, strict=True)]
         v = self._project(z, phase)
-        self.V = [x.detach().clone() for x in v.values]
+        previous, self.V = self.V, [x.detach().clone() for x in v.values]
         for u, w, x in zip(self.U, weights, self.V, strict=True):
             u.add_(w - x)
         gap = sum(float((w - x).square().sum()) for w, x in zip(weights, self.V, strict=True))
         self._record("update", v, gap=gap)
-        self.rho = min(self.rho * float(self.config.rho_growth), self.config.rho_max)
+        if self.config.balance_rho:
+            moved = sum(
+                float((x - o).square().sum()) for x, o in zip(self.V, previous, strict=True)
+            )
+            self._balance_rho(gap**0.5, self.rho * moved**0.5)
+        else:
+            self.rho = min(self.rho * float(self.config.rho_growth), self.config.rho_max)
+
+    def _balance_rho(self, primal: float, dual: float) -> None:
+        """Boyd et al.'s residual balancing (2011, sec. 3.4.1): ``rho`` doubles while the
+        weights are over ten times farther from ``V`` (the primal residual) than ``V`` moved
+        (the dual residual), and halves in the opposite case; ``U`` (scaled by ``1/rho``) is
+        rescaled so the dual variable itself is unchanged."""
+        if primal > 10 * dual:
+            factor = 2.0
+        elif dual > 10 * primal:
+            factor = 0.5
+        else:
+            return
+        rho = min(max(self.rho * factor, RHO_FLOOR), self.config.rho_max)
+        for u in self.U:
+            u.mul_(self.rho / rho)
+        self.rho = rho
 
     def _hard_project(self, phase: AdmmPhase) -> None:
         """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on. The

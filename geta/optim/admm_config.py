@@ -79,6 +79,10 @@ class AdmmConfig:
     - ``rho``, ``rho_growth``, ``rho_max``: the penalty at the start, its factor at every V/U
       update, and its cap. ``None``: the mode's papers' value (admm 0.05 constant;
       progressive 1e-3, x1.3).
+    - ``balance_rho``: instead of ``rho_growth``, adapt ``rho`` at every V/U update by
+      residual balancing (Boyd et al. 2011, sec. 3.4.1): double it while the weights are far
+      from ``V`` relative to how far ``V`` moved, halve it in the opposite case (capped at
+      ``rho_max``).
     - ``update_every``: V/U updates every that many optimizer steps (an int; the papers: one
       epoch) or that fraction of each ADMM phase (a float).
     - ``finetune``: the share (float) or steps (int) of each run spent on masked fine-tuning
@@ -141,6 +145,7 @@ class AdmmConfig:
     targets: LayerTarget | dict[str, LayerTarget] | None = None
     steps: int = 1
     ramp: int | None = None
+    balance_rho: bool = False
     min_layer_density: float = 0.0
     learn_clip: bool = True
     distance: str = "fisher"

@@ -35,9 +35,11 @@ def weight_values(c):
     return [layer.module.weight.detach() for layer in c.problem.cost_model.layers]
 
 
-def test_quadratic_toy_reaches_the_known_admm_answer():
+@pytest.mark.parametrize("balance_rho", [False, True])
+def test_quadratic_toy_reaches_the_known_admm_answer(balance_rho):
     """loss = 1/2 ||W - A||^2 under "6 weights at 8 bits": the answer is A's 6 largest
-    entries (quantized), and at the fixed point W = V and U = (A - V) / rho."""
+    entries (quantized), and at the fixed point W = V and U = (A - V) / rho (with residual
+    balancing, at the rho it ends with: U is rescaled whenever rho changes)."""
     g = torch.Generator().manual_seed(0)
     a = 0.3 * torch.rand(4, 8, generator=g) * torch.randn(4, 8, generator=g).sign()
     support = torch.zeros(32, dtype=torch.bool)
@@ -47,7 +49,8 @@ def test_quadratic_toy_reaches_the_known_admm_answer():
     model = nn.Linear(8, 4, bias=False)
     rho = 1.0
     config = geta.CompressorConfig(
-        bit_range=(8, 8), admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0, ramp=1)
+        bit_range=(8, 8),
+        admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0, ramp=1, balance_rho=balance_rho),
     )
     c = geta.Compressor(model, (torch.randn(2, 8),), geta.Budget.size(bits=48), "admm", config)
     opt = c.optimizer(base="sgd", lr=0.1, total_steps=300)
@@ -56,6 +59,9 @@ def test_quadratic_toy_reaches_the_known_admm_answer():
         opt.step()
         opt.zero_grad()
     w, v, u = model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]
+    rho = opt.rho
+    rhos = {h["rho"] for h in opt.history}
+    assert (len(rhos) > 1) == balance_rho  # residual balancing moved it; growth 1.0 did not
     assert bool(((v != 0) == support).all())
     half_step = float(a.abs().max()) / 127 / 2  # V's clip moves on a grid as Z moves
     torch.testing.assert_close(w, v, atol=half_step, rtol=0)
