@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 from dataclasses import asdict, dataclass
 
+import torch
 import torch_pruning as tp
 from torch import nn
 
@@ -35,7 +36,38 @@ IMPORTANCES = {
 MAX_CHANNEL_RATIO = 0.95
 
 
+def unprunable_layers(model: nn.Module, example: tuple) -> list[nn.Module]:
+    """The conv / linear layers whose output channels Torch-Pruning cannot remove from this
+    model: removing one of them on a copy breaks the forward pass. A shortcut that zero-pads
+    channels by a constant (option-A ResNets) is one: Torch-Pruning narrows the tensors on
+    both sides of it but not the pad. What a user of Torch-Pruning would do by hand: prune
+    the other layers only."""
+    names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    blocked = []
+    for name in names:
+        trial = copy.deepcopy(model)
+        layer = trial.get_submodule(name)
+        if layer.weight.shape[0] < 2:
+            continue
+        graph = tp.DependencyGraph().build_dependency(trial, example_inputs=example)
+        prune_out = (
+            tp.prune_conv_out_channels
+            if isinstance(layer, nn.Conv2d)
+            else tp.prune_linear_out_channels
+        )
+        group = graph.get_pruning_group(layer, prune_out, idxs=[0])
+        group.prune()
+        try:
+            with torch.no_grad():
+                trial(*example)
+        except RuntimeError:
+            blocked.append(model.get_submodule(name))
+    return blocked
+
+
 def _pruner(model, example, importance: str, ratio: float, global_pruning: bool, steps: int):
+    ignored = output_layers(model, example)
+    ignored += [m for m in unprunable_layers(model, example) if m not in ignored]
     return tp.pruner.MetaPruner(
         model,
         example,
@@ -43,7 +75,7 @@ def _pruner(model, example, importance: str, ratio: float, global_pruning: bool,
         pruning_ratio=ratio,
         global_pruning=global_pruning,
         iterative_steps=steps,
-        ignored_layers=output_layers(model, example),
+        ignored_layers=ignored,
     )
 
 

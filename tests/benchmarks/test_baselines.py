@@ -65,3 +65,27 @@ def test_unknown_baseline_settings_are_config_errors(tmp_path):
     spec = CompressSpec(mode="prune-then-qat", budget="40x", method={"bitz": 3}, **TINY)
     with pytest.raises(geta.ConfigError, match="unknown setting\\(s\\) bitz"):
         run_compress(spec, tmp_path / "out", progress=False)
+
+
+def test_torch_pruning_leaves_a_zero_padded_shortcut_alone():
+    """Option-A ResNets pad channels by a constant in their shortcuts, which Torch-Pruning
+    cannot narrow: the residual streams (stem and each block's last conv) are left alone,
+    the blocks' inner channels are pruned, and the pruned model still runs."""
+    import torch
+    from baselines.prune_then_qat import _pruner, unprunable_layers
+
+    from geta.models import lenet5, resnet20
+
+    model = resnet20(in_channels=1)
+    example = (torch.randn(2, 1, 28, 28),)
+    names = {id(m): n for n, m in model.named_modules()}
+    blocked = {names[id(m)] for m in unprunable_layers(model, example)}
+    streams = {"conv1"} | {f"layer{s}.{b}.conv2" for s in (1, 2, 3) for b in (0, 1, 2)}
+    assert blocked == streams
+    inner = [model.get_submodule(f"layer{s}.{b}.conv1") for s in (1, 2, 3) for b in (0, 1, 2)]
+    before = [m.out_channels for m in inner]
+    _pruner(model, example, "magnitude", 0.5, False, 1).step()
+    assert model(*example).shape == (2, 10)
+    assert all(m.out_channels < b for m, b in zip(inner, before, strict=True))
+    assert model.conv1.out_channels == 16  # the stream kept its width
+    assert unprunable_layers(lenet5(), example) == []  # nothing blocks a plain chain
