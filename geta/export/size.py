@@ -23,6 +23,7 @@ from torch.nn.utils import parametrize
 
 from geta.export.artifact import MANIFEST, WEIGHTS, quantized_codes, read_manifest
 from geta.quant.prepare import _kind_of, weight_quantizers
+from geta.quant.ratio import FLOAT_BITS, papers_ratio, real_ratio
 
 __all__ = ["LayerSize", "SizeReport", "size_report", "code_bits"]
 
@@ -60,7 +61,7 @@ class SizeReport:
     @property
     def paper_ratio(self) -> float:
         """32 * sum numel / sum bits * nonzeros (index and codebook overhead ignored)."""
-        return 32 * self.numel / max(self.weight_bits, 1)
+        return papers_ratio(FLOAT_BITS * self.numel, self.weight_bits)
 
     @property
     def average_bits(self) -> float:
@@ -69,7 +70,7 @@ class SizeReport:
     @property
     def real_ratio(self) -> float | None:
         """fp32 safetensors bytes of the reference model / bytes of the artifact on disk."""
-        return self.reference_fp32_bytes / self.artifact_bytes if self.artifact_bytes else None
+        return real_ratio(self.reference_fp32_bytes, self.artifact_bytes)
 
     def __str__(self) -> str:
         lines = [f"{'layer':<32} {'numel':>10} {'nonzeros':>10} {'bits':>4} {'bytes':>12}"]

@@ -19,10 +19,9 @@ from torch import nn
 
 from geta.graph.dependency_graph import DependencyGraph
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
+from geta.quant.ratio import FLOAT_BITS
 
 __all__ = ["CostModel", "UnitIndex", "Axis"]
-
-FLOAT_BITS = 32
 
 
 @dataclass(frozen=True)

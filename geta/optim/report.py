@@ -14,6 +14,7 @@ from geta.export.size import code_bits
 from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
+from geta.quant.ratio import papers_ratio, real_ratio
 
 __all__ = [
     "LayerReport",
@@ -60,7 +61,7 @@ class CompressionReport:
     @property
     def ratio(self) -> float:
         """The papers' ratio: dense fp32 cost / achieved cost."""
-        return self.dense_cost / max(self.achieved, 1e-30)
+        return papers_ratio(self.dense_cost, self.achieved)
 
     @property
     def within_budget(self) -> bool:
@@ -68,9 +69,8 @@ class CompressionReport:
 
     @property
     def real_ratio(self) -> float | None:
-        if self.artifact_bytes and self.fp32_bytes:
-            return self.fp32_bytes / self.artifact_bytes
-        return None
+        """fp32 bytes of the model / bytes of the artifact on disk (``None`` before export)."""
+        return real_ratio(self.fp32_bytes, self.artifact_bytes)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
