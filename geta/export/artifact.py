@@ -51,6 +51,7 @@ from geta.export.packing import (
     rice_parameter,
     unpack_bits,
 )
+from geta.quant.codes import quantized_codes
 from geta.quant.prepare import input_quantizers, weight_quantizers
 from geta.quant.quantizer import Quantizer
 
@@ -67,18 +68,6 @@ _RANS_MAX_SYMBOLS = 256
 
 
 # ---------------------------------------------------------------------------- codes
-def quantized_codes(weight: torch.Tensor, q: Quantizer) -> tuple[np.ndarray, np.ndarray]:
-    """Integer codes and per-channel steps with ``codes * step == Q(weight)`` exactly."""
-    with torch.no_grad():
-        w = weight.detach().float().cpu()
-        shape = [1] * w.dim()
-        if q.per_channel:
-            shape[q.axis % w.dim()] = -1
-        d, q_m, t = (p.detach().float().cpu().reshape(shape) for p in (q.d, q.q_m, q.t))
-        codes = torch.sign(w) * torch.round(torch.minimum(w.abs(), q_m).pow(t) / d)
-    return codes.to(torch.int64).numpy(), q.d.detach().float().cpu().numpy()
-
-
 def _bits_for(codes: np.ndarray) -> int:
     top = int(np.abs(codes).max()) if codes.size else 0
     return max(1, int(np.ceil(np.log2(2 * top + 1))))

@@ -15,17 +15,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import safetensors.torch
 import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
-from geta.export.artifact import MANIFEST, WEIGHTS, quantized_codes, read_manifest
+from geta.export.artifact import MANIFEST, WEIGHTS, read_manifest
+from geta.quant.codes import code_bits, quantized_codes
 from geta.quant.prepare import _kind_of, weight_quantizers
 from geta.quant.ratio import FLOAT_BITS, papers_ratio, real_ratio
 
-__all__ = ["LayerSize", "SizeReport", "size_report", "code_bits"]
+__all__ = ["LayerSize", "SizeReport", "size_report"]
 
 
 @dataclass(frozen=True)
@@ -90,17 +90,6 @@ class SizeReport:
                 f"safetensors: {self.real_ratio:,.1f}x"
             )
         return "\n".join(lines)
-
-
-def code_bits(codes: np.ndarray, bits: int) -> int:
-    """Bits one stored weight costs, the papers' way: the quantizer's ``bits``, or 1 for a
-    binary layer (every code is +-1: no zeros, two levels; the artifact stores one bit each).
-
-    Example:
-        >>> code_bits(np.array([1, -1, 1]), 2), code_bits(np.array([1, 0, -1]), 2)
-        (1, 2)
-    """
-    return 1 if codes.size and bool(np.all(np.abs(codes) == 1)) else bits
 
 
 def _weights(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -11,8 +11,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from geta.export.artifact import quantized_codes
-from geta.export.size import code_bits
 from geta.optim.admm_projection import keep_top
 from geta.optim.landing import HEADROOM, quantized_values, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
@@ -20,6 +18,7 @@ from geta.optim.report import measure_layers, measured_cost
 from geta.optim.saliency import LOSS_SCALED
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
 from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
+from geta.quant.codes import code_bits, quantized_codes
 
 __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 

@@ -9,10 +9,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from geta.export.artifact import quantized_codes
-from geta.export.size import code_bits
 from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
+from geta.quant.codes import code_bits, quantized_codes
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
 from geta.quant.ratio import papers_ratio, real_ratio
 

@@ -1,0 +1,34 @@
+"""A quantized weight as the integers it is stored as, and what each one costs: the maths the
+optimizers' cost measurements, the reports and the artifact writer share."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from geta.quant.quantizer import Quantizer
+
+__all__ = ["quantized_codes", "code_bits"]
+
+
+def quantized_codes(weight: torch.Tensor, q: Quantizer) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and per-channel steps with ``codes * step == Q(weight)`` exactly."""
+    with torch.no_grad():
+        w = weight.detach().float().cpu()
+        shape = [1] * w.dim()
+        if q.per_channel:
+            shape[q.axis % w.dim()] = -1
+        d, q_m, t = (p.detach().float().cpu().reshape(shape) for p in (q.d, q.q_m, q.t))
+        codes = torch.sign(w) * torch.round(torch.minimum(w.abs(), q_m).pow(t) / d)
+    return codes.to(torch.int64).numpy(), q.d.detach().float().cpu().numpy()
+
+
+def code_bits(codes: np.ndarray, bits: int) -> int:
+    """Bits one stored weight costs, the papers' way: the quantizer's ``bits``, or 1 for a
+    binary layer (every code is +-1: no zeros, two levels; the artifact stores one bit each).
+
+    Example:
+        >>> code_bits(np.array([1, -1, 1]), 2), code_bits(np.array([1, 0, -1]), 2)
+        (1, 2)
+    """
+    return 1 if codes.size and bool(np.all(np.abs(codes) == 1)) else bits
