@@ -39,12 +39,17 @@ class FixedBitsQuantizer(nn.Module):
         self.levels = 2 ** (self.bits - 1) - 1
         w = weight.detach()
         clip, _ = clip_search(w, float(bits), torch.ones(1, device=w.device), axis, True)
+        clip = torch.nan_to_num(clip, nan=0.0)  # an all-zero channel has no clip to fit
         self.step = nn.Parameter((clip / self.levels).clamp_min(1e-8).float())
         per_channel = w.numel() // w.shape[axis]
         self.grad_scale = float((per_channel * self.levels) ** -0.5)
 
+    def positive_step(self) -> torch.Tensor:
+        """The step in use: its magnitude, at least 1e-8 (SGD may push a step through zero)."""
+        return self.step.abs().clamp_min(1e-8)
+
     def forward(self, w: torch.Tensor) -> torch.Tensor:
-        s = self.step.to(w.dtype)
+        s = self.positive_step().to(w.dtype)
         s = s * self.grad_scale + (s - s * self.grad_scale).detach()  # LSQ's gradient scale
         ones = torch.ones(1, dtype=w.dtype, device=w.device)
         return quantize(w, s, s * self.levels, ones, self.axis)
@@ -94,7 +99,13 @@ def to_geta_quantizers(model: nn.Module) -> nn.Module:
     for name, q in weight_quantizers(model).items():
         if name in found:
             fixed = found[name]
-            step = fixed.step.detach().to(q.d)
+            step = fixed.positive_step().detach().to(q.d)
+            if not bool(torch.isfinite(step).all()):
+                raise FloatingPointError(
+                    f"{name}: the QAT step of channels "
+                    f"{torch.nonzero(~torch.isfinite(step.flatten())).flatten().tolist()} is "
+                    "not finite (the fixed-bit QAT diverged there)"
+                )
             q.t.fill_(1.0)
             q.q_m.copy_((step * fixed.levels).expand_as(q.q_m))
             q.d.copy_(step.expand_as(q.d))
