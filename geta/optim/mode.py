@@ -141,8 +141,8 @@ def register_mode(cls: type[CompressionMode]) -> type[CompressionMode]:
 
 
 def registered_modes() -> tuple[str, ...]:
-    """The names ``Compressor(mode=...)`` and ``geta compress --mode`` accept."""
-    return tuple(_MODES)
+    """The names ``Compressor(mode=...)`` and ``geta compress --mode`` accept, sorted."""
+    return tuple(sorted(_MODES))
 
 
 def mode_named(name: str) -> CompressionMode:
