@@ -9,28 +9,28 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 from torch import nn
 
 from geta import config
 from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
-from geta.optim.admm import AdmmOptimizer
-from geta.optim.admm_config import ADMM_MODES, AdmmConfig
+from geta.optim.admm.config import AdmmConfig
 from geta.optim.budget import Budget
 from geta.optim.cost import output_positions
-from geta.optim.geta_optimizer import GetaOptimizer
+from geta.optim.mode import (
+    CompressionMode,
+    ModeOptimizer,
+    mode_for_config,
+    mode_named,
+    registered_modes,
+)
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import minimum_cost
 from geta.optim.report import CompressionReport, measure_layers, measured_cost
-from geta.optim.schedule import Schedule
 from geta.quant import Quantizer, prepare
-from geta.quant.prepare import quantizable_layers, weight_quantizers
 
-__all__ = ["Compressor", "CompressorConfig", "MODES"]
-
-MODES = ("geta", *ADMM_MODES)
+__all__ = ["Compressor", "CompressorConfig"]
 
 
 def _capture_context(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -132,17 +132,15 @@ class Compressor:
         model: nn.Module,
         example_inputs: tuple | Any,
         budget: Budget | str | None = None,
-        mode: str = "geta",
-        config: CompressorConfig | None = None,
+        mode: str | None = None,
+        config: Any = None,
         example_kwargs: dict[str, Any] | None = None,
         graph: DependencyGraph | None = None,
     ) -> None:
-        if mode not in MODES:
-            raise ConfigError(f"unknown mode {mode!r}; available: {', '.join(MODES)}")
-        self.mode = mode
-        self.config = config or CompressorConfig()
+        self.handler, self.config, self.mode_config = _select_mode(mode, config)
+        self.mode = self.handler.name
         self.budget = Budget.parse(budget) if isinstance(budget, str) else budget
-        self._check_mode()
+        self.handler.check(self)
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         self.example_inputs = (args, dict(example_kwargs or {}))
         self.model = model
@@ -174,45 +172,16 @@ class Compressor:
         learned = {id(p) for p in self._learned_quantizer_params()}
         for p in self._quantizer_params():  # fixed now, before any DDP wrap
             p.requires_grad_(id(p) in learned)
-        self._optimizer: GetaOptimizer | AdmmOptimizer | None = None
+        self._optimizer: ModeOptimizer | None = None
         self.finalized = False
         self.artifact_path: Path | None = None
-
-    def _check_mode(self) -> None:
-        cfg, admm = self.config, self.config.admm
-        if self.mode == "geta" and self.budget is None and cfg.target_group_sparsity is None:
-            raise ConfigError("give a budget, or a target_group_sparsity (GETA's own target)")
-        if self.mode not in ADMM_MODES:
-            return
-        if cfg.quantize_activations:
-            raise ConfigError(
-                f"mode {self.mode!r} quantizes weights only; use mode='geta' to learn "
-                "activation bits"
-            )
-        if self.mode == "admm" and self.budget is None:
-            raise ConfigError("mode 'admm' needs a budget (e.g. budget='300x')")
-        if self.mode == "admm-progressive":
-            if (self.budget is None) == (admm.targets is None):
-                raise ConfigError(
-                    "mode 'admm-progressive' needs either a budget or per-layer targets "
-                    "(AdmmConfig(targets=...)), not both"
-                )
-            if admm.granularity != "weight":
-                raise ConfigError("mode 'admm-progressive' is unstructured: granularity='weight'")
-
-    def _unstructured(self) -> bool:
-        return self.mode in ADMM_MODES and self.config.admm.granularity == "weight"
 
     def _check_feasible(self) -> None:
         p = self.problem
         if p.target is None:
             return
-        if self._unstructured():
-            cm = p.cost_model
-            keep = np.maximum(1, np.ceil(self.config.admm.min_layer_density * cm.numel))
-            low = np.where(cm.quantized, p.bit_options[0], 32.0)
-            smallest = float((cm.coefficients() * low * keep).sum())
-        else:
+        smallest = self.handler.smallest_cost(self)
+        if smallest is None:
             smallest = minimum_cost(p.cost_model, p.bit_options, min_keep=p.min_keep)
         if smallest > p.target:
             dense = p.cost_model.dense_cost()
@@ -227,18 +196,9 @@ class Compressor:
 
     # ------------------------------------------------------------ training
     def _learned_quantizer_params(self) -> list[nn.Parameter]:
-        """GETA learns every quantizer parameter; the ADMM modes' projections set them, and
-        masked fine-tuning learns only the clips (``AdmmConfig.learn_clip``)."""
-        if self.mode not in ADMM_MODES:
-            return self._quantizer_params()
-        if not (self.config.admm.learn_clip and self.mode == "admm"):
-            return []
-        return [
-            p
-            for layer in quantizable_layers(self.model)
-            if layer.quantizer is not None
-            for p in (layer.quantizer.q_m, layer.quantizer.d)
-        ]
+        """The quantizer parameters the mode trains by gradient (GETA: all of them)."""
+        learned = self.handler.learned_quantizer_params(self)
+        return self._quantizer_params() if learned is None else learned
 
     def _quantizer_params(self) -> list[nn.Parameter]:
         return [
@@ -257,8 +217,8 @@ class Compressor:
         lr_quant: float | None = None,
         check_finite: bool = True,
         **base_kwargs: Any,
-    ) -> GetaOptimizer | AdmmOptimizer:
-        """The optimizer to train with for ``total_steps`` optimizer steps.
+    ) -> ModeOptimizer:
+        """The optimizer to train with for ``total_steps`` optimizer steps (the mode's).
 
         ``base`` is ``"sgd"``, ``"adam"``, ``"adamw"`` or an optimizer class; ``base_kwargs``
         go to it (momentum, weight_decay, betas...). In GETA mode quantizer parameters train
@@ -269,35 +229,14 @@ class Compressor:
         quant_params = self._quantizer_params()
         seen = {id(p) for p in quant_params}
         weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
-        learned = self._learned_quantizer_params()
-        if self.mode in ADMM_MODES:  # the step follows the clip (its gradient is folded in)
-            step_ids = {id(q.d) for q in weight_quantizers(self.model).values()}
-            learned = [p for p in learned if id(p) not in step_ids]
+        learned = self.handler.stepped_quantizer_params(self, self._learned_quantizer_params())
         quant_group = {"params": learned, "lr": lr_quant or lr / 10, "weight_decay": 0.0}
-        if self.mode in ADMM_MODES:
-            self._optimizer = AdmmOptimizer(
-                [{"params": weights}, quant_group],
-                self.problem,
-                self.config.admm.resolved(self.mode),
-                self.mode,
-                total_steps,
-                float_bits=self.config.init_bits,
-                base=base,
-                check_finite=check_finite,
-                lr=lr,
-                **base_kwargs,
-            )
-            return self._optimizer
-        groups = [{"params": weights}, quant_group]
-        cfg = self.config
-        schedule = Schedule.of(total_steps, cfg.warmup, cfg.bit_reduction, cfg.joint, cfg.periods)
-        self._optimizer = GetaOptimizer(
-            groups,
-            self.problem,
-            schedule,
+        self._optimizer = self.handler.optimizer(
+            self,
+            [{"params": weights}, quant_group],
+            total_steps,
             base=base,
             check_finite=check_finite,
-            learned_bits=cfg.learned_bits,
             lr=lr,
             **base_kwargs,
         )
@@ -355,12 +294,7 @@ class Compressor:
         if self.artifact_path is not None:
             artifact_bytes = sum(f.stat().st_size for f in Path(self.artifact_path).iterdir())
         removed, total = opt.removal_counts() if opt is not None else (0, p.units.count)
-        if self.budget:
-            budget = str(self.budget)
-        elif self.mode == "geta":
-            budget = f"{self.config.target_group_sparsity:.0%} of groups"
-        else:
-            budget = "per-layer targets"
+        budget = str(self.budget) if self.budget else self.handler.budget_label(self)
         return CompressionReport(
             mode=self.mode,
             budget=budget,
@@ -376,3 +310,23 @@ class Compressor:
             fp32_bytes=self.fp32_bytes,
             extra={"history": list(opt.history) if opt else []},
         )
+
+
+def _select_mode(mode: str | None, config: Any) -> tuple[CompressionMode, CompressorConfig, Any]:
+    """The mode, the run's :class:`CompressorConfig` and the mode's own config (or ``None``)
+    from ``Compressor``'s ``mode`` and ``config``: a ``CompressorConfig`` (or nothing) runs
+    ``mode`` (default ``"geta"``); a registered mode's config type selects its mode."""
+    if config is None or isinstance(config, CompressorConfig):
+        return mode_named(mode or "geta"), config or CompressorConfig(), None
+    handler = mode_named(mode) if mode is not None else mode_for_config(config)
+    if handler is None:
+        raise ConfigError(
+            f"config is a CompressorConfig or a registered mode's config; a "
+            f"{type(config).__name__} selects none of {', '.join(registered_modes())}"
+        )
+    if handler.config_type is None or not isinstance(config, handler.config_type):
+        wanted = handler.config_type.__name__ if handler.config_type else "CompressorConfig"
+        raise ConfigError(f"mode {handler.name!r} takes a {wanted}, not a {type(config).__name__}")
+    if handler.config_field:
+        return handler, CompressorConfig(**{handler.config_field: config}), None
+    return handler, CompressorConfig(), config

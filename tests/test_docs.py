@@ -111,6 +111,11 @@ graph = geta.hf.trace(gpt2)
 assert sorted(g.kind for g in graph.groups) == ["channel", "head"]
 geta.prune(gpt2, graph, {next(g.id for g in graph.groups if g.kind == "head"): [0]})
 assert gpt2.transformer.h[0].attn.num_heads == 2 and gpt2.transformer.h[0].attn.split_size == 32
+
+report = fixed.report()
+assert report.mode == "fixed-bits" and report.within_budget
+assert {r.bits for r in report.layers} == {4} and fixed_opt.stage == "done"
+assert "fixed-bits" in geta.optim.registered_modes()
 """,
 }
 
@@ -155,7 +160,7 @@ def test_every_python_block_is_run_or_marked():
                 compile(code, f"{name(page)} block {i + 1}", "exec")
     for key in {*PRELUDE, *CHECKS}:  # no settings for a page that is gone or has nothing to run
         assert REPO / key in RUN, f"{key}: PRELUDE/CHECKS for a page without runnable blocks"
-    assert len(fenced(REPO / "docs" / "extending.md", "python")) == 4, "update CHECKS"
+    assert len(fenced(REPO / "docs" / "extending.md", "python")) == 5, "update CHECKS"
 
 
 @pytest.mark.parametrize("page", RUN, ids=name)

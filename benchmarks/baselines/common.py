@@ -13,9 +13,9 @@ from torch import nn
 from baselines.quantization import nonzero_codes
 from geta.errors import BudgetError
 from geta.export import artifact
-from geta.optim.admm_projection import keep_top
 from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, output_positions
+from geta.optim.projection import keep_top
 from geta.optim.report import CompressionReport, report_against
 from geta.quant.prepare import quantizable_layers
 

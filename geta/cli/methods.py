@@ -1,4 +1,5 @@
-"""The methods ``geta compress`` can run: geta's own modes, and any method other code
+"""The methods ``geta compress`` can run: geta's registered modes (through
+:class:`geta.Compressor`), and any method other code
 registers (the benchmarks register their baselines here, so they train in this same runner:
 same data order, epochs, optimizer and schedule).
 
@@ -22,15 +23,13 @@ from torch import nn
 
 from geta.compressor import Compressor
 from geta.errors import ConfigError
-from geta.optim.admm_config import ADMM_MODES
+from geta.optim.mode import registered_modes
 from geta.optim.report import CompressionReport
 
 if TYPE_CHECKING:
     from geta.cli.spec import CompressSpec
 
-__all__ = ["MethodRun", "register_run_method", "run_methods", "start_method", "GETA_MODES"]
-
-GETA_MODES = ("geta", *ADMM_MODES)
+__all__ = ["MethodRun", "register_run_method", "run_methods", "start_method"]
 
 
 class MethodRun(Protocol):
@@ -64,7 +63,9 @@ def register_run_method(name: str, start: StartMethod) -> StartMethod:
 
 
 def run_methods() -> tuple[str, ...]:
-    return tuple(_METHODS)
+    """geta's registered compression modes, then the other registered methods."""
+    modes = registered_modes()
+    return (*modes, *(name for name in _METHODS if name not in modes))
 
 
 def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: int) -> MethodRun:
@@ -73,6 +74,8 @@ def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: in
     Raises:
         ConfigError: the mode is not registered (or its settings are invalid).
     """
+    if spec.mode not in _METHODS and spec.mode in registered_modes():
+        return CompressorRun(spec, model, example, steps)
     if spec.mode not in _METHODS:
         hint = (
             " (the benchmarks' baselines register when benchmarks/baselines is imported: re-run "
@@ -80,7 +83,9 @@ def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: in
             if spec.method
             else ""
         )
-        raise ConfigError(f"unknown mode {spec.mode!r}; available: {', '.join(_METHODS)}{hint}")
+        raise ConfigError(
+            f"unknown mode {spec.mode!r}; available: {', '.join(run_methods())}{hint}"
+        )
     return _METHODS[spec.mode](spec, model, example, steps)
 
 
@@ -114,7 +119,3 @@ class CompressorRun:
 
     def export(self, path: str | Path, *, architecture: str | None = None) -> Path:
         return self.compressor.export(path, architecture=architecture)
-
-
-for _mode in GETA_MODES:
-    register_run_method(_mode, CompressorRun)

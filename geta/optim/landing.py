@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import torch
 
-from geta.optim.admm_projection import keep_top
 from geta.optim.cost import CostModel
+from geta.optim.projection import keep_top
 from geta.optim.report import measure_layers, measured_cost
 
 __all__ = ["HEADROOM", "quantized_values", "trim_to_budget", "trim_steps"]

@@ -17,6 +17,7 @@ ADMM papers' "rank by w^2 / b" projection.
 from __future__ import annotations
 
 import heapq
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,6 +35,7 @@ __all__ = [
     "project",
     "select_fraction",
     "minimum_cost",
+    "keep_top",
 ]
 
 
@@ -394,3 +396,60 @@ def _unit_numel(cm: CostModel) -> np.ndarray:
         cm, np.zeros(cm.units.count, bool), np.ones(len(cm.layers)), np.ones(len(cm.layers))
     )
     return np.array([state.unit_saving(u) for u in range(cm.units.count)])
+
+
+# ---------------------------------------------------------------------------- sparsity step
+def keep_top(
+    z: Sequence[torch.Tensor],
+    weight_cost: np.ndarray,
+    budget: float,
+    *,
+    min_keep: np.ndarray | None = None,
+    frozen: Sequence[torch.Tensor | None] | None = None,
+    curvature: Sequence[torch.Tensor] | None = None,
+) -> list[torch.Tensor]:
+    """The sparsity step with bits fixed: keep masks with ``sum_l weight_cost[l] * kept_l <=
+    budget``, best ``z^2 / weight_cost`` first over all layers at once (a prefix of one global
+    sort); with ``curvature`` (per weight, the diagonal Fisher) best ``F z^2 / weight_cost``,
+    the loss a weight's removal costs per unit of budget. Each layer keeps at least its
+    ``min_keep`` largest weights; ``frozen`` (``True`` = held at zero) and exact zeros are
+    never kept.
+
+    Raises:
+        BudgetError: the ``min_keep`` weights alone are over the budget.
+    """
+    scores, costs = [], []
+    forced_cost = 0.0
+    for i, zl in enumerate(z):
+        flat = zl.detach().reshape(-1).double().cpu()  # one global sort, on the host
+        s = flat.square() / max(float(weight_cost[i]), 1e-300)
+        if curvature is not None:
+            s = s * curvature[i].detach().reshape(-1).double().cpu()
+        s[flat == 0] = -torch.inf
+        if frozen is not None and frozen[i] is not None:
+            s[frozen[i].reshape(-1).cpu()] = -torch.inf
+        k = int(min_keep[i]) if min_keep is not None else 0
+        if k:
+            top = torch.topk(s, min(k, s.numel())).indices
+            s[top] = torch.inf
+            forced_cost += float(weight_cost[i]) * len(top)
+        scores.append(s)
+        costs.append(torch.full_like(s, float(weight_cost[i])))
+    if forced_cost > budget * (1 + 1e-12):
+        raise BudgetError(
+            f"the weights every layer must keep cost {forced_cost:.4g}, over the budget of "
+            f"{budget:.4g}",
+            min_cost=forced_cost,
+        )
+    flat = torch.cat(scores)
+    order = torch.argsort(flat, descending=True, stable=True)
+    running = torch.cumsum(torch.cat(costs)[order], 0)
+    count = int(torch.searchsorted(running, torch.tensor(budget * (1 + 1e-12)), right=True))
+    count = min(count, int((flat > -torch.inf).sum()))
+    keep = torch.zeros(flat.numel(), dtype=torch.bool)
+    keep[order[:count]] = True
+    out, start = [], 0
+    for zl in z:
+        out.append(keep[start : start + zl.numel()].reshape(zl.shape).to(zl.device))
+        start += zl.numel()
+    return out

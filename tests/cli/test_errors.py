@@ -18,7 +18,7 @@ def _one_line(err: str) -> bool:
     [
         (["--budget", "abc"], 2, "argument --budget: cannot read budget 'abc'"),
         (["--budget", "0.5x"], 2, "a compression ratio is at least 1"),
-        (["--mode", "nope"], 2, "unknown mode 'nope'; available: geta, admm"),
+        (["--mode", "nope"], 2, "unknown mode 'nope'; available: admm, admm-progressive"),
         (["--epochs", "0"], 2, "--epochs must be at least 1"),
         (["--model", "no_such_model"], 2, "unknown model 'no_such_model'"),
         (["--model", "tests.cli.nets:scalar_net"], 2, "has 1 outputs; synthetic has 10 classes"),
@@ -86,5 +86,7 @@ def test_an_unexpected_error_is_one_line_too(tmp_path, monkeypatch):
 
 def test_compressor_rejects_an_unknown_mode_with_a_geta_error():
     model = load_model("lenet5").model
-    with pytest.raises(geta.ConfigError, match="unknown mode 'nope'; available: geta"):
+    with pytest.raises(
+        geta.ConfigError, match="unknown mode 'nope'; available: admm, admm-progressive"
+    ):
         geta.Compressor(model, (geta.models.example_inputs("lenet5")[0][0],), "30x", mode="nope")

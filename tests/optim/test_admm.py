@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 import geta
-from geta.optim.admm import admm_phases, ramp_budgets, ramp_steps
+from geta.optim.admm.optimizer import admm_phases, ramp_budgets, ramp_steps
 from geta.optim.landing import HEADROOM
 from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
@@ -207,7 +207,7 @@ def test_progressive_ternary_steps_from_the_previous_result():
     assert accuracy(model, blobs) > 0.9
 
 
-@pytest.mark.parametrize("mode", geta.compressor.MODES)
+@pytest.mark.parametrize("mode", ["geta", "admm", "admm-progressive"])
 def test_switching_modes_on_the_same_model_and_data(mode):
     blobs = Blobs(seed=3)
     dense = mlp()

@@ -8,14 +8,14 @@ import torch
 
 from geta.errors import BudgetError
 from geta.optim import LayerTarget, allocate_bits
-from geta.optim.admm_projection import (
+from geta.optim.admm.projection import (
     LayerSpec,
-    keep_top,
     level_quantize,
     project_budget,
     project_targets,
     uniform_quantize,
 )
+from geta.optim.projection import keep_top
 from geta.quant import Quantizer
 
 

@@ -29,8 +29,8 @@ import numpy as np
 import torch
 
 from geta.errors import ConfigError
-from geta.optim.admm_config import AdmmConfig, LayerTarget
-from geta.optim.admm_projection import (
+from geta.optim.admm.config import AdmmConfig, LayerTarget
+from geta.optim.admm.projection import (
     LayerSpec,
     WeightProjection,
     project_budget,

@@ -11,9 +11,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from geta.optim.admm_projection import keep_top
 from geta.optim.landing import HEADROOM, quantized_values, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
+from geta.optim.projection import keep_top
 from geta.optim.report import measure_layers, measured_cost
 from geta.optim.saliency import LOSS_SCALED
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule

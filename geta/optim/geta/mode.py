@@ -1,0 +1,40 @@
+"""GETA mode (ALGORITHMS.md section 1): the staged optimizer learns every quantizer parameter
+and removes the graph's groups under the budget."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from geta.errors import ConfigError
+from geta.optim.geta.optimizer import GetaOptimizer
+from geta.optim.mode import CompressionMode, register_mode
+from geta.optim.schedule import Schedule
+
+if TYPE_CHECKING:
+    from geta.compressor import Compressor
+
+__all__ = ["GetaMode"]
+
+
+@register_mode
+class GetaMode(CompressionMode):
+    """``mode="geta"``: its settings are :class:`geta.CompressorConfig`'s stage, saliency and
+    bit settings."""
+
+    name = "geta"
+
+    def check(self, compressor: Compressor) -> None:
+        if compressor.budget is None and compressor.config.target_group_sparsity is None:
+            raise ConfigError("give a budget, or a target_group_sparsity (GETA's own target)")
+
+    def budget_label(self, compressor: Compressor) -> str:
+        return f"{compressor.config.target_group_sparsity:.0%} of groups"
+
+    def optimizer(
+        self, compressor: Compressor, groups: list[dict], total_steps: int, **kwargs: Any
+    ) -> GetaOptimizer:
+        cfg = compressor.config
+        schedule = Schedule.of(total_steps, cfg.warmup, cfg.bit_reduction, cfg.joint, cfg.periods)
+        return GetaOptimizer(
+            groups, compressor.problem, schedule, learned_bits=cfg.learned_bits, **kwargs
+        )
