@@ -93,10 +93,6 @@ class CompressionMode:
     def check(self, compressor: Compressor) -> None:
         """Raise :class:`geta.ConfigError` for settings this mode cannot run."""
 
-    def unstructured(self, compressor: Compressor) -> bool:
-        """Whether units are single weights (shapes stay dense) rather than graph groups."""
-        return False
-
     def smallest_cost(self, compressor: Compressor) -> float | None:
         """The least cost this mode can reach, or ``None`` for the groups' default bound."""
         return None

@@ -11,6 +11,7 @@ from torch import nn
 from geta.errors import ConfigError
 from geta.optim.admm.config import AdmmConfig
 from geta.optim.admm.optimizer import AdmmOptimizer
+from geta.optim.cost import FLOAT_BITS
 from geta.optim.mode import CompressionMode, register_mode
 from geta.quant.prepare import quantizable_layers, weight_quantizers
 
@@ -31,32 +32,32 @@ class AdmmMode(CompressionMode):
     config_field = "admm"
 
     def check(self, compressor: Compressor) -> None:
+        self._check_weights_only(compressor)
+        if compressor.budget is None:
+            raise ConfigError(f"mode {self.name!r} needs a budget (e.g. budget='300x')")
+
+    def _check_weights_only(self, compressor: Compressor) -> None:
         if compressor.config.quantize_activations:
             raise ConfigError(
                 f"mode {self.name!r} quantizes weights only; use mode='geta' to learn "
                 "activation bits"
             )
-        if compressor.budget is None:
-            raise ConfigError(f"mode {self.name!r} needs a budget (e.g. budget='300x')")
-
-    def unstructured(self, compressor: Compressor) -> bool:
-        return self.settings(compressor).granularity == "weight"
 
     def smallest_cost(self, compressor: Compressor) -> float | None:
         """Unstructured: every layer keeps ``min_layer_density`` of its weights (at least one)
         at the lowest bits."""
-        if not self.unstructured(compressor):
+        if self.settings(compressor).granularity != "weight":
             return None
         p = compressor.problem
         cm = p.cost_model
         keep = np.maximum(1, np.ceil(self.settings(compressor).min_layer_density * cm.numel))
-        low = np.where(cm.quantized, p.bit_options[0], 32.0)
+        low = np.where(cm.quantized, p.bit_options[0], float(FLOAT_BITS))
         return float((cm.coefficients() * low * keep).sum())
 
     def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter]:
         """Each clip and step where fine-tuning learns clips (the step's gradient is folded
         into the clip's), else none."""
-        if not (self.settings(compressor).learn_clip and self.name == "admm"):
+        if not self.settings(compressor).learn_clip:
             return []
         return [
             p

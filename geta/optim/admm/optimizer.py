@@ -224,10 +224,9 @@ class AdmmOptimizer(WrappedOptimizer):
 
     def _start_cost(self) -> float:
         """Every counted weight kept at the highest bit option (float layers at 32 bits)."""
-        bits = np.array(
-            [self.problem.bit_options[-1] if s.quantized else FLOAT_BITS for s in self.specs]
-        )
-        return float((self.coef * bits * self.problem.cost_model.numel).sum())
+        cm = self.problem.cost_model
+        bits = np.where(cm.quantized, self.problem.bit_options[-1], float(FLOAT_BITS))
+        return float((self.coef * bits * cm.numel).sum())
 
     def _budget_at(self, step: int) -> float:
         """The budget the projections aim at in ``step``: the next ramp budget, or the

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from torch import nn
+
 from geta.errors import ConfigError
-from geta.optim.admm.config import AdmmConfig
 from geta.optim.admm.mode import AdmmMode
 from geta.optim.mode import register_mode
 
@@ -24,14 +25,9 @@ class ProgressiveAdmmMode(AdmmMode):
     :class:`geta.AdmmConfig` selects plain ``"admm"``; name this mode to run it)."""
 
     name = "admm-progressive"
-    config_type = AdmmConfig
 
     def check(self, compressor: Compressor) -> None:
-        if compressor.config.quantize_activations:
-            raise ConfigError(
-                f"mode {self.name!r} quantizes weights only; use mode='geta' to learn "
-                "activation bits"
-            )
+        self._check_weights_only(compressor)
         admm = self.settings(compressor)
         if (compressor.budget is None) == (admm.targets is None):
             raise ConfigError(
@@ -40,3 +36,7 @@ class ProgressiveAdmmMode(AdmmMode):
             )
         if admm.granularity != "weight":
             raise ConfigError("mode 'admm-progressive' is unstructured: granularity='weight'")
+
+    def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter]:
+        """None: Ye et al.'s targets put a whole layer on one set of levels, its clip fixed."""
+        return []
