@@ -36,12 +36,13 @@ IMPORTANCES = {
 MAX_CHANNEL_RATIO = 0.95
 
 
-def unprunable_layers(model: nn.Module, example: tuple) -> list[nn.Module]:
-    """The conv / linear layers whose output channels Torch-Pruning cannot remove from this
-    model: removing one of them on a copy breaks the forward pass. A shortcut that zero-pads
-    channels by a constant (option-A ResNets) is one: Torch-Pruning narrows the tensors on
-    both sides of it but not the pad. What a user of Torch-Pruning would do by hand: prune
-    the other layers only."""
+def unprunable_layers(model: nn.Module, example: tuple) -> list[str]:
+    """The names of the conv / linear layers whose output channels Torch-Pruning cannot
+    remove from this model: removing one of them on a copy breaks the forward pass. A shortcut
+    that zero-pads channels by a constant (option-A ResNets) is one: Torch-Pruning narrows the
+    tensors on both sides of it but not the pad. What a user of Torch-Pruning would do by
+    hand: prune the other layers only. The answer depends on the architecture alone (pruning
+    keeps the names), so a run finds it once."""
     names = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
     blocked = []
     for name in names:
@@ -61,13 +62,21 @@ def unprunable_layers(model: nn.Module, example: tuple) -> list[nn.Module]:
             with torch.no_grad():
                 trial(*example)
         except RuntimeError:
-            blocked.append(model.get_submodule(name))
+            blocked.append(name)
     return blocked
 
 
-def _pruner(model, example, importance: str, ratio: float, global_pruning: bool, steps: int):
+def _pruner(
+    model,
+    example,
+    importance: str,
+    ratio: float,
+    global_pruning: bool,
+    steps: int,
+    blocked: list[str],
+):
     ignored = output_layers(model, example)
-    ignored += [m for m in unprunable_layers(model, example) if m not in ignored]
+    ignored += [m for m in map(model.get_submodule, blocked) if m not in ignored]
     return tp.pruner.MetaPruner(
         model,
         example,
@@ -109,16 +118,20 @@ class PruneThenQat:
         budget: Budget,
         positions,
         reference: nn.Module | None = None,
+        blocked: list[str] | None = None,
     ) -> float:
         """The smallest Torch-Pruning ratio whose pruned ``model`` meets ``budget`` at ``bits``
         (measured on pruned copies; 0 when QAT alone meets it); the budget is relative to
-        ``reference`` (default: ``model``)."""
+        ``reference`` (default: ``model``); ``blocked``: :func:`unprunable_layers` (found
+        here when not given)."""
         target = budget.target(dense_cost(reference or model, budget, positions))
+        if blocked is None:
+            blocked = unprunable_layers(model, example)
 
         def fits(ratio: float) -> bool:
             pruned = copy.deepcopy(model)
             if ratio > 0:
-                _pruner(pruned, example, "magnitude", ratio, self.global_pruning, 1).step()
+                _pruner(pruned, example, "magnitude", ratio, self.global_pruning, 1, blocked).step()
             cost = planned_cost(pruned, budget, self.bits, positions, self.count_zero_codes)
             return cost <= target
 
@@ -135,14 +148,21 @@ class PruneThenQat:
     def start(self, model, example, budget: Budget, total_steps: int, **optim) -> BaselineRun:
         reference = copy.deepcopy(model)
         positions = output_positions(model, example) if budget.metric == "bops" else None
-        ratio = self.channel_ratio(model, example, budget, positions)
+        blocked = unprunable_layers(model, example)
+        ratio = self.channel_ratio(model, example, budget, positions, blocked=blocked)
         quantize_at = int(self.prune_share * total_steps) if ratio > 0 else 0
         events = {}
         run: BaselineRun | None = None
         pruner = None
         if ratio > 0:
             pruner = _pruner(
-                model, example, self.importance, ratio, self.global_pruning, self.prune_steps
+                model,
+                example,
+                self.importance,
+                ratio,
+                self.global_pruning,
+                self.prune_steps,
+                blocked,
             )
 
         def prune(opt: StagedOptimizer) -> None:
@@ -152,9 +172,11 @@ class PruneThenQat:
         def prune_last(opt: StagedOptimizer) -> None:
             prune(opt)
             # global ranking on trained weights may keep other layers than the plan did
-            extra = self.channel_ratio(model, example, budget, positions, reference)
+            extra = self.channel_ratio(model, example, budget, positions, reference, blocked)
             if extra > 0:
-                _pruner(model, example, self.importance, extra, self.global_pruning, 1).step()
+                _pruner(
+                    model, example, self.importance, extra, self.global_pruning, 1, blocked
+                ).step()
             attach_fixed_bits(model, self.bits)
             run.stage = "qat"
 
