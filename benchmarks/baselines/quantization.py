@@ -39,7 +39,6 @@ class FixedBitsQuantizer(nn.Module):
         self.levels = 2 ** (self.bits - 1) - 1
         w = weight.detach()
         clip, _ = clip_search(w, float(bits), torch.ones(1, device=w.device), axis, True)
-        clip = torch.nan_to_num(clip, nan=0.0)  # an all-zero channel has no clip to fit
         self.step = nn.Parameter((clip / self.levels).clamp_min(1e-8).float())
         per_channel = w.numel() // w.shape[axis]
         self.grad_scale = float((per_channel * self.levels) ** -0.5)
