@@ -36,7 +36,7 @@ def fake_quantize(x: torch.Tensor, d: torch.Tensor, q_m: torch.Tensor, t: torch.
 
 def clip_search(
     x: torch.Tensor,
-    bits: float,
+    bits: float | torch.Tensor,
     t: torch.Tensor,
     axis: int = 0,
     per_channel: bool = False,
@@ -46,8 +46,11 @@ def clip_search(
     """The clip ``q_m`` that minimises the squared quantization error of ``x`` at ``bits``
     (a grid over fractions of max |x|, per channel or per tensor), and that error per scalar
     (per channel, or one value). A per-tensor search looks at a fixed random sample of at most
-    ``sample`` values, all grid points at once."""
+    ``sample`` values, all grid points at once. A per-channel search takes one ``bits`` or a
+    tensor of bits per channel (mixed precision)."""
     x = x.detach().float()
+    if isinstance(bits, torch.Tensor) and bits.numel() > 1 and not per_channel:
+        raise ValueError("bits per channel need a per-channel search")
     t = t.detach().float().reshape(-1).to(x.device)
     fractions = torch.linspace(1.0 / grid, 1.0, grid, device=x.device)
     if not per_channel:
@@ -65,6 +68,8 @@ def clip_search(
     moved = x.movedim(axis, 0).reshape(x.shape[axis], -1)
     top = moved.abs().amax(1).clamp_min(1e-8)
     t_col = t.reshape(-1, 1) if t.numel() > 1 else t.reshape(1, 1)
+    if isinstance(bits, torch.Tensor):
+        bits = bits.detach().to(x.device, torch.float32).reshape(-1, 1)
     best_err = torch.full_like(top, float("inf"))
     best_clip = top.clone()
     for f in fractions.tolist():

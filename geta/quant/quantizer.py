@@ -63,6 +63,11 @@ class Quantizer(nn.Module):
         """Bits per channel (or one value), as a float tensor."""
         return bits_of(self.d, self.q_m, self.t)
 
+    def channel_storage_bits(self) -> torch.Tensor:
+        """Bits one stored code of each channel needs (int64, one value per channel): the
+        ceiling of its bits; with per-channel bits (mixed precision) each channel has its own."""
+        return torch.ceil(self.bits().detach() - 1e-6).to(torch.int64)
+
     def storage_bits(self) -> int:
         """Bits one stored code needs: the ceiling of the largest channel's bits (a float
         hair above an integer counts as that integer)."""
@@ -116,10 +121,13 @@ class Quantizer(nn.Module):
         self.d.copy_(step_for_bits(bits, self.q_m, self.t).expand_as(self.d))
 
     @torch.no_grad()
-    def calibrate(self, x: torch.Tensor, bits: float) -> None:
+    def calibrate(self, x: torch.Tensor, bits: float | torch.Tensor) -> None:
         """Set the clip to the one with the least squared error on ``x`` at ``bits`` and the
-        step to match (done when a layer's bit target changes)."""
+        step to match (done when a layer's bit target changes). A per-channel quantizer takes
+        one ``bits`` or a tensor of bits per channel (mixed precision)."""
         self.sanitize()
+        if isinstance(bits, torch.Tensor):
+            bits = bits.to(self.d.device, self.d.dtype)
         clip, _ = clip_search(x, bits, self.t, self.axis, self.per_channel)
         self.q_m.copy_(clip.to(self.q_m).expand_as(self.q_m))
         self.set_bits(bits)
