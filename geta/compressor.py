@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import contextlib
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from geta import config
 from geta.errors import BudgetError, ConfigError
@@ -21,6 +24,8 @@ from geta.optim.cost import output_positions
 from geta.optim.mode import (
     CompressionMode,
     ModeOptimizer,
+    ModeSearch,
+    SearchData,
     mode_for_config,
     mode_named,
     registered_modes,
@@ -173,6 +178,7 @@ class Compressor:
         for p in self._quantizer_params():  # fixed now, before any DDP wrap
             p.requires_grad_(id(p) in learned)
         self._optimizer: ModeOptimizer | None = None
+        self.search_result: ModeSearch | None = None
         self.finalized = False
         self.artifact_path: Path | None = None
 
@@ -207,6 +213,36 @@ class Compressor:
             if isinstance(module, Quantizer)
             for p in module.parameters(recurse=False)
         ]
+
+    def search(
+        self,
+        train: Iterable,
+        heldout: Iterable,
+        *,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+        state: dict[str, Any] | None = None,
+        progress: bool = True,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ModeSearch | None:
+        """Let a searching mode (AJPQ) choose its policy before :meth:`optimizer`: each
+        candidate is recovered briefly on ``train`` batches and scored on ``heldout`` batches
+        (a split of the training data, never the test set). Other modes have nothing to
+        search (``None``). ``state`` resumes a search from the ``state_dict`` that
+        ``on_episode`` receives after every episode.
+
+        Example:
+            >>> c = geta.Compressor(model, (x,), "30x", config=geta.AjpqConfig())  # doctest: +SKIP
+            >>> c.search(train_loader, heldout_loader)                              # doctest: +SKIP
+            >>> opt = c.optimizer(lr=0.01, total_steps=steps)  # trains the best policy # doctest: +SKIP
+        """
+        self.search_result = self.handler.search(
+            self,
+            SearchData(train, heldout, loss),
+            state=state,
+            progress=progress,
+            on_episode=on_episode,
+        )
+        return self.search_result
 
     def optimizer(
         self,
@@ -287,8 +323,8 @@ class Compressor:
         papers' ratio, per-layer shapes, density and bits."""
         p = self.problem
         cm = p.cost_model
-        rows, nnz, bits = measure_layers(cm)
-        achieved = measured_cost(cm, nnz, bits)
+        rows, _, _ = measure_layers(cm)
+        achieved = measured_cost(cm, rows)
         opt = self._optimizer
         artifact_bytes = None
         if self.artifact_path is not None:
@@ -308,7 +344,10 @@ class Compressor:
             stage="finalized" if self.finalized else (opt.stage if opt else "not started"),
             artifact_bytes=artifact_bytes,
             fp32_bytes=self.fp32_bytes,
-            extra={"history": list(opt.history) if opt else []},
+            extra={
+                "history": list(opt.history) if opt else [],
+                **({"search": self.search_result.to_dict()} if self.search_result else {}),
+            },
         )
 
 

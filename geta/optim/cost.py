@@ -183,6 +183,47 @@ class CostModel:
         coef = self.coefficients() if coef is None else coef
         return float((coef * bits * self.nonzeros(removed)).sum())
 
+    def channel_axes(self) -> list[int]:
+        """Each counted layer's channel axis: its quantizer's axis (the layer kind's output
+        channel axis when it has no quantizer), the axis along which bits may vary."""
+        return [
+            layer.quantizer.axis % len(shape)
+            if layer.quantizer is not None
+            else layer.kind.channel_axis % len(shape)
+            for layer, shape in zip(self.layers, self.shapes, strict=True)
+        ]
+
+    def channel_cost(
+        self, removed: np.ndarray, channel_bits: list[np.ndarray], coef: np.ndarray | None = None
+    ) -> float:
+        """The cost with bits per channel (mixed precision): ``sum_l coef_l * sum_c bits_lc *
+        nnz_lc``, ``nnz_lc`` a channel's structural nonzeros after the removal along the
+        layer's other axes. ``channel_bits[l]`` has one value per index along the layer's
+        channel axis (:meth:`channel_axes`), 0 where that channel is removed; with one value
+        for every channel of a layer this is :meth:`cost`."""
+        return float(self.channel_costs(removed, channel_bits, coef).sum())
+
+    def channel_costs(
+        self, removed: np.ndarray, channel_bits: list[np.ndarray], coef: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`channel_cost` per layer."""
+        coef = self.coefficients() if coef is None else coef
+        sums = np.array([float(np.sum(b)) for b in channel_bits])
+        return coef * self.channel_weights(removed) * sums
+
+    def channel_weights(self, removed: np.ndarray) -> np.ndarray:
+        """Structural nonzeros of one kept channel of each layer (its weights left after the
+        removal along the layer's other axes)."""
+        kept = self.kept(removed)
+        out = np.empty(len(self.layers))
+        for layer, (shape, axis) in enumerate(zip(self.shapes, self.channel_axes(), strict=True)):
+            per_channel = self.numel[layer] / shape[axis]
+            for a in self.layer_axes[layer]:
+                if self.axes[a].dim != axis:
+                    per_channel *= kept[a] / self.axes[a].size
+            out[layer] = per_channel
+        return out
+
     def dense_cost(self) -> float:
         """The fp32 model's cost: 32-bit weights (and 32-bit activations for BOPs)."""
         act = np.full(len(self.layers), float(FLOAT_BITS))

@@ -37,8 +37,8 @@ def trim_to_budget(
     """New keep masks (``held`` narrowed) if the model's measured cost is over ``target``:
     the weights of least ``w_q^2 / cost`` across layers are dropped until it holds. ``None``
     when the budget already holds (nothing to change)."""
-    _, nonzeros, bits = measure_layers(cost_model)
-    if measured_cost(cost_model, nonzeros, bits) <= target:
+    rows, _, bits = measure_layers(cost_model)
+    if measured_cost(cost_model, rows) <= target:
         return None
     keep = keep_top(quantized_values(cost_model), cost_model.coefficients() * bits, target)
     return [h.bool() & k.to(h.device) for h, k in zip(held, keep, strict=True)]

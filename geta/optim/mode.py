@@ -11,6 +11,8 @@ CompressionProblem` (graph, groups, cost model, budget target, bit options); the
 - checks that the settings suit it (:meth:`CompressionMode.check`), and may tighten the
   feasibility test (:meth:`CompressionMode.smallest_cost`);
 - says which quantizer parameters train by gradient (:meth:`CompressionMode.learned_quantizer_params`);
+- may search a policy on data before training (:meth:`CompressionMode.search`, run by
+  :meth:`geta.Compressor.search`; a mode that does sets ``searches = True``);
 - builds the optimizer (:meth:`CompressionMode.optimizer`), an object with the
   :class:`ModeOptimizer` interface: a ``torch.optim.Optimizer`` for any training loop that
   brings the model to its final state by the end of training or on ``finish()``, reports
@@ -27,10 +29,14 @@ Example (a mode in a test or a plugin; nothing in geta changes):
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
+import torch
 from torch import nn
+from torch.nn import functional as F
 
 from geta.errors import ConfigError
 
@@ -40,6 +46,8 @@ if TYPE_CHECKING:
 __all__ = [
     "CompressionMode",
     "ModeOptimizer",
+    "ModeSearch",
+    "SearchData",
     "register_mode",
     "mode_named",
     "mode_for_config",
@@ -73,6 +81,34 @@ class ModeOptimizer(Protocol):
         ...
 
 
+@dataclass
+class SearchData:
+    """What a searching mode evaluates policies on: ``train`` batches ``(inputs, targets)``
+    for the short recovery after each policy (fine-tuning or BN re-calibration), ``heldout``
+    batches for the reward (a split of the training data, never the test set), and the
+    training ``loss(outputs, targets)``."""
+
+    train: Iterable
+    heldout: Iterable
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+
+
+@runtime_checkable
+class ModeSearch(Protocol):
+    """What :meth:`CompressionMode.search` returns: the finished search."""
+
+    history: list[dict[str, float]]  # one row per episode (reward, best reward so far, ...)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready summary (episodes, rewards, best policy, seconds) for reports and
+        plots."""
+        ...
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to resume the search (tensors and plain values)."""
+        ...
+
+
 class CompressionMode:
     """A compression mode's handler. Subclasses set ``name`` and ``config_type`` and
     implement :meth:`optimizer`; the other hooks have defaults that suit a mode which learns
@@ -82,6 +118,7 @@ class CompressionMode:
     config_type: type | None = None  # Compressor(config=<an instance>) selects this mode
     config_field: str | None = None  # where CompressorConfig keeps it (serialized with runs)
     aliases: tuple[str, ...] = ()
+    searches: bool = False  # chooses its policy by Compressor.search before training
 
     def settings(self, compressor: Compressor) -> Any:
         """This mode's settings: its field of ``compressor.config``, the mode config given to
@@ -106,6 +143,20 @@ class CompressionMode:
     ) -> list[nn.Parameter]:
         """Of the ``learned`` quantizer parameters, those the optimizer moves (default: all)."""
         return learned
+
+    def search(
+        self,
+        compressor: Compressor,
+        data: SearchData,
+        *,
+        state: dict[str, Any] | None = None,
+        progress: bool = True,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+    ) -> ModeSearch | None:
+        """Search the policy the optimizer will train (``None``: this mode has nothing to
+        search). ``state`` resumes a search from its ``state_dict``; ``on_episode`` receives
+        that state after every episode (to checkpoint it)."""
+        return None
 
     def budget_label(self, compressor: Compressor) -> str:
         """How a report names the target when there is no budget."""

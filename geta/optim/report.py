@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -11,7 +12,7 @@ from torch import nn
 
 from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
-from geta.quant.codes import code_bits, quantized_codes
+from geta.quant.codes import channel_code_bits, quantized_codes
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
 from geta.quant.ratio import papers_ratio, real_ratio
 
@@ -32,10 +33,24 @@ class LayerReport:
     dense_numel: int
     nonzeros: int
     bits: int
+    payload: int | None = None  # bits of the nonzero codes: sum over channels of bits x nonzeros
+    bit_histogram: dict[int, int] = field(default_factory=dict)  # channels at each bit-width
 
     @property
     def density(self) -> float:
         return self.nonzeros / max(self.dense_numel, 1)
+
+    @property
+    def payload_bits(self) -> float:
+        """What the layer's weights cost: ``payload``, or ``bits x nonzeros`` without it."""
+        return float(self.payload if self.payload is not None else self.bits * self.nonzeros)
+
+    @property
+    def bits_label(self) -> str:
+        """``"4"`` for one bit-width, ``"2:10 4:6"`` (bits:channels) for mixed precision."""
+        if len(self.bit_histogram) <= 1:
+            return str(self.bits)
+        return " ".join(f"{b}:{n}" for b, n in sorted(self.bit_histogram.items()))
 
 
 @dataclass
@@ -84,7 +99,7 @@ class CompressionReport:
         ]
         for r in self.layers:
             shape = "x".join(map(str, r.shape))
-            lines.append(f"{r.name:<36} {shape:>18} {r.density:>8.1%} {r.bits:>4}")
+            lines.append(f"{r.name:<36} {shape:>18} {r.density:>8.1%} {r.bits_label:>4}")
         target = f"{self.target:.4g}" if self.target is not None else "none"
         lines.append(
             f"achieved {self.achieved:.4g} {unit} (budget {target}): {self.ratio:,.1f}x the papers' "
@@ -106,13 +121,27 @@ def _measure(
     rows = []
     for layer, dense_shape in zip(layers, dense_shapes, strict=True):
         w = layer.weight
-        if layer.quantizer is not None:
-            codes, _ = quantized_codes(w, layer.quantizer)
+        q = layer.quantizer
+        if q is not None:
+            codes, _ = quantized_codes(w, q)
             nonzeros = int(np.count_nonzero(codes))
-            bits = code_bits(codes, layer.quantizer.storage_bits())
+            channel_bits = channel_code_bits(codes, q)
+            if q.per_channel:
+                axis = q.axis % codes.ndim
+                per_channel = np.count_nonzero(
+                    np.moveaxis(codes, axis, 0).reshape(len(channel_bits), -1), 1
+                )
+            else:
+                per_channel = np.array([nonzeros])
+            payload = int((channel_bits * per_channel).sum())
+            histogram = dict(Counter(int(b) for b in channel_bits.tolist()))
+            if not q.per_channel:
+                histogram = {int(channel_bits[0]): int(codes.shape[q.axis % codes.ndim])}
+            bits = int(channel_bits.max())
         else:
             nonzeros = int(torch.count_nonzero(w).item())
-            bits = FLOAT_BITS
+            bits, payload = FLOAT_BITS, FLOAT_BITS * nonzeros
+            histogram = {FLOAT_BITS: int(w.shape[layer.kind.channel_axis % w.dim()])}
         rows.append(
             LayerReport(
                 layer.name,
@@ -121,6 +150,8 @@ def _measure(
                 int(np.prod(dense_shape)),
                 nonzeros,
                 bits,
+                payload,
+                histogram,
             )
         )
     nnz = np.array([r.nonzeros for r in rows], dtype=np.float64)
@@ -129,8 +160,9 @@ def _measure(
 
 
 def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
-    """Each counted layer as it is now: nonzero quantized codes (or nonzero floats) and bits.
-    Returns the rows, and the nonzeros and bits as arrays."""
+    """Each counted layer as it is now: nonzero quantized codes (or nonzero floats), bits (the
+    largest channel's) and payload (each channel's bits x its nonzero codes). Returns the
+    rows, and the nonzeros and bits as arrays."""
     return _measure(cost_model.layers, cost_model.shapes)
 
 
@@ -173,7 +205,7 @@ def report_against(
         budget=str(budget),
         metric=budget.metric,
         target=budget.target(dense_cost),
-        achieved=float((coef * bits * nnz).sum()),
+        achieved=measured_cost(None, rows, coef),
         dense_cost=dense_cost,
         layers=rows,
         stage="finalized",
@@ -182,11 +214,15 @@ def report_against(
 
 
 def measured_cost(
-    cost_model: CostModel, nonzeros: np.ndarray | None = None, bits: np.ndarray | None = None
+    cost_model: CostModel | None,
+    rows: list[LayerReport] | None = None,
+    coef: np.ndarray | None = None,
 ) -> float:
-    """The model's cost now, in the budget's unit: nonzero quantized codes x bits per layer
-    (x MACs and activation bits for BOPs). ``nonzeros`` and ``bits`` as
-    :func:`measure_layers` returns them, measured now when not given."""
-    if nonzeros is None or bits is None:
-        _, nonzeros, bits = measure_layers(cost_model)
-    return float((cost_model.coefficients() * bits * nonzeros).sum())
+    """The model's cost now, in the budget's unit: per layer, each channel's bits x its
+    nonzero quantized codes (x MACs and activation bits for BOPs: ``coef``, the cost model's
+    coefficients by default). ``rows`` as :func:`measure_layers` returns them, measured now
+    when not given."""
+    if rows is None:
+        rows, _, _ = measure_layers(cost_model)
+    coef = cost_model.coefficients() if coef is None else coef
+    return float((coef * np.array([r.payload_bits for r in rows])).sum())

@@ -8,7 +8,7 @@ import torch
 
 from geta.quant.quantizer import Quantizer
 
-__all__ = ["quantized_codes", "code_bits"]
+__all__ = ["quantized_codes", "code_bits", "channel_code_bits"]
 
 
 def quantized_codes(weight: torch.Tensor, q: Quantizer) -> tuple[np.ndarray, np.ndarray]:
@@ -32,3 +32,20 @@ def code_bits(codes: np.ndarray, bits: int) -> int:
         (1, 2)
     """
     return 1 if codes.size and bool(np.all(np.abs(codes) == 1)) else bits
+
+
+def channel_code_bits(codes: np.ndarray, q: Quantizer) -> np.ndarray:
+    """Bits one stored weight of each channel costs (one value per channel along the
+    quantizer's axis; one value for a per-tensor quantizer): each channel's own storage bits
+    (mixed precision), or 1 everywhere for a binary layer (:func:`code_bits`).
+
+    Example:
+        >>> q = Quantizer.for_tensor(torch.randn(3, 4), bits=8, per_channel=True)
+        >>> q.set_bits(torch.tensor([2.0, 4.0, 8.0]))
+        >>> channel_code_bits(np.array([[1, 0, -1, 1]] * 3), q).tolist()
+        [2, 4, 8]
+    """
+    bits = q.channel_storage_bits().cpu().numpy()
+    if code_bits(codes, int(bits.max())) == 1:
+        return np.ones_like(bits)
+    return bits
