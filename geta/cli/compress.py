@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from geta.cli.baseline import baseline_key, load_baseline, store_baseline
 from geta.cli.data import Data, load_data
-from geta.cli.methods import MethodRun, start_method
+from geta.cli.methods import MethodRun, SearchSetup, start_method
 from geta.cli.models import LoadedModel, load_model
 from geta.cli.run_state import (
     CHECKPOINT,
@@ -34,12 +34,14 @@ from geta.cli.run_state import (
 )
 from geta.cli.spec import CompressSpec
 from geta.errors import ConfigError
+from geta.optim.mode import SearchData, mode_named, registered_modes
 from geta.optim.report import CompressionReport
 from geta.training import evaluate_metrics, train_epoch
 
 __all__ = ["RunHistory", "RunResult", "run_compress", "ARTIFACT"]
 
 ARTIFACT = "artifact"
+SEARCH_STATE = "search.pt"  # a searching mode's state after its last episode (for --resume)
 SAMPLES_PER_EPOCH = 20  # loss / cost samples per epoch for the plots
 MOMENTUM, WEIGHT_DECAY = 0.9, 5e-4
 DENSE, COMPRESS = "dense", "compress"
@@ -366,7 +368,7 @@ class _Run:
         torch.manual_seed(spec.seed + 1)
         self.generator.manual_seed(spec.seed + 1)
         total = spec.epochs * self.steps
-        run = start_method(spec, model, self.example, total)
+        run = start_method(spec, model, self.example, total, self._search_setup(state))
         self.target = run.target
         optimizer = run.optimizer
         scheduler = _scheduler(optimizer, spec.optimizer.schedule, total)
@@ -379,6 +381,35 @@ class _Run:
         self.log(f"compressing to {spec.budget} ({spec.mode}): {spec.epochs} epochs")
         self._epochs(COMPRESS, model, optimizer, scheduler, start, spec.epochs, run.measure)
         return run
+
+    def _search_setup(self, state: dict[str, Any] | None) -> SearchSetup | None:
+        """The data a searching mode scores policies on (recovery on the training batches,
+        reward on the validation split), resumed from ``search.pt`` when the run resumes; none
+        once the compression phase has begun (its checkpoint holds the chosen policy)."""
+        if state is not None and state["phase"] == COMPRESS:
+            return None
+        path = self.out / SEARCH_STATE
+        saved = load_checkpoint(path) if state is not None and path.exists() else None
+
+        def checkpoint(search_state: dict[str, Any]) -> None:
+            save_checkpoint(path, {"search": search_state})
+
+        return SearchSetup(
+            SearchData(self.train_loader, self.validation_loader),
+            state=saved["search"] if saved is not None else None,
+            on_episode=checkpoint,
+            progress=self.progress,
+        )
+
+
+def _check_search_data(spec: CompressSpec) -> None:
+    """A mode that searches its policy scores it on held-out training data: refuse a run
+    without a validation split before the dense baseline trains."""
+    if spec.mode in registered_modes() and mode_named(spec.mode).searches and not spec.validation:
+        raise ConfigError(
+            f"mode {spec.mode!r} scores candidate policies on held-out training data: pass "
+            "--validation N (e.g. --validation 5000; never the test set)"
+        )
 
 
 def _scheduler(
@@ -471,6 +502,7 @@ def run_compress(
     run = _Run(spec, out, progress, log or (lambda _: None), on_epoch)
     if state is None or state["phase"] == DENSE:
         # an unreachable budget or unknown mode fails now, not after the dense baseline
+        _check_search_data(spec)
         start_method(spec, copy.deepcopy(run.loaded.model), run.example, 1)
     run.dense(state)
     c = run.compress(state)
@@ -501,6 +533,7 @@ def run_compress(
         seconds={
             "dense": float(run.dense_info.get("seconds", 0.0)),
             "compress": run.history.seconds(COMPRESS) + finishing,
+            "search": float(getattr(c, "search_seconds", 0.0)),
             "wall": time.perf_counter() - began,
         },
         data_shape=run.data.sample_shape,
@@ -514,4 +547,5 @@ def run_compress(
     )
     write_outputs(result)
     (out / CHECKPOINT).unlink(missing_ok=True)
+    (out / SEARCH_STATE).unlink(missing_ok=True)
     return result

@@ -21,15 +21,23 @@ from typing import TYPE_CHECKING, Any, Protocol
 import torch
 from torch import nn
 
+from geta import config as settings
 from geta.compressor import Compressor
 from geta.errors import ConfigError
-from geta.optim.mode import registered_modes
+from geta.optim.mode import SearchData, mode_named, registered_modes
 from geta.optim.report import CompressionReport
 
 if TYPE_CHECKING:
     from geta.cli.spec import CompressSpec
 
-__all__ = ["MethodRun", "register_run_method", "run_methods", "start_method"]
+__all__ = [
+    "MethodRun",
+    "SearchSetup",
+    "mode_settings",
+    "register_run_method",
+    "run_methods",
+    "start_method",
+]
 
 
 class MethodRun(Protocol):
@@ -68,14 +76,21 @@ def run_methods() -> tuple[str, ...]:
     return (*modes, *(name for name in _METHODS if name not in modes))
 
 
-def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: int) -> MethodRun:
-    """Start ``spec.mode`` on ``model`` for ``steps`` optimizer steps.
+def start_method(
+    spec: CompressSpec,
+    model: nn.Module,
+    example: tuple,
+    steps: int,
+    search: SearchSetup | None = None,
+) -> MethodRun:
+    """Start ``spec.mode`` on ``model`` for ``steps`` optimizer steps; a geta mode that
+    searches its policy first (AJPQ) searches on ``search``'s data.
 
     Raises:
         ConfigError: the mode is not registered (or its settings are invalid).
     """
     if spec.mode not in _METHODS and spec.mode in registered_modes():
-        return CompressorRun(spec, model, example, steps)
+        return CompressorRun(spec, model, example, steps, search)
     if spec.mode not in _METHODS:
         hint = (
             " (the benchmarks' baselines register when benchmarks/baselines is imported: re-run "
@@ -89,18 +104,64 @@ def start_method(spec: CompressSpec, model: nn.Module, example: tuple, steps: in
     return _METHODS[spec.mode](spec, model, example, steps)
 
 
+class SearchSetup:
+    """The data a searching mode evaluates policies on (:class:`geta.optim.mode.SearchData`),
+    the state to resume its search from, and where to hand its state after every episode."""
+
+    def __init__(
+        self,
+        data: SearchData,
+        state: dict[str, Any] | None = None,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+        progress: bool = True,
+    ) -> None:
+        self.data, self.state, self.on_episode, self.progress = data, state, on_episode, progress
+
+
+def mode_settings(spec: CompressSpec) -> Any:
+    """What :class:`geta.Compressor` takes as ``config`` for ``spec.mode``: the run's
+    :class:`geta.CompressorConfig`, or, for a mode whose own config type is not kept in it
+    (AJPQ's :class:`geta.optim.AjpqConfig`), that config read from the ``method`` table.
+
+    Raises:
+        ConfigError: ``method`` settings for a mode that takes them from ``config``.
+    """
+    handler = mode_named(spec.mode)
+    if handler.config_type is not None and handler.config_field is None:
+        return settings.from_dict(handler.config_type, spec.method, where="method")
+    if spec.method:
+        raise ConfigError(
+            f"mode {spec.mode!r} takes its settings from 'config', not 'method' "
+            f"(got method settings {sorted(spec.method)})"
+        )
+    return spec.config
+
+
 class CompressorRun:
     """geta's modes through :class:`geta.Compressor`."""
 
-    def __init__(self, spec: CompressSpec, model: nn.Module, example: tuple, steps: int) -> None:
-        if spec.method:
-            raise ConfigError(
-                f"mode {spec.mode!r} takes its settings from 'config', not 'method' "
-                f"(got method settings {sorted(spec.method)})"
-            )
+    def __init__(
+        self,
+        spec: CompressSpec,
+        model: nn.Module,
+        example: tuple,
+        steps: int,
+        search: SearchSetup | None = None,
+    ) -> None:
         self.compressor = Compressor(
-            model, example, spec.budget, mode=spec.mode, config=spec.config
+            model, example, spec.budget, mode=spec.mode, config=mode_settings(spec)
         )
+        self.search_seconds = 0.0
+        if search is not None and self.compressor.handler.searches:
+            found = self.compressor.search(
+                search.data.train,
+                search.data.heldout,
+                loss=search.data.loss,
+                state=search.state,
+                progress=search.progress,
+                on_episode=search.on_episode,
+            )
+            self.search_seconds = float(found.to_dict().get("seconds", 0.0)) if found else 0.0
         self.optimizer = self.compressor.optimizer(
             total_steps=steps, **spec.optimizer.kwargs(spec.lr)
         )

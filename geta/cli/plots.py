@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["plot_layers", "plot_training", "plot_cost", "PLOTS"]
+__all__ = ["plot_layers", "plot_training", "plot_cost", "plot_search", "PLOTS", "SEARCH_PLOT"]
 
 DPI = 110
 STAGE_COLORS = {
@@ -135,4 +135,44 @@ def plot_cost(
     return path
 
 
+def plot_search(search: dict[str, Any], path: Path, title: str) -> Path:
+    """A policy search (AJPQ): the reward of every episode and the best so far, and the best
+    policy's channels per layer by bit-width (0 = pruned)."""
+    fig, (ax_reward, ax_policy) = _figure(2, width=9.0)
+    rows = search.get("history", [])
+    episodes = [r["episode"] + 1 for r in rows]
+    ax_reward.plot(episodes, [r["reward"] for r in rows], ".", color="#4c72b0", label="episode")
+    ax_reward.plot(episodes, [r["best_reward"] for r in rows], color="#c44e52", label="best")
+    ax_reward.set_xlabel("episode")
+    ax_reward.set_ylabel(f"reward ({search.get('reward', '')})")
+    ax_reward.set_title(title)
+    ax_reward.grid(alpha=0.3)
+    ax_reward.legend(fontsize="small")
+    policy = search.get("policy", [])
+    levels = sorted({int(b) for row in policy for b in row["bits"]})
+    x = list(range(len(policy)))
+    bottom = [100.0 * row["pruned"] / max(row["channels"], 1) for row in policy]
+    ax_policy.bar(x, bottom, color="#bbbbbb", label="0 (pruned)")
+    colors = _bit_colors(len(levels))
+    for level, color in zip(levels, colors, strict=True):
+        share = [100.0 * row["bits"].get(str(level), 0) / max(row["channels"], 1) for row in policy]
+        ax_policy.bar(x, share, bottom=bottom, color=color, label=f"{level} bits")
+        bottom = [b + v for b, v in zip(bottom, share, strict=True)]
+    names = [row["layer"] for row in policy]
+    ax_policy.set_xticks(x, names, rotation=45 if len(names) > 6 else 0, fontsize="small")
+    ax_policy.set_ylabel("channels (%)")
+    ax_policy.set_title("best policy: channels per bit-width")
+    ax_policy.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="small")
+    fig.savefig(path)
+    return path
+
+
+def _bit_colors(count: int) -> list:
+    from matplotlib import colormaps
+
+    cmap = colormaps["viridis"]
+    return [cmap(0.15 + 0.7 * i / max(count - 1, 1)) for i in range(count)]
+
+
 PLOTS = {"layers": "layers.png", "training": "training.png", "cost": "cost.png"}
+SEARCH_PLOT = "search.png"

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from geta.cli.plots import PLOTS, plot_cost, plot_layers, plot_training
+from geta.cli.plots import PLOTS, SEARCH_PLOT, plot_cost, plot_layers, plot_search, plot_training
 
 __all__ = ["REPORT", "PLOT_DIR", "result_dict", "write_outputs", "result_table"]
 
@@ -98,16 +98,20 @@ def result_dict(result: RunResult) -> dict[str, Any]:
                         "nonzeros": row.nonzeros,
                         "density": row.density,
                         "bits": row.bits,
+                        "bit_histogram": {str(b): n for b, n in row.bit_histogram.items()},
+                        "bits_label": row.bits_label,
                     }
                     for row in r.layers
                 ],
             },
             "plans": list(r.extra.get("history", [])),
+            "search": r.extra.get("search"),
             "history": result.history.to_dict(),
             "seconds": result.seconds,
             "files": {
                 "artifact": result.artifact.name,
-                "plots": [f"{PLOT_DIR}/{name}" for name in PLOTS.values()],
+                "plots": [f"{PLOT_DIR}/{name}" for name in PLOTS.values()]
+                + ([f"{PLOT_DIR}/{SEARCH_PLOT}"] if r.extra.get("search") else []),
             },
         }
     )
@@ -140,6 +144,8 @@ def write_outputs(result: RunResult) -> dict[str, Any]:
         plots / PLOTS["cost"],
         f"{name}: cost against the budget ({c['budget']})",
     )
+    if data.get("search"):
+        plot_search(data["search"], plots / SEARCH_PLOT, f"{name}: policy search ({c['budget']})")
     return data
 
 
@@ -167,7 +173,8 @@ def result_table(data: dict[str, Any], out: Path) -> str:
         (
             "time",
             f"{s['dense']:.0f} s" + (" (cached)" if d.get("cached") else ""),
-            f"{s['compress']:.0f} s",
+            f"{s['compress']:.0f} s"
+            + (f" + {s['search']:.0f} s search" if s.get("search") else ""),
         ),
     ]
     widths = [max(len(r[i]) for r in rows) for i in range(3)]
@@ -182,7 +189,8 @@ def result_table(data: dict[str, Any], out: Path) -> str:
     lines += ["", f"{'layer':<24} {'shape':>16} {'density':>8} {'bits':>4}"]
     for row in c["layers"]:
         shape = "x".join(map(str, row["shape"]))
-        lines.append(f"{row['name']:<24} {shape:>16} {row['density']:>8.1%} {row['bits']:>4}")
+        bits = row.get("bits_label", row["bits"])
+        lines.append(f"{row['name']:<24} {shape:>16} {row['density']:>8.1%} {bits:>4}")
     files = ", ".join([data["files"]["artifact"] + "/", REPORT, *data["files"]["plots"]])
     lines += ["", f"wrote {out}/: {files}  (total {s['wall']:.0f} s)"]
     return "\n".join(lines)
