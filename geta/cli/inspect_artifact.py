@@ -1,5 +1,6 @@
-"""``geta inspect ARTIFACT``: what an artifact holds (per tensor: shape, bits, coder, bytes),
-where its bytes go, and its verified checksum. Nothing is unpickled."""
+"""``geta inspect ARTIFACT``: what an artifact holds (per tensor: shape, bits, coder, bytes;
+per mixed-precision layer: how many channels have each bit width), where its bytes go, and its
+verified checksum. Nothing is unpickled."""
 
 from __future__ import annotations
 
@@ -18,17 +19,27 @@ def format_summary(s: ArtifactSummary) -> str:
         f"sha256 {s.sha256} (matches the manifest"
         + ("; every tensor decodes)" if s.decoded else ")"),
         "",
-        f"{'tensor':<32} {'shape':>14} {'dtype':>8} {'bits':>4} {'nonzeros':>9} "
-        f"{'coder':>16} {'coded B':>8} {'plain B':>8}",
+        f"{'tensor':<32} {'shape':>14} {'dtype':>8} {'bits':>5} {'nonzeros':>9} "
+        f"{'coder':>20} {'coded B':>8} {'plain B':>8}",
     ]
     for t in s.tensors:
         shape = "x".join(map(str, t.shape)) or "scalar"
-        bits = str(t.bits) if t.bits is not None else "-"
+        if t.mixed:  # the range here, the histogram below the table
+            bits = f"{min(t.channel_bits)}-{max(t.channel_bits)}"
+        else:
+            bits = str(t.bits) if t.bits is not None else "-"
         nonzeros = f"{t.nonzeros:,}" if t.nonzeros is not None else "-"
         lines.append(
-            f"{t.name:<32} {shape:>14} {t.dtype:>8} {bits:>4} {nonzeros:>9} {t.coder:>16} "
+            f"{t.name:<32} {shape:>14} {t.dtype:>8} {bits:>5} {nonzeros:>9} {t.coder:>20} "
             f"{t.coded_bytes:>8,} {t.plain_bytes:>8,}"
         )
+    mixed = [t for t in s.tensors if t.mixed]
+    if mixed:
+        lines += ["", "channels per bit width (bits:channels), mixed-precision layers:"]
+        lines += [
+            f"  {t.name:<32} " + " ".join(f"{b}:{n}" for b, n in t.channel_bits.items())
+            for t in mixed
+        ]
     parts = [
         ("manifest.json", s.manifest_bytes, ""),
         ("safetensors header", s.header_bytes, ""),

@@ -2,20 +2,33 @@
 
 ``weights.safetensors`` holds a single uint8 tensor, the concatenation of three sections:
 
-1. the index: a JSON table of every tensor (shape, dtype, bits, layout, coder, stream lengths)
-   and the size attributes of the modules that own them, compressed (deflate with a preset
-   dictionary of the usual keys, plain deflate or LZMA, whichever is smallest);
+1. the index: a JSON table of every tensor (shape, dtype, bits, layout, coder, stream lengths;
+   for a quantized weight also ``channel_bits``, the histogram of its channels' storage bits,
+   e.g. ``{"2": 10, "4": 6}``, stored as the plain number when every channel (or the one of a
+   per-tensor quantizer) has the same bits; :func:`read_manifest` always gives the histogram
+   as a dict) and the size attributes of the modules that own them, compressed (deflate with
+   a preset dictionary of the usual keys, plain deflate or LZMA, whichever is smallest);
 2. the plain section: every fixed-width number (per-channel steps, the quantizers' clip and
    exponent, unquantized tensors such as biases and norm statistics), exact, grouped by item
    size, byte-shuffled and compressed;
-3. the coded section: each quantized weight's integer codes, coded the smallest of three
-   ways: bit-packed at the width of their range, rANS entropy-coded, or (sparse) only the
-   nonzero codes with Rice-coded positions.
+3. the coded section: each quantized weight's integer codes, laid out dense (every code) or
+   sparse (only the nonzero codes, moved towards zero by one when positive, and the
+   Rice-coded positions of the rarer of zeros and nonzeros), the codes or nonzero values coded
+   by the smallest of three coders: ``packed`` at the bit width of their range, ``rans``
+   (entropy-coded with a frequency table), or, for a per-channel quantizer only,
+   ``channels``: each channel's values at that channel's own width (mixed precision). A
+   channel's width is the two's-complement width of its values (``b`` bits for the codes of
+   a ``b``-bit channel, 0 for a channel of zeros: nothing stored) and its values are stored
+   offset by ``2**(width - 1)``; the widths, one per channel, are a stream of their own
+   (``<stream>.widths``, packed or rANS-coded), and the values are packed width by width in
+   increasing order (each width's values in index order, padded to a whole byte), one stream.
 
+The smallest layout and coder win, so the channels coder only appears where it saves bytes.
 Streams follow one another in index order, so the index stores lengths, not offsets.
 ``manifest.json`` holds the format and version, the SHA-256 of the weights file, where the
 index ends and how it is compressed, and the architecture. Nothing is pickled;
-:func:`read_manifest` returns the manifest with the index merged in.
+:func:`read_manifest` returns the manifest with the index merged in. Version 3 added the
+channels coder and ``channel_bits``; version 2 artifacts (neither) still load.
 
     geta.export.save(model, "out/", example_inputs=(x,))   # also writes out/model.pt2
     small = geta.export.load("out/", model=lambda: lenet5())
@@ -58,13 +71,15 @@ from geta.quant.quantizer import Quantizer
 __all__ = ["save", "load", "FORMAT", "VERSION", "read_manifest"]
 
 FORMAT = "geta-artifact"
-VERSION = 2
+VERSION = 3
+READABLE_VERSIONS = (2, 3)  # version 2 has neither the channels coder nor channel_bits
 MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 PROGRAM = "model.pt2"
 BLOB = "data"  # the one tensor of weights.safetensors
 _STEP_STREAMS = ("step", "clip_exponent")  # float32, in the plain section
 _RANS_MAX_SYMBOLS = 256
+_MAX_WIDTH = 32  # the widest value pack_bits stores
 
 
 # ---------------------------------------------------------------------------- codes
@@ -114,6 +129,136 @@ def _decode_symbols(spec: dict, stream: str, parts: dict[str, bytes], count: int
     return shifted + spec["lo"]
 
 
+def _size(streams: dict[str, bytes]) -> int:
+    return sum(map(len, streams.values()))
+
+
+def _channel_index(shape: tuple[int, ...] | list[int], axis: int) -> np.ndarray:
+    """The channel of every element of a C-ordered tensor of ``shape``, channels on ``axis``."""
+    view = [1] * len(shape)
+    view[axis] = -1
+    return np.broadcast_to(np.arange(shape[axis]).reshape(view), tuple(shape)).ravel()
+
+
+def _value_widths(values: np.ndarray) -> np.ndarray:
+    """The two's-complement width of each value (``v`` fits in ``[-2**(w-1), 2**(w-1))``), 0
+    for 0."""
+    magnitude = values ^ (values >> 63)  # v for v >= 0, -v - 1 for v < 0
+    widths = np.frexp(magnitude.astype(np.float64))[1] + 1  # bit length + 1
+    return np.where(values == 0, 0, widths).astype(np.int64)
+
+
+def _encode_channels(
+    values: np.ndarray, stream: str, channel: np.ndarray, channels: int, budget: int | None = None
+) -> tuple[dict, dict[str, bytes]] | None:
+    """The channels coder: the values of channel ``c`` (``channel[i]`` is value ``i``'s) at
+    the channel's own width, offset by ``2**(width - 1)``, packed width by width; the widths
+    coded by :func:`_encode_symbols`. ``None`` when a channel needs more than 32 bits, or
+    when the streams would take ``budget`` bytes or more (nothing is packed then)."""
+    widths = np.zeros(channels, dtype=np.int64)
+    np.maximum.at(widths, channel, _value_widths(values))
+    if int(widths.max(initial=0)) > _MAX_WIDTH:
+        return None
+    spec, streams = _encode_symbols(widths, f"{stream}.widths")
+    of_value = widths[channel]
+    counts = np.bincount(of_value, minlength=_MAX_WIDTH + 1)
+    used = [w for w in range(1, _MAX_WIDTH + 1) if counts[w]]
+    size = _size(streams) + sum((int(counts[w]) * w + 7) // 8 for w in used)
+    if budget is not None and size >= budget:
+        return None
+    if used:
+        packed = (pack_bits(values[of_value == w] + (1 << (w - 1)), w) for w in used)
+        streams[stream] = b"".join(packed)
+    return {"coder": "channels", "widths": spec}, streams
+
+
+def _decode_channels(
+    spec: dict, stream: str, parts: dict[str, bytes], channel: np.ndarray, channels: int
+) -> np.ndarray:
+    """Inverse of :func:`_encode_channels`: one value per entry of ``channel``."""
+    widths = _decode_symbols(spec["widths"], f"{stream}.widths", parts, channels)
+    if widths.size and (int(widths.min()) < 0 or int(widths.max()) > _MAX_WIDTH):
+        raise ValueError(
+            f"channel widths of {int(widths.min())} to {int(widths.max())} bits "
+            f"(0 to {_MAX_WIDTH} allowed): the widths stream is corrupted"
+        )
+    of_value = widths[channel]
+    groups = [(w, of_value == w) for w in np.unique(widths[widths > 0]).tolist()]
+    counts = [int(selected.sum()) for _, selected in groups]
+    lengths = [(n * w + 7) // 8 for (w, _), n in zip(groups, counts, strict=True)]
+    data = parts.get(stream, b"")
+    if sum(lengths) != len(data):
+        raise ValueError(
+            f"the channel widths need {sum(lengths)} bytes of {stream}, the stream holds "
+            f"{len(data)}: the widths stream is corrupted"
+        )
+    out = np.zeros(channel.size, dtype=np.int64)
+    offset = 0
+    for (width, selected), n, length in zip(groups, counts, lengths, strict=True):
+        unpacked = unpack_bits(data[offset : offset + length], width, n).astype(np.int64)
+        out[selected] = unpacked - (1 << (width - 1))
+        offset += length
+    return out
+
+
+def _encode_values(
+    values: np.ndarray, stream: str, channel: np.ndarray | None = None, channels: int = 0
+) -> tuple[dict, dict[str, bytes]]:
+    """The smallest coding of integer ``values``: :func:`_encode_symbols`'s, or with
+    ``channel`` (the channel of each value, of ``channels``) also the channels coder's."""
+    spec, streams = _encode_symbols(values, stream)
+    if channel is not None and values.size:
+        coded = _encode_channels(values, stream, channel, channels, budget=_size(streams))
+        if coded is not None:
+            return coded
+    return spec, streams
+
+
+def _decode_values(
+    spec: dict,
+    stream: str,
+    parts: dict[str, bytes],
+    count: int,
+    channel: Callable[[], np.ndarray] | None = None,
+    channels: int = 0,
+) -> np.ndarray:
+    """Inverse of :func:`_encode_values`; ``channel`` gives the channel of each value (only
+    called for the channels coder)."""
+    if spec["coder"] != "channels":
+        return _decode_symbols(spec, stream, parts, count)
+    if channel is None:
+        raise ValueError(f"{stream} uses the channels coder without a per-channel quantizer")
+    of_value = channel()
+    if of_value.size != count:
+        raise ValueError(f"{of_value.size} channel indices for {count} values")
+    return _decode_channels(spec, stream, parts, of_value, channels)
+
+
+def _channel_bits(q: Quantizer) -> int | dict[str, int]:
+    """Histogram of the channels' storage bits as stored: ``{"bits": channels}`` by
+    increasing bits, or just the bits when every channel has the same."""
+    bits, counts = np.unique(q.channel_storage_bits().cpu().numpy(), return_counts=True)
+    if bits.size == 1:
+        return int(bits[0])
+    return {str(int(b)): int(n) for b, n in zip(bits, counts, strict=True)}
+
+
+def _read_channel_bits(entry: dict) -> dict[str, int]:
+    """The histogram of an index entry as :func:`read_manifest` gives it, always a dict (a
+    stored plain number counts every channel)."""
+    stored = entry["channel_bits"]
+    if isinstance(stored, int) and not isinstance(stored, bool):
+        shape = entry["shape"]
+        per_channel = entry["per_channel"] and shape
+        stored = {str(stored): int(shape[entry["axis"] % len(shape)]) if per_channel else 1}
+    if not isinstance(stored, dict) or not all(
+        isinstance(k, str) and k.isdigit() and isinstance(n, int) and not isinstance(n, bool)
+        for k, n in stored.items()
+    ):
+        raise ValueError(f"malformed channel_bits {stored!r}")
+    return stored
+
+
 def _encode_quantized(codes: np.ndarray, step: np.ndarray, q: Quantizer) -> tuple[dict, dict]:
     """Index entry and streams of one quantized weight: dense (every code) or sparse (the
     nonzero codes and the Rice-coded gaps between the rarer of zeros and nonzeros), whichever
@@ -125,10 +270,15 @@ def _encode_quantized(codes: np.ndarray, step: np.ndarray, q: Quantizer) -> tupl
         "bits": _bits_for(codes),
         "axis": q.axis,
         "per_channel": q.per_channel,
+        "channel_bits": _channel_bits(q),
         "nonzeros": int(nonzero.sum()),
     }
     fixed = {"step": step.astype("<f4").tobytes(), "clip_exponent": _clip_and_exponent(q)}
-    spec, dense = _encode_symbols(flat, "codes")
+    channel, channels = None, 0
+    if q.per_channel and codes.ndim:
+        channels = codes.shape[q.axis % codes.ndim]
+        channel = _channel_index(codes.shape, q.axis % codes.ndim)
+    spec, dense = _encode_values(flat, "codes", channel, channels)
     candidates = [({"layout": "dense", "codes": spec}, dense)]
     rare_nonzero = nonzero.mean() <= 0.5 if flat.size else True
     marked = np.flatnonzero(nonzero if rare_nonzero else ~nonzero)
@@ -137,19 +287,27 @@ def _encode_quantized(codes: np.ndarray, step: np.ndarray, q: Quantizer) -> tupl
     unary, remainders = rice_encode(gaps, k)
     values = flat[nonzero]
     # nonzero codes only: positive ones move down by one so that no level is spent on zero
-    spec, coded = _encode_symbols(values - (values > 0), "values")
+    spec, coded = _encode_values(
+        values - (values > 0), "values", None if channel is None else channel[nonzero], channels
+    )
     sparse = {"layout": "sparse", "marks": "nonzero" if rare_nonzero else "zero", "rice_k": k}
     sparse["values"] = spec
     candidates.append((sparse, {"unary": unary, "remainders": remainders, **coded}))
-    layout, streams = min(candidates, key=lambda c: sum(map(len, c[1].values())))
+    layout, streams = min(candidates, key=lambda c: _size(c[1]))
     return {**entry, **layout}, {**fixed, **streams}
 
 
 def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
     shape = entry["shape"]
     n = int(np.prod(shape))
+    per_channel = bool(entry["per_channel"])
+    if per_channel and not shape:
+        raise ValueError("a per-channel quantizer on a scalar")
+    axis = entry["axis"] % len(shape) if per_channel else 0
+    channels = shape[axis] if per_channel else 0
+    every = (lambda: _channel_index(shape, axis)) if per_channel else None
     if entry["layout"] == "dense":
-        flat = _decode_symbols(entry["codes"], "codes", parts, n)
+        flat = _decode_values(entry["codes"], "codes", parts, n, every, channels)
     elif entry["layout"] == "sparse":
         marks = {"nonzero": entry["nonzeros"], "zero": n - entry["nonzeros"]}[entry["marks"]]
         gaps = rice_decode(parts["unary"], parts["remainders"], entry["rice_k"], marks)
@@ -158,15 +316,16 @@ def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
         nonzero[marked] = True
         if entry["marks"] == "zero":
             nonzero = ~nonzero
-        values = _decode_symbols(entry["values"], "values", parts, int(nonzero.sum()))
+        at = (lambda: _channel_index(shape, axis)[nonzero]) if per_channel else None
+        values = _decode_values(entry["values"], "values", parts, int(nonzero.sum()), at, channels)
         flat = np.zeros(n, dtype=np.int64)
         flat[nonzero] = values + (values >= 0)
     else:
         raise ValueError(f"unknown layout {entry['layout']!r}")
     step = np.frombuffer(parts["step"], dtype="<f4")
-    if entry["per_channel"]:
+    if per_channel:
         view = [1] * len(shape)
-        view[entry["axis"] % len(shape)] = -1
+        view[axis] = -1
         step = step.reshape(view)
     elif step.size != 1:
         raise ValueError(f"{step.size} steps for a per-tensor quantizer")
@@ -233,6 +392,21 @@ _INDEX_DICTIONARY = b"".join(
 )
 
 
+# Version 3's dictionary: version 2's and the strings version 3 added.
+_INDEX_DICTIONARY_V3 = _INDEX_DICTIONARY + b"".join(
+    [
+        b'"per_channel":false,"channel_bits":4,"nonzeros":,',
+        b'"values":{"coder":"channels","widths":{"coder":"packed","lo":0,"width":',
+        b'"per_channel":true,"channel_bits":4,"nonzeros":,',
+        b'"per_channel":true,"channel_bits":{"2":,"3":,"4":,"8":16},"nonzeros":',
+    ]
+)
+
+
+def _index_dictionary(version: int) -> bytes:
+    return _INDEX_DICTIONARY if version == 2 else _INDEX_DICTIONARY_V3
+
+
 def _deflate(data: bytes, zdict: bytes | None = None) -> bytes:
     compressor = zlib.compressobj(9, zlib.DEFLATED, -15, **({"zdict": zdict} if zdict else {}))
     return compressor.compress(data) + compressor.flush()
@@ -247,17 +421,18 @@ def _compress(data: bytes, index: bool = False) -> tuple[str, bytes]:
         "lzma": lzma.compress(data, format=lzma.FORMAT_RAW, filters=_LZMA_FILTERS),
     }
     if index:
-        packed["zlib-dict"] = _deflate(data, _INDEX_DICTIONARY)
+        packed["zlib-dict"] = _deflate(data, _index_dictionary(VERSION))
     codec = min(packed, key=lambda c: len(packed[c]))
     return codec, packed[codec]
 
 
-def _decompress(codec: str, data: bytes, size: int) -> bytes:
-    """Inverse of :func:`_compress`; never produces more than ``size + 1`` bytes."""
+def _decompress(codec: str, data: bytes, size: int, version: int = VERSION) -> bytes:
+    """Inverse of :func:`_compress` (an index of format ``version``); never produces more
+    than ``size + 1`` bytes."""
     if codec == "none":
         out = data
     elif codec in ("zlib", "zlib-dict"):
-        zdict = {"zdict": _INDEX_DICTIONARY} if codec == "zlib-dict" else {}
+        zdict = {"zdict": _index_dictionary(version)} if codec == "zlib-dict" else {}
         out = zlib.decompressobj(-15, **zdict).decompress(data, size + 1)
     elif codec == "lzma":
         decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
@@ -474,10 +649,11 @@ def _read_envelope(path: Path) -> dict:
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         format_ = manifest.get("format") if isinstance(manifest, dict) else None
         raise ArtifactError(f"{path} is not a geta artifact (format {format_!r})")
-    if manifest.get("version") != VERSION:
+    if manifest.get("version") not in READABLE_VERSIONS:
+        readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ArtifactError(
-            f"{path} has artifact format version {manifest.get('version')}; this geta reads version "
-            f"{VERSION}. Load it with the geta version that wrote it, or export again."
+            f"{path} has artifact format version {manifest.get('version')}; this geta reads "
+            f"versions {readable}. Load it with the geta version that wrote it, or export again."
         )
     return manifest
 
@@ -506,12 +682,15 @@ def _read(path: str | Path) -> tuple[dict, bytes]:
     blob = _read_blob(path, manifest)
     try:
         spec = manifest["index"]
-        index = json.loads(_decompress(spec["codec"], blob[: spec["bytes"]], spec["size"]))
+        text = _decompress(spec["codec"], blob[: spec["bytes"]], spec["size"], manifest["version"])
+        index = json.loads(text)
         if not isinstance(index, dict) or not isinstance(index.get("tensors"), dict):
             raise ValueError("the index has no tensor table")
         for entry in index["tensors"].values():
             entry["numel"] = int(np.prod(entry["shape"]))
             entry["bytes"] = sum(entry["streams"].values())
+            if "channel_bits" in entry:
+                entry["channel_bits"] = _read_channel_bits(entry)
     except (KeyError, TypeError, ValueError, AttributeError, lzma.LZMAError, zlib.error) as err:
         raise ArtifactError(f"{path}: the index of {WEIGHTS} cannot be read: {err}") from None
     return {**manifest, **index}, blob[spec["bytes"] :]
@@ -520,7 +699,8 @@ def _read(path: str | Path) -> tuple[dict, bytes]:
 def read_manifest(path: str | Path) -> dict:
     """The manifest of an artifact, validated for format, version and checksum, with its index
     merged in: ``tensors`` (per tensor: shape, dtype, encoding, bits, layout, coders, stream
-    lengths, numel, bytes), ``modules`` (size attributes) and ``plain``."""
+    lengths, numel, bytes; from version 3 a quantized weight's ``channel_bits``), ``modules``
+    (size attributes) and ``plain``."""
     return _read(path)[0]
 
 
@@ -548,7 +728,7 @@ def _load(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
             raise ArtifactError(
                 f"{path}: tensor data {err} for {name} is missing from {WEIGHTS}"
             ) from None
-        except (TypeError, ValueError, IndexError, RuntimeError) as err:
+        except (TypeError, ValueError, IndexError, OverflowError, RuntimeError) as err:
             raise ArtifactError(f"{path}: tensor {name} cannot be decoded: {err}") from None
         if list(tensor.shape) != entry["shape"]:
             raise ArtifactError(

@@ -21,7 +21,9 @@ __all__ = ["TensorSummary", "ArtifactSummary", "summarize"]
 @dataclass(frozen=True)
 class TensorSummary:
     """One stored tensor: ``coded_bytes`` in the coded section (quantized codes) and
-    ``plain_bytes`` before compression in the plain section (steps, clips, raw tensors)."""
+    ``plain_bytes`` before compression in the plain section (steps, clips, raw tensors);
+    ``channel_bits``, for a quantized weight of a version 3 artifact, the number of channels
+    at each storage bit width (one entry unless the channels have mixed precision)."""
 
     name: str
     shape: tuple[int, ...]
@@ -33,6 +35,12 @@ class TensorSummary:
     nonzeros: int | None
     coded_bytes: int
     plain_bytes: int
+    channel_bits: dict[int, int] | None = None
+
+    @property
+    def mixed(self) -> bool:
+        """Whether the channels have different bit widths."""
+        return self.channel_bits is not None and len(self.channel_bits) > 1
 
 
 @dataclass(frozen=True)
@@ -71,6 +79,10 @@ def _coder(entry: dict, plain_codec: str) -> str:
     return f"sparse/{entry['values']['coder']}+rice"
 
 
+def _bits_key(item: tuple[str, int]) -> int:
+    return int(item[0])
+
+
 def summarize(path: str | Path, *, decode: bool = True) -> ArtifactSummary:
     """Read ``path``'s manifest and index (format, version and SHA-256 checked) and, with
     ``decode``, decode every tensor as a full check.
@@ -102,6 +114,11 @@ def summarize(path: str | Path, *, decode: bool = True) -> ArtifactSummary:
                 nonzeros=entry.get("nonzeros"),
                 coded_bytes=coded,
                 plain_bytes=entry["bytes"] - coded,
+                channel_bits=(
+                    {int(b): n for b, n in sorted(entry["channel_bits"].items(), key=_bits_key)}
+                    if "channel_bits" in entry
+                    else None
+                ),
             )
         )
     coded_bytes = sum(t.coded_bytes for t in tensors)

@@ -5,6 +5,7 @@ import shutil
 import geta
 from geta.export import summarize
 from tests.cli.conftest import run_cli
+from tests.export.test_channel_bits import mixed_model
 
 
 def test_inspect_lists_tensors_and_accounts_for_every_byte(finished):
@@ -18,7 +19,9 @@ def test_inspect_lists_tensors_and_accounts_for_every_byte(finished):
         line = next(line for line in out.splitlines() if line.startswith(name + " "))
         assert "x".join(map(str, entry["shape"])) in line
         if entry["encoding"] == "quantized":
-            assert re.search(rf"\s{entry['bits']}\s+{entry['nonzeros']:,}\s", line)
+            histogram = sorted(map(int, entry["channel_bits"]))
+            bits = entry["bits"] if len(histogram) == 1 else f"{histogram[0]}-{histogram[-1]}"
+            assert re.search(rf"\s{bits}\s+{entry['nonzeros']:,}\s", line)
     parts = dict(re.findall(r"^  (\S[^\d]*?)\s+([\d,]+)", out.split("bytes on disk:")[1], re.M))
     sizes = {k: int(v.replace(",", "")) for k, v in parts.items()}
     total = sizes.pop("total")
@@ -55,3 +58,25 @@ def test_inspecting_a_directory_that_is_no_artifact(tmp_path):
     status, _, err = run_cli("inspect", str(tmp_path))
     assert status == 1
     assert err == f"geta: error: {tmp_path} is not a geta artifact: manifest.json is missing\n"
+
+
+def test_inspect_shows_the_bits_of_each_channel_of_a_mixed_precision_layer(tmp_path):
+    geta.export.save(mixed_model(density=0.1), tmp_path / "sparse")
+    geta.export.save(mixed_model(), tmp_path / "dense")
+    coders = {"sparse": "sparse/channels+rice", "dense": "channels"}
+    for kind, coder in coders.items():
+        status, out, err = run_cli("inspect", str(tmp_path / kind))
+        assert status == 0, err
+        table, _, rest = out.partition("channels per bit width (bits:channels)")
+        assert rest, out
+        tensors = geta.export.read_manifest(tmp_path / kind)["tensors"]
+        rows = {line.split()[0]: line.split() for line in table.splitlines() if line[:1].isdigit()}
+        for name in ("0.weight", "3.weight"):
+            assert rows[name][3:6] == ["2-8", f"{tensors[name]['nonzeros']:,}", coder], name
+        assert rows["5.weight"][3] == "4" and "channels" not in rows["5.weight"][5]
+        histograms = dict(
+            line.split(maxsplit=1)
+            for line in rest.partition("bytes on disk")[0].splitlines()[1:]
+            if line.strip()
+        )
+        assert histograms == {"0.weight": "2:4 3:4 4:4 8:4", "3.weight": "2:8 3:8 4:8 8:8"}
