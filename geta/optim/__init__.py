@@ -3,6 +3,7 @@ folder each, registered by :func:`geta.optim.mode.register_mode`)."""
 
 from geta.optim import admm_progressive  # noqa: F401  (registers its mode)
 from geta.optim.admm import AdmmConfig, AdmmOptimizer, LayerTarget
+from geta.optim.ajpq import AjpqConfig  # registers its mode
 from geta.optim.bit_allocation import allocate_bits, lower_hull
 from geta.optim.budget import Budget
 from geta.optim.cost import CostModel, UnitIndex, output_positions
@@ -30,6 +31,7 @@ from geta.optim.schedule import Schedule
 
 __all__ = [
     "AdmmConfig",
+    "AjpqConfig",
     "AdmmOptimizer",
     "LayerTarget",
     "allocate_bits",

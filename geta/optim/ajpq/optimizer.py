@@ -1,0 +1,159 @@
+"""QAT of the policy AJPQ's search chose: masks held, bits frozen per channel, clips learned."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import numpy as np
+import torch
+
+from geta.errors import ConfigError
+from geta.optim.channel_bits import ChannelLayout, ChannelPlan
+from geta.optim.problem import CompressionProblem
+from geta.optim.wrapped import WrappedOptimizer
+
+__all__ = ["AjpqOptimizer"]
+
+
+class AjpqOptimizer(WrappedOptimizer):
+    """Trains a model at a fixed :class:`~geta.optim.channel_bits.ChannelPlan`: the 0-bit
+    units stay exactly zero (their gradients are masked and their weights re-zeroed after
+    every step), every channel keeps its bits (the step follows the learned clip), so the cost
+    never leaves the budget the search's action wall enforced. Build it with
+    :meth:`geta.Compressor.optimizer` after :meth:`geta.Compressor.search`.
+
+    Example:
+        >>> c.search(train_loader, heldout_loader)                                # doctest: +SKIP
+        >>> opt = c.optimizer(base="sgd", lr=0.01, momentum=0.9, total_steps=n)  # doctest: +SKIP
+        >>> loss.backward(); opt.step(); opt.zero_grad()                            # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        params: Iterable[Any],
+        problem: CompressionProblem,
+        plan: ChannelPlan | None,
+        *,
+        learn_clip: bool = True,
+        low_bits: int = 2,
+        base: str | type[torch.optim.Optimizer] = "sgd",
+        check_finite: bool = True,
+        **base_kwargs: Any,
+    ) -> None:
+        super().__init__(params, base, **base_kwargs)
+        self.problem = problem
+        self.layout = ChannelLayout(problem)
+        self.learn_clip = learn_clip
+        self.low_bits = low_bits
+        self.check_finite_values = check_finite
+        self.step_count = 0
+        self.history: list[dict[str, float]] = []
+        self.plan: ChannelPlan | None = None
+        if plan is not None:
+            self._hold(plan)
+
+    def _hold(self, plan: ChannelPlan) -> None:
+        """Take ``plan`` as the one to train: its masks and each quantizer's frozen bits."""
+        self.plan = plan
+        factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
+        self._factors = self.problem.keep_factors(factor)
+        self._bits = []
+        for i, bits in enumerate(self.layout.channel_bits(plan)):
+            q = self.problem.cost_model.layers[i].quantizer
+            frozen = torch.as_tensor(np.where(bits > 0, bits, self.low_bits), dtype=torch.float32)
+            self._bits.append(None if q is None else frozen.to(q.d.device))
+        if not self.history:
+            self.history.append({"step": 0.0, "cost": self.layout.cost(plan)})
+
+    def _require_plan(self) -> ChannelPlan:
+        if self.plan is None:
+            raise ConfigError(
+                "AJPQ trains the policy its search chose: call compressor.search(train, "
+                "heldout) before training (or load a checkpoint of a searched run)"
+            )
+        return self.plan
+
+    @property
+    def stage(self) -> str:
+        return "qat" if self.plan is not None else "search"
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:
+        self._require_plan()
+        loss = self._closure_loss(closure)
+        for p, values in self._factors:
+            if p.grad is not None:
+                p.grad.mul_(values)
+        self._quantizer_gradients()
+        self.base.step()
+        self._keep_bits()
+        self._apply_masks()
+        self.step_count += 1
+        return loss
+
+    def _quantizer_gradients(self) -> None:
+        """The clip learns at frozen bits (LSQ's scaled gradient, the step's folded into it,
+        as :meth:`geta.quant.Quantizer.fold_step_gradient` says); nothing else moves."""
+        for layer in self.problem.cost_model.layers:
+            q = layer.quantizer
+            if q is None:
+                continue
+            if self.learn_clip and q.q_m.grad is not None:
+                q.scale_gradients(layer.weight.numel())
+                q.fold_step_gradient()
+            else:
+                q.q_m.grad = None
+            q.d.grad = None
+
+    def _keep_bits(self) -> None:
+        for i, layer in enumerate(self.problem.cost_model.layers):
+            if self._bits[i] is not None:
+                layer.quantizer.set_bits(self._bits[i])
+
+    def _apply_masks(self) -> None:
+        for p, values in self._factors:
+            p.mul_(values)
+
+    @torch.no_grad()
+    def finish(self) -> None:
+        """The final state: the plan's zeros and bits (already held by every step)."""
+        self._require_plan()
+        self._keep_bits()
+        self._apply_masks()
+
+    @property
+    def zeroed(self) -> np.ndarray:
+        """The 0-bit units: what :meth:`geta.Compressor.finalize` removes physically."""
+        if self.plan is None:
+            return np.zeros(self.problem.units.count, dtype=bool)
+        return self.plan.removed
+
+    def removal_counts(self) -> tuple[int, int]:
+        return int(self.zeroed.sum()), int(self.problem.units.count)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state["ajpq"] = {
+            "plan": self.plan.to_dict() if self.plan is not None else None,
+            "step_count": self.step_count,
+            "history": list(self.history),
+        }
+        return state
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore the optimizer, and the plan it trains (a resumed run needs no new
+        search)."""
+        state_dict = dict(state_dict)
+        extra = state_dict.pop("ajpq")
+        self._load_base_state(state_dict)
+        self.step_count = int(extra["step_count"])
+        self.history = list(extra["history"])
+        if extra["plan"] is not None:
+            self._hold(ChannelPlan.from_dict(extra["plan"]))
+
+    def __repr__(self) -> str:
+        return (
+            f"AjpqOptimizer(base={type(self.base).__name__}, step={self.step_count}, "
+            f"stage={self.stage})"
+        )

@@ -1,0 +1,348 @@
+"""AJPQ's search: episodes of the hierarchical controller, each policy walled into the budget,
+recovered briefly and scored on held-out data; the best policy is what QAT then trains.
+
+One episode: for each counted layer in topological order the DDPG agent sees the layer's state
+(:mod:`geta.optim.ajpq.policy`) and acts; the channel controller turns each action into unit
+bits; the action wall (:mod:`geta.optim.ajpq.wall`) reduces the plan until the budget holds;
+the plan is applied to the starting weights (0-bit units zeroed, per-channel quantizers
+calibrated), recovered (a few fine-tuning steps or BatchNorm re-estimation) and scored; the
+score is the reward of every action of the episode. The model returns to its starting weights
+after each episode and carries the best plan at the end.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from geta.errors import CheckpointError, ConfigError
+from geta.optim.ajpq.agent import DdpgAgent
+from geta.optim.ajpq.config import AjpqConfig
+from geta.optim.ajpq.policy import (
+    ACTION_SIZE,
+    STATE_SIZE,
+    LayerPolicy,
+    layer_order,
+    static_features,
+)
+from geta.optim.ajpq.wall import ActionWall, channel_distortion
+from geta.optim.channel_bits import ChannelLayout, ChannelPlan
+from geta.optim.mode import SearchData
+from geta.optim.problem import CompressionProblem
+from geta.quant.quantizer import Quantizer
+
+__all__ = ["AjpqSearch"]
+
+_FORMAT = 1
+
+
+def _squash(x: float) -> float:
+    """``[0, inf)`` onto ``[0, 1)``: budget shares can be many times the budget."""
+    return x / (1.0 + x)
+
+
+class AjpqSearch:
+    """The search over one :class:`~geta.optim.problem.CompressionProblem` (see the module
+    docstring). Built and run by :meth:`geta.Compressor.search` in AJPQ mode.
+
+    Example:
+        >>> search = AjpqSearch(compressor.problem, AjpqConfig(episodes=30))  # doctest: +SKIP
+        >>> search.run(SearchData(train_loader, heldout_loader))               # doctest: +SKIP
+        >>> search.best_plan, search.best_reward                               # doctest: +SKIP
+    """
+
+    def __init__(self, problem: CompressionProblem, config: AjpqConfig) -> None:
+        self.problem = problem
+        self.config = config
+        self.model = problem.model
+        self.layout = ChannelLayout(problem)
+        self.order = layer_order(problem)
+        levels = config.bit_levels
+        self.importance = problem.importance(config.saliency)
+        self.policy = LayerPolicy(
+            self.layout, self.order, self.importance, levels, config.max_sparsity, config.spread
+        )
+        self.wall = ActionWall(
+            self.layout,
+            self.importance,
+            channel_distortion(self.layout, levels),
+            levels,
+            self.policy.min_keep,
+        )
+        self.features = static_features(problem, self.order)
+        self.target = float(problem.target)
+        self.agent = DdpgAgent(STATE_SIZE, ACTION_SIZE, config.agent, seed=config.seed)
+        self.history: list[dict[str, float]] = []
+        self.best_plan: ChannelPlan | None = None
+        self.best_reward = -math.inf
+        self.seconds = 0.0
+        self.batches_used = 0  # training batches the recoveries consumed (a resume skips them)
+        self._start = {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    # ------------------------------------------------------------ one episode
+    def _state(self, rank: int, plan: ChannelPlan, last: np.ndarray) -> np.ndarray:
+        """The layer controller's view of the ``rank``-th layer: its static description, the
+        budget its predecessors used, the budget left, what the rest costs at most bits, and
+        the previous action."""
+        costs = self.problem.cost_model.channel_costs(plan.removed, self.layout.channel_bits(plan))
+        done = self.order[:rank]
+        used = float(costs[done].sum()) if done else 0.0
+        rest = float(costs[self.order[rank:]].sum())
+        dynamic = [
+            _squash(used / self.target),
+            _squash(max(self.target - used, 0.0) / self.target),
+            _squash(rest / self.target),
+            *last.tolist(),
+        ]
+        return np.concatenate([self.features[rank], dynamic]).astype(np.float64)
+
+    def rollout(self, act: Callable[[np.ndarray], np.ndarray]) -> tuple[ChannelPlan, list, list]:
+        """One pass of both controllers with ``act`` (the agent's exploring or greedy
+        action), then the wall: the plan within the budget, and the states and actions."""
+        plan = self.policy.start()
+        states, actions = [], []
+        last = np.full(ACTION_SIZE, 0.5)
+        for rank, layer in enumerate(self.order):
+            state = self._state(rank, plan, last)
+            action = np.clip(np.asarray(act(state), dtype=np.float64), 0.0, 1.0)
+            self.policy.decide(plan, layer, action)
+            states.append(state)
+            actions.append(action)
+            last = action
+        return self.wall(plan, self.target), states, actions
+
+    # ------------------------------------------------------------ evaluation
+    def restore(self) -> None:
+        """Put the starting weights and quantizers back."""
+        self.model.load_state_dict(self._start)
+
+    def evaluate(self, plan: ChannelPlan, data: SearchData, batches: Iterator) -> float:
+        """The reward of ``plan``: applied to the starting weights, recovered, scored on the
+        held-out batches. The model keeps the recovered plan (call :meth:`restore`)."""
+        self.restore()
+        self.layout.apply(plan, low_bits=self.config.bit_levels[0])
+        was_training = self.model.training
+        try:
+            self._recover(plan, data, batches)
+            return self._score(data)
+        finally:
+            self.model.train(was_training)
+            self.model.zero_grad(set_to_none=True)
+
+    def _weights(self) -> list[nn.Parameter]:
+        quantizer_params = {
+            id(p) for m in self.model.modules() if isinstance(m, Quantizer) for p in m.parameters()
+        }
+        return [
+            p for p in self.model.parameters() if id(p) not in quantizer_params and p.requires_grad
+        ]
+
+    def _recover(self, plan: ChannelPlan, data: SearchData, batches: Iterator) -> None:
+        cfg = self.config
+        if cfg.recovery == "none" or cfg.recovery_steps == 0:
+            return
+        self.model.train()
+        if cfg.recovery == "bn":
+            self._recalibrate_norms(batches)
+            return
+        factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
+        masks = self.problem.keep_factors(factor)
+        optimizer = torch.optim.SGD(self._weights(), lr=cfg.recovery_lr, momentum=0.9)
+        for _ in range(cfg.recovery_steps):
+            inputs, targets = self._to_device(next(batches))
+            optimizer.zero_grad(set_to_none=True)
+            data.loss(self.model(inputs), targets).backward()
+            optimizer.step()
+            with torch.no_grad():
+                for p, values in masks:
+                    p.mul_(values)
+
+    @torch.no_grad()
+    def _recalibrate_norms(self, batches: Iterator) -> None:
+        norms = [m for m in self.model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.reset_running_stats()
+            m.momentum = None  # a cumulative average over the recovery batches
+        try:
+            for _ in range(self.config.recovery_steps):
+                inputs, _ = self._to_device(next(batches))
+                self.model(inputs)
+        finally:
+            for m, momentum in zip(norms, momenta, strict=True):
+                m.momentum = momentum
+
+    @torch.no_grad()
+    def _score(self, data: SearchData) -> float:
+        self.model.eval()
+        correct = total = 0
+        loss = 0.0
+        for inputs, targets in itertools.islice(data.heldout, self.config.eval_batches):
+            inputs, targets = self._to_device((inputs, targets))
+            outputs = self.model(inputs)
+            loss += float(data.loss(outputs, targets)) * len(targets)
+            if self.config.reward == "accuracy":
+                correct += int((outputs.argmax(-1) == targets).sum())
+            total += len(targets)
+        if total == 0:
+            raise ConfigError("the held-out data gave no batch to score a policy on")
+        return correct / total if self.config.reward == "accuracy" else -loss / total
+
+    def _counted(self, source: Iterator) -> _Counted:
+        return _Counted(source, self)
+
+    def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        device = next(self.model.parameters()).device
+        inputs, targets = batch
+        return inputs.to(device), targets.to(device)
+
+    # ------------------------------------------------------------ the loop
+    def run(
+        self,
+        data: SearchData,
+        *,
+        progress: bool = True,
+        on_episode: Callable[[dict[str, Any]], None] | None = None,
+    ) -> AjpqSearch:
+        """Run the episodes left (all, or those after a restored :meth:`state_dict`); the
+        model ends at the best plan (starting weights, 0-bit units zeroed, quantizers set)."""
+        batches = self._counted(_cycle(data.train))
+        for _ in range(self.batches_used):  # a resumed search continues the batch sequence
+            next(batches.source)
+        left = self.config.episodes - len(self.history)
+        with tqdm(
+            total=self.config.episodes,
+            initial=len(self.history),
+            desc="AJPQ search",
+            unit="episode",
+            disable=not progress or left <= 0,
+            dynamic_ncols=True,
+        ) as bar:
+            for _ in range(max(left, 0)):
+                began = time.perf_counter()
+                plan, states, actions = self.rollout(self.agent.act)
+                reward = self.evaluate(plan, data, batches)
+                learned = self.agent.end_episode(states, actions, reward)
+                if reward > self.best_reward:
+                    self.best_reward, self.best_plan = reward, plan
+                self.seconds += time.perf_counter() - began
+                self.history.append(
+                    {
+                        "episode": float(len(self.history)),
+                        "reward": float(reward),
+                        "best_reward": float(self.best_reward),
+                        "cost": self.layout.cost(plan),
+                        "pruned": float(plan.removed.sum()),
+                        "mean_bits": float(plan.unit_bits[~plan.removed].mean())
+                        if (~plan.removed).any()
+                        else 0.0,
+                        "noise": float(learned.get("noise", math.nan)),
+                        "seconds": self.seconds,
+                    }
+                )
+                bar.update(1)
+                bar.set_postfix(best=f"{self.best_reward:.4g}", reward=f"{reward:.4g}")
+                if on_episode is not None:
+                    on_episode(self.state_dict())
+        self.restore()
+        if self.best_plan is not None:
+            self.layout.apply(self.best_plan, low_bits=self.config.bit_levels[0])
+        return self
+
+    # ------------------------------------------------------------ results and state
+    def layer_summary(self, plan: ChannelPlan) -> list[dict[str, Any]]:
+        """Per counted layer: channels, pruned channels and the histogram of kept bits."""
+        rows = []
+        cm = self.problem.cost_model
+        for i, bits in enumerate(self.layout.channel_bits(plan)):
+            kept = bits[bits > 0].astype(int)
+            values, counts = np.unique(kept, return_counts=True)
+            rows.append(
+                {
+                    "layer": cm.layers[i].name,
+                    "channels": int(bits.size),
+                    "pruned": int((bits == 0).sum()),
+                    "bits": {str(v): int(c) for v, c in zip(values, counts, strict=True)},
+                }
+            )
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON summary for reports and plots: per-episode rows, the best reward and its
+        policy per layer, the wall time and the settings that shape the search."""
+        return {
+            "method": "ajpq",
+            "episodes": len(self.history),
+            "history": list(self.history),
+            "best_reward": self.best_reward if self.best_plan is not None else None,
+            "reward": self.config.reward,
+            "recovery": self.config.recovery,
+            "seconds": self.seconds,
+            "policy": self.layer_summary(self.best_plan) if self.best_plan is not None else [],
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """The agent, the history and the best plan (plain values and tensors: loadable with
+        ``torch.load(..., weights_only=True)``)."""
+        return {
+            "format": _FORMAT,
+            "agent": self.agent.state_dict(),
+            "history": [dict(row) for row in self.history],
+            "best_plan": self.best_plan.to_dict() if self.best_plan is not None else None,
+            "best_reward": self.best_reward,
+            "seconds": self.seconds,
+            "batches_used": self.batches_used,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a search from :meth:`state_dict` (same model, budget and config)."""
+        if state.get("format") != _FORMAT:
+            raise CheckpointError(
+                f"AJPQ search state of format {state.get('format')!r}; this geta reads {_FORMAT}"
+            )
+        best = state["best_plan"]
+        if best is not None and len(best["unit_bits"]) != self.problem.units.count:
+            raise CheckpointError(
+                "the saved AJPQ search is for another model or graph "
+                f"({len(best['unit_bits'])} units, this one has {self.problem.units.count})"
+            )
+        self.agent.load_state_dict(state["agent"])
+        self.history = [dict(row) for row in state["history"]]
+        self.best_plan = ChannelPlan.from_dict(best) if best is not None else None
+        self.best_reward = float(state["best_reward"])
+        self.seconds = float(state["seconds"])
+        self.batches_used = int(state["batches_used"])
+
+
+def _cycle(loader: Any) -> Iterator:
+    """Batches of ``loader`` forever (a new pass when one ends)."""
+    while True:
+        empty = True
+        for batch in loader:
+            empty = False
+            yield batch
+        if empty:
+            raise ConfigError("the training data gave no batch for the search's recovery")
+
+
+class _Counted:
+    """An iterator over ``source`` that counts what it hands out into ``search.batches_used``."""
+
+    def __init__(self, source: Iterator, search: AjpqSearch) -> None:
+        self.source, self.search = source, search
+
+    def __iter__(self) -> _Counted:
+        return self
+
+    def __next__(self) -> Any:
+        item = next(self.source)
+        self.search.batches_used += 1
+        return item

@@ -1,0 +1,224 @@
+"""The action wall: after an episode's actions, reduce bits and remove units along the cheapest
+path until the budget holds, so every policy the search evaluates meets the budget.
+
+Three kinds of moves, on one scale (squared weight error per unit of cost saved), as in the
+budget projection of the other modes (:func:`geta.optim.projection.project`):
+
+- lower one unit's bits by one level: loses the rise of its channels' quantization error;
+- lower one layer's free channels (those no group can remove) by one level: likewise;
+- remove one unit (0 bits): loses its importance net of the quantization error it had.
+
+A lazy heap takes the cheapest move until the cost is within the budget (a move's ratio is
+recomputed when it reaches the top, since removals change what later moves save).
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+import torch
+
+from geta.errors import BudgetError
+from geta.optim.channel_bits import ChannelLayout, ChannelPlan
+from geta.quant.functional import clip_search
+
+__all__ = ["ActionWall", "channel_distortion"]
+
+_BITS, _FREE, _REMOVE = 0, 1, 2
+
+
+@torch.no_grad()
+def channel_distortion(layout: ChannelLayout, bit_levels: tuple[int, ...]) -> list[np.ndarray]:
+    """``[channels, levels]`` per counted layer: each channel's summed squared quantization
+    error at each bit level, with the clip that suits it (zeros for float layers)."""
+    cm = layout.problem.cost_model
+    out = []
+    for i, layer in enumerate(cm.layers):
+        channels = len(layout.channel_unit[i])
+        table = np.zeros((channels, len(bit_levels)))
+        q = layer.quantizer
+        if q is not None:
+            w = layer.weight.detach()
+            axis = layout.axes[i]
+            per_channel = w.numel() / channels
+            t = q.t.detach().reshape(-1)
+            t = t if t.numel() == channels else t[:1].expand(channels)
+            for j, bits in enumerate(bit_levels):
+                _, err = clip_search(w, float(bits), t, axis, True)
+                table[:, j] = err.double().cpu().numpy() * per_channel
+        out.append(table)
+    return out
+
+
+class ActionWall:
+    """Brings any plan within a budget by the cheapest reductions (see the module docstring).
+
+    Example:
+        >>> wall = ActionWall(layout, importance, channel_distortion(layout, levels), levels,
+        ...                   min_keep)                                         # doctest: +SKIP
+        >>> layout.cost(wall(plan, budget)) <= budget                           # doctest: +SKIP
+        True
+    """
+
+    def __init__(
+        self,
+        layout: ChannelLayout,
+        importance: np.ndarray,
+        distortion: list[np.ndarray],
+        bit_levels: tuple[int, ...],
+        min_keep: np.ndarray,
+    ) -> None:
+        self.layout = layout
+        self.cm = layout.problem.cost_model
+        self.units = layout.problem.units
+        self.importance = np.asarray(importance, dtype=np.float64)
+        self.levels = np.asarray(bit_levels, dtype=np.float64)
+        self.min_keep = np.asarray(min_keep, dtype=np.int64)
+        self.coef = self.cm.coefficients()
+        quantized = self.cm.quantized
+        n_levels = len(bit_levels)
+        self.owners: list[list[tuple[int, int]]] = [[] for _ in range(self.units.count)]
+        self.unit_distortion = np.zeros((self.units.count, n_levels))
+        self.free = np.zeros(self.layout.layer_count, dtype=np.int64)
+        self.free_distortion = np.zeros((self.layout.layer_count, n_levels))
+        for i, channel_units in enumerate(layout.channel_unit):
+            if not quantized[i]:
+                continue
+            owned = channel_units >= 0
+            self.free[i] = int((~owned).sum())
+            self.free_distortion[i] = distortion[i][~owned].sum(0)
+            np.add.at(self.unit_distortion, channel_units[owned], distortion[i][owned])
+            counts = np.bincount(channel_units[owned], minlength=self.units.count)
+            for u in np.nonzero(counts)[0].tolist():
+                self.owners[u].append((i, int(counts[u])))
+
+    def _level(self, bits: float) -> int:
+        return int(np.argmin(np.abs(self.levels - bits)))
+
+    def __call__(self, plan: ChannelPlan, budget: float) -> ChannelPlan:
+        """A plan within ``budget``: ``plan`` itself when it already holds, else reduced.
+
+        Raises:
+            BudgetError: even every reduction the bounds allow is over the budget.
+        """
+        unit_bits = plan.unit_bits.astype(np.float64).copy()
+        layer_bits = plan.layer_bits.astype(np.float64).copy()
+        state = _WallState(self, unit_bits, layer_bits)
+        if state.cost <= budget:
+            return ChannelPlan(unit_bits, layer_bits)
+        low = self.levels[0]
+        left = np.diff(self.units.offsets) - np.bincount(
+            self.units.group_of[unit_bits == 0], minlength=len(self.units.offsets) - 1
+        )
+
+        def key(kind: int, index: int) -> tuple[float, float] | None:
+            """(loss per cost saved, minus the saving): ties go to the larger saving."""
+            if kind == _BITS:
+                b = unit_bits[index]
+                if b <= low or not self.owners[index]:
+                    return None
+                j = self._level(b)
+                loss = self.unit_distortion[index, j - 1] - self.unit_distortion[index, j]
+                saved = state.bits_saving(index)
+            elif kind == _FREE:
+                b = layer_bits[index]
+                if b <= low or not self.free[index]:
+                    return None
+                j = self._level(b)
+                loss = self.free_distortion[index, j - 1] - self.free_distortion[index, j]
+                saved = self.coef[index] * state.weights[index] * self.free[index]
+            else:
+                g = self.units.group_of[index]
+                if unit_bits[index] == 0 or left[g] <= self.min_keep[g]:
+                    return None
+                held = self.unit_distortion[index, self._level(unit_bits[index])]
+                loss = max(self.importance[index] - held, 0.0)
+                saved = state.removal_saving(index)
+            return (max(loss, 0.0) / saved, -saved) if saved > 0 else None
+
+        heap: list[tuple[tuple[float, float], int, int]] = []
+        for kind, count in ((_BITS, self.units.count), (_FREE, self.layout.layer_count)):
+            for index in range(count):
+                if (k := key(kind, index)) is not None:
+                    heap.append((k, kind, index))
+        for u in range(self.units.count):
+            if (k := key(_REMOVE, u)) is not None:
+                heap.append((k, _REMOVE, u))
+        heapq.heapify(heap)
+        while state.cost > budget and heap:
+            k, kind, index = heapq.heappop(heap)
+            fresh = key(kind, index)
+            if fresh is None:
+                continue
+            if heap and fresh[0] > k[0] * (1 + 1e-9) and fresh > heap[0][0]:
+                heapq.heappush(heap, (fresh, kind, index))
+                continue
+            if kind == _BITS:
+                state.lower_unit(index, self.levels[self._level(unit_bits[index]) - 1])
+            elif kind == _FREE:
+                state.lower_free(index, self.levels[self._level(layer_bits[index]) - 1])
+            else:
+                state.remove(index)
+                left[self.units.group_of[index]] -= 1
+            for follow in (_BITS, _REMOVE) if kind != _FREE else (_FREE,):
+                if (k := key(follow, index)) is not None:
+                    heapq.heappush(heap, (k, follow, index))
+        if state.cost > budget * (1 + 1e-9):
+            raise BudgetError(
+                f"the action wall cannot bring the policy within the budget ({budget:.4g}); "
+                f"the smallest reached is {state.cost:.4g}: raise the budget, max_sparsity, or "
+                "lower the bit range",
+                min_cost=state.cost,
+            )
+        return ChannelPlan(unit_bits, layer_bits)
+
+
+class _WallState:
+    """The plan's per-layer bit sums and channel weights, updated move by move."""
+
+    def __init__(self, wall: ActionWall, unit_bits: np.ndarray, layer_bits: np.ndarray) -> None:
+        self.wall = wall
+        self.unit_bits, self.layer_bits = unit_bits, layer_bits
+        self._measure()
+
+    def _measure(self) -> None:
+        plan = ChannelPlan(self.unit_bits, self.layer_bits)
+        bits = self.wall.layout.channel_bits(plan)
+        self.sums = np.array([b.sum() for b in bits], dtype=np.float64)
+        self.weights = self.wall.cm.channel_weights(plan.removed)
+
+    @property
+    def cost(self) -> float:
+        return float((self.wall.coef * self.weights * self.sums).sum())
+
+    def bits_saving(self, u: int) -> float:
+        return float(sum(self.wall.coef[i] * self.weights[i] * n for i, n in self.wall.owners[u]))
+
+    def removal_saving(self, u: int) -> float:
+        """The cost a removal saves: its channels' bits, and its share of the layers it
+        narrows along their other axes."""
+        saved = self.bits_saving(u) * self.unit_bits[u]
+        cm = self.wall.cm
+        axes = self.wall.layout.axes
+        kept = cm.kept(self.unit_bits == 0)
+        for a, width in cm.unit_axes[u]:
+            axis = cm.axes[a]
+            if axis.dim != axes[axis.layer] and kept[a] > 0:
+                layer = axis.layer
+                layer_cost = self.wall.coef[layer] * self.weights[layer] * self.sums[layer]
+                saved += layer_cost * width / kept[a]
+        return float(saved)
+
+    def lower_unit(self, u: int, bits: float) -> None:
+        for i, n in self.wall.owners[u]:
+            self.sums[i] -= (self.unit_bits[u] - bits) * n
+        self.unit_bits[u] = bits
+
+    def lower_free(self, layer: int, bits: float) -> None:
+        self.sums[layer] -= (self.layer_bits[layer] - bits) * self.wall.free[layer]
+        self.layer_bits[layer] = bits
+
+    def remove(self, u: int) -> None:
+        self.unit_bits[u] = 0.0
+        self._measure()

@@ -1,0 +1,154 @@
+"""AJPQ mode end to end: the search walls every policy into the budget, QAT trains the best one
+with masks and bits held, finalize removes the 0-bit units exactly, the artifact stores each
+channel at its own bits, a search resumes, and the runner drives it."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import geta
+from geta.cli.compress import run_compress
+from geta.cli.spec import CompressSpec
+from geta.errors import ConfigError
+from geta.models import lenet5
+from geta.optim import AjpqConfig
+from geta.optim.ajpq import AgentConfig, AjpqOptimizer, AjpqSearch
+
+SMALL = AgentConfig(hidden=32, warmup_episodes=2, batch_size=16)
+
+
+def _data(n=256, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(10, 1, 28, 28, generator=g)
+    y = torch.randint(0, 10, (n,), generator=g)
+    x = centers[y] + 0.5 * torch.randn(n, 1, 28, 28, generator=g)
+    return [(x[i : i + 32], y[i : i + 32]) for i in range(0, n, 32)]
+
+
+def _compressor(episodes=4, **kw):
+    torch.manual_seed(0)
+    model = lenet5()
+    cfg = AjpqConfig(episodes=episodes, recovery_steps=2, eval_batches=2, agent=SMALL, **kw)
+    return model, geta.Compressor(model, (torch.randn(2, 1, 28, 28),), "30x", config=cfg)
+
+
+def test_the_config_type_selects_the_mode_and_the_name_is_an_alias():
+    _, c = _compressor()
+    assert c.mode == "ajpq" and c.handler.searches
+    c2 = geta.Compressor(lenet5(), (torch.randn(2, 1, 28, 28),), "30x", mode="ajpq")
+    assert isinstance(c2.handler.settings(c2), AjpqConfig)
+    assert AjpqConfig.from_dict(AjpqConfig(episodes=7).to_dict()).episodes == 7
+
+
+def test_search_then_qat_then_finalize_and_export(tmp_path):
+    model, c = _compressor()
+    data = _data()
+    found = c.search(data, data[:2], progress=False)
+    assert isinstance(found, AjpqSearch) and len(found.history) == 4
+    target = c.problem.target
+    assert all(row["cost"] <= target * (1 + 1e-9) for row in found.history)
+    assert found.best_reward == max(row["reward"] for row in found.history)
+    opt = c.optimizer(lr=0.01, momentum=0.9, total_steps=8)
+    assert isinstance(opt, AjpqOptimizer)
+    removed = c.problem.units.to_plan(found.best_plan.removed)
+    for x, y in data:
+        F.cross_entropy(model(x), y).backward()
+        opt.step()
+        opt.zero_grad()
+    bits_before = [q.bits().detach().clone() for q in geta.quant.weight_quantizers(model).values()]
+    for before, q in zip(bits_before, geta.quant.weight_quantizers(model).values(), strict=True):
+        assert torch.allclose(q.bits().detach(), before)
+    x = data[0][0]
+    model.eval()
+    with torch.no_grad():
+        zeroed = model(x)
+    assert removed  # the search pruned units (0 bits) ...
+    small = c.finalize()
+    with torch.no_grad():
+        assert torch.allclose(small(x), zeroed, atol=1e-5)  # ... removed with identical outputs
+    report = c.report()
+    assert report.within_budget and report.removed_units == int(found.best_plan.removed.sum())
+    assert any(len(row.bit_histogram) > 1 for row in report.layers)  # mixed precision
+    assert report.extra["search"]["episodes"] == 4
+    path = c.export(tmp_path / "artifact")
+    loaded = geta.export.load(path, model=lenet5)
+    with torch.no_grad():
+        assert torch.equal(loaded(x), small(x))
+
+
+def test_a_search_resumes_where_it_stopped():
+    data = _data()
+    _, full = _compressor(episodes=5)
+    whole = full.search(data, data[:2], progress=False)
+
+    saved = []
+    _, first = _compressor(episodes=3)
+    first.search(data, data[:2], progress=False, on_episode=saved.append)
+    state = saved[-1]
+    _, second = _compressor(episodes=5)
+    resumed = second.search(data, data[:2], progress=False, state=state)
+    rewards = [row["reward"] for row in resumed.history]
+    assert len(rewards) == 5
+    assert rewards == pytest.approx([row["reward"] for row in whole.history])
+    assert np.array_equal(resumed.best_plan.unit_bits, whole.best_plan.unit_bits)
+
+
+def test_training_before_the_search_is_a_clear_error():
+    model, c = _compressor()
+    opt = c.optimizer(lr=0.01, total_steps=2)
+    F.cross_entropy(model(torch.randn(2, 1, 28, 28)), torch.tensor([0, 1])).backward()
+    with pytest.raises(ConfigError, match="search"):
+        opt.step()
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"budget": None}, "needs a budget"),
+        ({"config": geta.CompressorConfig(per_channel=False)}, "per_channel"),
+    ],
+)
+def test_settings_it_cannot_run_are_refused(kwargs, match):
+    args = {"budget": "30x", "mode": "ajpq", **kwargs}
+    with pytest.raises(ConfigError, match=match):
+        geta.Compressor(lenet5(), (torch.randn(2, 1, 28, 28),), **args)
+
+
+def test_bad_config_values_are_refused():
+    with pytest.raises(ConfigError, match="recovery"):
+        AjpqConfig(recovery="retrain")
+    with pytest.raises(ConfigError, match="bit_range"):
+        AjpqConfig(bit_range=(1, 8))
+
+
+def test_the_runner_searches_on_the_validation_split_and_plots_it(tmp_path):
+    spec = CompressSpec(
+        data="synthetic",
+        mode="ajpq",
+        epochs=1,
+        dense_epochs=1,
+        limit=384,
+        validation=128,
+        method={
+            "episodes": 3,
+            "recovery_steps": 2,
+            "eval_batches": 1,
+            "agent": {"warmup_episodes": 1, "hidden": 16},
+        },
+    )
+    result = run_compress(spec, tmp_path / "run", progress=False)
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    assert report["search"]["episodes"] == 3
+    assert report["compressed"]["within_budget"]
+    assert result.seconds["search"] > 0
+    assert (tmp_path / "run" / "plots" / "search.png").stat().st_size > 0
+    assert not (tmp_path / "run" / "search.pt").exists()  # removed with the checkpoint
+
+
+def test_the_runner_refuses_a_search_without_a_validation_split(tmp_path):
+    spec = CompressSpec(data="synthetic", mode="ajpq", epochs=1, dense_epochs=1, limit=256)
+    with pytest.raises(ConfigError, match="--validation"):
+        run_compress(spec, tmp_path / "run", progress=False)

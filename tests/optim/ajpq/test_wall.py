@@ -1,0 +1,97 @@
+"""The action wall: whatever the controllers chose, the evaluated policy meets the budget, by
+reductions only, within the groups' minimum."""
+
+import numpy as np
+import pytest
+import torch
+
+import geta
+from geta.errors import BudgetError
+from geta.models import lenet5
+from geta.models.tricky import ResidualChain
+from geta.optim.ajpq.policy import LayerPolicy, layer_order
+from geta.optim.ajpq.wall import ActionWall, channel_distortion
+from geta.optim.channel_bits import ChannelLayout
+from geta.optim.problem import CompressionProblem
+from geta.quant import prepare
+
+LEVELS = (2, 3, 4, 5, 6, 7, 8)
+
+
+def _setup(model, x, ratio):
+    prepare(model, init_bits=16, per_channel=True)
+    problem = CompressionProblem(model, geta.trace(model, (x,)), geta.Budget.size(ratio=ratio))
+    layout = ChannelLayout(problem)
+    importance = problem.importance("magnitude")
+    policy = LayerPolicy(layout, layer_order(problem), importance, LEVELS, 0.8, 1)
+    wall = ActionWall(
+        layout, importance, channel_distortion(layout, LEVELS), LEVELS, policy.min_keep
+    )
+    return problem, layout, policy, wall
+
+
+@pytest.mark.parametrize(
+    ("model", "x"),
+    [(lenet5(), torch.randn(2, 1, 28, 28)), (ResidualChain(), torch.randn(2, 3, 8, 8))],
+    ids=["lenet5", "residual"],
+)
+@pytest.mark.parametrize("ratio", [8, 30, 100])
+def test_random_actions_always_meet_the_budget_by_reductions_only(model, x, ratio):
+    problem, layout, policy, wall = _setup(model, x, ratio)
+    rng = np.random.default_rng(ratio)
+    units = problem.units
+    for _ in range(25):
+        plan = policy.start()
+        for layer in policy.order:
+            policy.decide(plan, layer, rng.random(2))
+        walled = wall(plan, problem.target)
+        assert layout.cost(walled) <= problem.target * (1 + 1e-9)
+        assert np.all(walled.unit_bits <= plan.unit_bits)
+        assert np.all(walled.layer_bits <= plan.layer_bits)
+        assert set(np.unique(walled.unit_bits)) <= {0.0, *map(float, LEVELS)}
+        kept = np.bincount(units.group_of[~walled.removed], minlength=len(units.group_ids))
+        assert np.all(kept >= policy.min_keep)
+
+
+def test_a_plan_within_the_budget_is_left_as_it_is():
+    problem, layout, policy, wall = _setup(lenet5(), torch.randn(2, 1, 28, 28), 8)
+    plan = policy.start()
+    for layer in policy.order:
+        policy.decide(plan, layer, np.array([0.9, 0.0]))  # most units pruned, lowest bits
+    assert layout.cost(plan) <= problem.target
+    walled = wall(plan, problem.target)
+    assert np.array_equal(walled.unit_bits, plan.unit_bits)
+
+
+def test_the_wall_spends_the_least_importance():
+    """Units of no importance (every weight of theirs zero) go before any important unit
+    loses bits."""
+    model = lenet5()
+    with torch.no_grad():  # half of the first linear layer's outputs are dead
+        model[7].weight[:60] = 0.0
+        model[7].bias[:60] = 0.0
+        model[9].weight[:, :60] = 0.0
+    problem, layout, policy, wall = _setup(model, torch.randn(2, 1, 28, 28), 12)
+    walled = wall(policy.start(), problem.target)
+    dead = layout.channel_unit[2][:60]  # counted layers: conv, conv, the linear layer, ...
+    assert walled.unit_bits[dead].max() == 0.0
+
+
+def test_an_unreachable_budget_is_a_clear_error():
+    problem, layout, policy, wall = _setup(lenet5(), torch.randn(2, 1, 28, 28), 8)
+    with pytest.raises(BudgetError, match="action wall"):
+        wall(policy.start(), problem.target / 1e4)
+
+
+def test_the_channel_controller_prunes_the_least_important_and_bands_the_rest():
+    problem, layout, policy, _ = _setup(lenet5(), torch.randn(2, 1, 28, 28), 30)
+    plan = policy.start()
+    first = policy.order[0]
+    policy.decide(plan, first, np.array([0.5, 0.5]))
+    units = policy.owned[first]
+    order = units[np.argsort(policy.importance[units], kind="stable")]
+    bits = plan.unit_bits[order]
+    assert (bits == 0).sum() == round(0.5 * 0.8 * len(units))
+    kept = bits[bits > 0]
+    assert np.all(np.diff(kept) >= 0)  # more important, never fewer bits
+    assert set(kept.tolist()) == {4.0, 5.0, 6.0}  # level 5 with spread 1
