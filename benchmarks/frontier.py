@@ -90,6 +90,14 @@ METHODS = {
             config={"warmup": 0, "bit_reduction": 0, "joint": 0},
         ),
         Method("admm-structured", STRUCTURED, "admm", config={"admm": {"granularity": "group"}}),
+        # AJPQ: a 60-episode search (50 recovery steps, the validation split as reward), then
+        # QAT of the best policy for the study's epochs; the search's time is reported apart
+        Method(
+            "ajpq",
+            STRUCTURED,
+            "ajpq",
+            method={"episodes": 60, "recovery_steps": 50, "eval_batches": 5},
+        ),
         Method(
             "prune-then-qat",
             STRUCTURED,
@@ -204,7 +212,7 @@ def _cifar_style(model: str, train_limit: int, epochs: int, dense_epochs: int) -
         # 4.5% of the dense BOPs, the GETA paper's ResNet-20 point (weights quantized only)
         {STRUCTURED: ("10x", "30x", "100x", "bops=22.2x")},
         seeds=(0, 1),
-        methods=("geta", "prune-then-qat", "qat-only"),
+        methods=("geta", "ajpq", "prune-then-qat", "qat-only"),
         rounds=SMALL_ROUNDS,
     )
 
