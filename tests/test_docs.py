@@ -37,6 +37,14 @@ from geta.models import lenet5
 model, x, epochs = lenet5(), torch.randn(2, 1, 28, 28), 1
 loader = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(4)]
 """,
+    "docs/ajpq.md": """
+import torch
+from geta.models import lenet5
+model = lenet5()
+x = torch.randn(64, 1, 28, 28)
+loader = [(torch.randn(16, 1, 28, 28), torch.randint(0, 10, (16,))) for _ in range(6)]
+heldout = loader[:2]
+""",
     "docs/huggingface.md": """
 import transformers
 config = transformers.LlamaConfig(
@@ -59,6 +67,13 @@ assert c.report().within_budget
 """,
     "docs/admm.md": """
 assert c.report().within_budget
+""",
+    "docs/ajpq.md": """
+from pathlib import Path
+report = c.report()
+assert report.within_budget and report.mode == "ajpq"
+assert report.extra["search"]["episodes"] == 8
+assert Path("out/manifest.json").exists() and isinstance(small, torch.nn.Module)
 """,
     "docs/huggingface.md": """
 import torch
