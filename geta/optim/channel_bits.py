@@ -24,7 +24,7 @@ from geta.errors import ConfigError
 from geta.optim.problem import CompressionProblem
 from geta.quant.ratio import FLOAT_BITS
 
-__all__ = ["ChannelPlan", "ChannelLayout"]
+__all__ = ["ChannelPlan", "ChannelLayout", "CodeShare"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,27 @@ class ChannelPlan:
             np.asarray(data["unit_bits"], dtype=np.float64),
             np.asarray(data["layer_bits"], dtype=np.float64),
         )
+
+
+@dataclass(frozen=True)
+class CodeShare:
+    """The share of each channel's weights whose quantized code is not zero, at each bit
+    level (``tables[l]`` is ``[channels, levels]``; ones for float layers): at 2-3 bits many
+    small weights round to the zero code and cost nothing, so a plan that counts every kept
+    weight leaves much of the budget unused (the channel-wise form of
+    :func:`geta.optim.projection.nonzero_code_share`)."""
+
+    levels: np.ndarray
+    tables: list[np.ndarray]
+
+    def at(self, layer: int, bits: np.ndarray) -> np.ndarray:
+        """The share of each channel of ``layer`` at its ``bits`` (1 where the bits are not a
+        level, e.g. a float layer's 32)."""
+        index = np.searchsorted(self.levels, bits)
+        index = np.clip(index, 0, len(self.levels) - 1)
+        hit = self.levels[index] == bits
+        rows = np.arange(len(bits))
+        return np.where(hit, self.tables[layer][rows, index], 1.0)
 
 
 class ChannelLayout:
@@ -96,9 +117,18 @@ class ChannelLayout:
             out.append(bits)
         return out
 
-    def cost(self, plan: ChannelPlan) -> float:
-        """The plan's cost in the budget's unit (:meth:`geta.optim.CostModel.channel_cost`)."""
-        return self.problem.cost_model.channel_cost(plan.removed, self.channel_bits(plan))
+    def cost_bits(self, plan: ChannelPlan, share: CodeShare | None = None) -> list[np.ndarray]:
+        """What each channel's weights cost per structural nonzero: its bits, times the share
+        of nonzero codes at those bits when ``share`` is given."""
+        bits = self.channel_bits(plan)
+        if share is None:
+            return bits
+        return [b * share.at(i, b) for i, b in enumerate(bits)]
+
+    def cost(self, plan: ChannelPlan, share: CodeShare | None = None) -> float:
+        """The plan's cost in the budget's unit (:meth:`geta.optim.CostModel.channel_cost`),
+        counting only the expected nonzero codes when ``share`` is given."""
+        return self.problem.cost_model.channel_cost(plan.removed, self.cost_bits(plan, share))
 
     def uniform(self, bits: np.ndarray, removed: np.ndarray | None = None) -> ChannelPlan:
         """The plan of per-layer ``bits`` (every unit at the bits of the first layer whose

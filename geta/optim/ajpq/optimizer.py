@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from geta.errors import ConfigError
+from geta.optim.ajpq.hold import apply_held, hold_codes
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
@@ -18,9 +19,10 @@ __all__ = ["AjpqOptimizer"]
 
 class AjpqOptimizer(WrappedOptimizer):
     """Trains a model at a fixed :class:`~geta.optim.channel_bits.ChannelPlan`: the 0-bit
-    units stay exactly zero (their gradients are masked and their weights re-zeroed after
-    every step), every channel keeps its bits (the step follows the learned clip), so the cost
-    never leaves the budget the search's action wall enforced. Build it with
+    units and the weights whose codes were zero at the start stay exactly zero (their
+    gradients are masked and their weights re-zeroed after every step), every channel keeps
+    its bits (the step follows the learned clip), so the measured cost, within the budget at
+    the start (:func:`geta.optim.ajpq.hold.hold_codes`), can only fall. Build it with
     :meth:`geta.Compressor.optimizer` after :meth:`geta.Compressor.search`.
 
     Example:
@@ -53,9 +55,12 @@ class AjpqOptimizer(WrappedOptimizer):
         if plan is not None:
             self._hold(plan)
 
-    def _hold(self, plan: ChannelPlan) -> None:
-        """Take ``plan`` as the one to train: its masks and each quantizer's frozen bits."""
+    def _hold(self, plan: ChannelPlan, keep: list[torch.Tensor] | None = None) -> None:
+        """Take ``plan`` as the one to train: its unit masks, each quantizer's frozen bits, and
+        the weights held (``keep``: given when resuming, else the nonzero codes now, within
+        the budget)."""
         self.plan = plan
+        self.keep = keep if keep is not None else hold_codes(self.problem)
         factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
         self._factors = self.problem.keep_factors(factor)
         self._bits = []
@@ -85,6 +90,9 @@ class AjpqOptimizer(WrappedOptimizer):
         for p, values in self._factors:
             if p.grad is not None:
                 p.grad.mul_(values)
+        for layer, mask in zip(self.problem.cost_model.layers, self.keep, strict=True):
+            if layer.weight.grad is not None:
+                layer.weight.grad.mul_(mask.to(layer.weight.grad.dtype))
         self._quantizer_gradients()
         self.base.step()
         self._keep_bits()
@@ -114,6 +122,7 @@ class AjpqOptimizer(WrappedOptimizer):
     def _apply_masks(self) -> None:
         for p, values in self._factors:
             p.mul_(values)
+        apply_held(self.problem, self.keep)
 
     @torch.no_grad()
     def finish(self) -> None:
@@ -136,6 +145,7 @@ class AjpqOptimizer(WrappedOptimizer):
         state = super().state_dict()
         state["ajpq"] = {
             "plan": self.plan.to_dict() if self.plan is not None else None,
+            "keep": [m.cpu() for m in self.keep] if self.plan is not None else None,
             "step_count": self.step_count,
             "history": list(self.history),
         }
@@ -150,7 +160,9 @@ class AjpqOptimizer(WrappedOptimizer):
         self.step_count = int(extra["step_count"])
         self.history = list(extra["history"])
         if extra["plan"] is not None:
-            self._hold(ChannelPlan.from_dict(extra["plan"]))
+            device = [layer.weight.device for layer in self.problem.cost_model.layers]
+            keep = [m.to(d) for m, d in zip(extra["keep"], device, strict=True)]
+            self._hold(ChannelPlan.from_dict(extra["plan"]), keep)
 
     def __repr__(self) -> str:
         return (

@@ -3,9 +3,11 @@ recovered briefly and scored on held-out data; the best policy is what QAT then 
 
 One episode: for each counted layer in topological order the DDPG agent sees the layer's state
 (:mod:`geta.optim.ajpq.policy`) and acts; the channel controller turns each action into unit
-bits; the action wall (:mod:`geta.optim.ajpq.wall`) reduces the plan until the budget holds;
-the plan is applied to the starting weights (0-bit units zeroed, per-channel quantizers
-calibrated), recovered (a few fine-tuning steps or BatchNorm re-estimation) and scored; the
+bits; the action wall (:mod:`geta.optim.ajpq.wall`) reduces the plan until the budget holds
+(counting the expected nonzero codes at each channel's bits); the plan is applied to the
+starting weights (0-bit units zeroed, per-channel quantizers calibrated), its zero codes held
+and the budget enforced on the measured cost (:mod:`geta.optim.ajpq.hold`), recovered (a few
+fine-tuning steps or BatchNorm re-estimation) and scored; the
 score is the reward of every action of the episode. The model returns to its starting weights
 after each episode and carries the best plan at the end.
 """
@@ -26,6 +28,7 @@ from tqdm.auto import tqdm
 from geta.errors import CheckpointError, ConfigError
 from geta.optim.ajpq.agent import DdpgAgent
 from geta.optim.ajpq.config import AjpqConfig
+from geta.optim.ajpq.hold import apply_held, hold_codes
 from geta.optim.ajpq.policy import (
     ACTION_SIZE,
     STATE_SIZE,
@@ -33,10 +36,11 @@ from geta.optim.ajpq.policy import (
     layer_order,
     static_features,
 )
-from geta.optim.ajpq.wall import ActionWall, channel_distortion
+from geta.optim.ajpq.wall import ActionWall, channel_tables
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan
 from geta.optim.mode import SearchData
 from geta.optim.problem import CompressionProblem
+from geta.optim.report import measured_cost
 from geta.quant.quantizer import Quantizer
 
 __all__ = ["AjpqSearch"]
@@ -70,12 +74,9 @@ class AjpqSearch:
         self.policy = LayerPolicy(
             self.layout, self.order, self.importance, levels, config.max_sparsity, config.spread
         )
+        distortion, self.share = channel_tables(self.layout, levels)
         self.wall = ActionWall(
-            self.layout,
-            self.importance,
-            channel_distortion(self.layout, levels),
-            levels,
-            self.policy.min_keep,
+            self.layout, self.importance, distortion, levels, self.policy.min_keep, self.share
         )
         self.features = static_features(problem, self.order)
         self.target = float(problem.target)
@@ -124,15 +125,25 @@ class AjpqSearch:
         """Put the starting weights and quantizers back."""
         self.model.load_state_dict(self._start)
 
-    def evaluate(self, plan: ChannelPlan, data: SearchData, batches: Iterator) -> float:
-        """The reward of ``plan``: applied to the starting weights, recovered, scored on the
-        held-out batches. The model keeps the recovered plan (call :meth:`restore`)."""
+    def land(self, plan: ChannelPlan) -> list[torch.Tensor]:
+        """Apply ``plan`` to the starting weights and hold its codes within the budget
+        (:func:`geta.optim.ajpq.hold.hold_codes`); returns the keep masks."""
         self.restore()
         self.layout.apply(plan, low_bits=self.config.bit_levels[0])
+        return hold_codes(self.problem)
+
+    def evaluate(
+        self, plan: ChannelPlan, data: SearchData, batches: Iterator
+    ) -> tuple[float, float]:
+        """The reward of ``plan`` and its measured cost: landed on the starting weights,
+        recovered with its zeros held, scored on the held-out batches. The model keeps the
+        recovered plan (call :meth:`restore`)."""
+        keep = self.land(plan)
+        cost = measured_cost(self.problem.cost_model)
         was_training = self.model.training
         try:
-            self._recover(plan, data, batches)
-            return self._score(data)
+            self._recover(plan, keep, data, batches)
+            return self._score(data), cost
         finally:
             self.model.train(was_training)
             self.model.zero_grad(set_to_none=True)
@@ -145,7 +156,9 @@ class AjpqSearch:
             p for p in self.model.parameters() if id(p) not in quantizer_params and p.requires_grad
         ]
 
-    def _recover(self, plan: ChannelPlan, data: SearchData, batches: Iterator) -> None:
+    def _recover(
+        self, plan: ChannelPlan, keep: list[torch.Tensor], data: SearchData, batches: Iterator
+    ) -> None:
         cfg = self.config
         if cfg.recovery == "none" or cfg.recovery_steps == 0:
             return
@@ -164,6 +177,7 @@ class AjpqSearch:
             with torch.no_grad():
                 for p, values in masks:
                     p.mul_(values)
+                apply_held(self.problem, keep)
 
     @torch.no_grad()
     def _recalibrate_norms(self, batches: Iterator) -> None:
@@ -229,7 +243,7 @@ class AjpqSearch:
             for _ in range(max(left, 0)):
                 began = time.perf_counter()
                 plan, states, actions = self.rollout(self.agent.act)
-                reward = self.evaluate(plan, data, batches)
+                reward, cost = self.evaluate(plan, data, batches)
                 learned = self.agent.end_episode(states, actions, reward)
                 if reward > self.best_reward:
                     self.best_reward, self.best_plan = reward, plan
@@ -239,7 +253,8 @@ class AjpqSearch:
                         "episode": float(len(self.history)),
                         "reward": float(reward),
                         "best_reward": float(self.best_reward),
-                        "cost": self.layout.cost(plan),
+                        "cost": cost,
+                        "planned_cost": self.layout.cost(plan, self.share),
                         "pruned": float(plan.removed.sum()),
                         "mean_bits": float(plan.unit_bits[~plan.removed].mean())
                         if (~plan.removed).any()
@@ -254,7 +269,7 @@ class AjpqSearch:
                     on_episode(self.state_dict())
         self.restore()
         if self.best_plan is not None:
-            self.layout.apply(self.best_plan, low_bits=self.config.bit_levels[0])
+            self.land(self.best_plan)
         return self
 
     # ------------------------------------------------------------ results and state

@@ -20,44 +20,53 @@ import numpy as np
 import torch
 
 from geta.errors import BudgetError
-from geta.optim.channel_bits import ChannelLayout, ChannelPlan
-from geta.quant.functional import clip_search
+from geta.optim.channel_bits import ChannelLayout, ChannelPlan, CodeShare
+from geta.quant.functional import clip_search, fake_quantize, step_for_bits
 
-__all__ = ["ActionWall", "channel_distortion"]
+__all__ = ["ActionWall", "channel_tables"]
 
 _BITS, _FREE, _REMOVE = 0, 1, 2
 
 
 @torch.no_grad()
-def channel_distortion(layout: ChannelLayout, bit_levels: tuple[int, ...]) -> list[np.ndarray]:
-    """``[channels, levels]`` per counted layer: each channel's summed squared quantization
-    error at each bit level, with the clip that suits it (zeros for float layers)."""
+def channel_tables(
+    layout: ChannelLayout, bit_levels: tuple[int, ...]
+) -> tuple[list[np.ndarray], CodeShare]:
+    """Per counted layer, ``[channels, levels]``: each channel's summed squared quantization
+    error at each bit level, and the share of its weights with a nonzero code there, with
+    the clip that suits each level (zero error and a share of one for float layers)."""
     cm = layout.problem.cost_model
-    out = []
+    distortion, shares = [], []
     for i, layer in enumerate(cm.layers):
         channels = len(layout.channel_unit[i])
-        table = np.zeros((channels, len(bit_levels)))
+        error = np.zeros((channels, len(bit_levels)))
+        share = np.ones((channels, len(bit_levels)))
         q = layer.quantizer
         if q is not None:
-            w = layer.weight.detach()
-            axis = layout.axes[i]
-            per_channel = w.numel() / channels
-            t = q.t.detach().reshape(-1)
+            w = layer.weight.detach().float()
+            moved = w.movedim(layout.axes[i], 0).reshape(channels, -1)
+            t = q.t.detach().float().reshape(-1)
             t = t if t.numel() == channels else t[:1].expand(channels)
+            t = t.to(w.device)
             for j, bits in enumerate(bit_levels):
-                _, err = clip_search(w, float(bits), t, axis, True)
-                table[:, j] = err.double().cpu().numpy() * per_channel
-        out.append(table)
-    return out
+                clip, err = clip_search(moved, float(bits), t, 0, True)
+                clip = clip.reshape(-1, 1)
+                step = step_for_bits(float(bits), clip, t.reshape(-1, 1))
+                codes = fake_quantize(moved, step, clip, t.reshape(-1, 1))
+                error[:, j] = err.double().cpu().numpy() * moved.shape[1]
+                share[:, j] = (codes != 0).double().mean(1).cpu().numpy()
+        distortion.append(error)
+        shares.append(share)
+    return distortion, CodeShare(np.asarray(bit_levels, dtype=np.float64), shares)
 
 
 class ActionWall:
     """Brings any plan within a budget by the cheapest reductions (see the module docstring).
 
     Example:
-        >>> wall = ActionWall(layout, importance, channel_distortion(layout, levels), levels,
-        ...                   min_keep)                                         # doctest: +SKIP
-        >>> layout.cost(wall(plan, budget)) <= budget                           # doctest: +SKIP
+        >>> distortion, share = channel_tables(layout, levels)                  # doctest: +SKIP
+        >>> wall = ActionWall(layout, importance, distortion, levels, min_keep, share)  # doctest: +SKIP
+        >>> layout.cost(wall(plan, budget), share) <= budget                    # doctest: +SKIP
         True
     """
 
@@ -68,8 +77,10 @@ class ActionWall:
         distortion: list[np.ndarray],
         bit_levels: tuple[int, ...],
         min_keep: np.ndarray,
+        share: CodeShare | None = None,
     ) -> None:
         self.layout = layout
+        self.share = share
         self.cm = layout.problem.cost_model
         self.units = layout.problem.units
         self.importance = np.asarray(importance, dtype=np.float64)
@@ -78,20 +89,28 @@ class ActionWall:
         self.coef = self.cm.coefficients()
         quantized = self.cm.quantized
         n_levels = len(bit_levels)
-        self.owners: list[list[tuple[int, int]]] = [[] for _ in range(self.units.count)]
+        # what a unit's (or a layer's free) channels cost per structural nonzero at each level:
+        # bits, times the share of nonzero codes when counted
+        self.owners: list[list[tuple[int, np.ndarray]]] = [[] for _ in range(self.units.count)]
         self.unit_distortion = np.zeros((self.units.count, n_levels))
         self.free = np.zeros(self.layout.layer_count, dtype=np.int64)
+        self.free_cost = np.zeros((self.layout.layer_count, n_levels))
         self.free_distortion = np.zeros((self.layout.layer_count, n_levels))
         for i, channel_units in enumerate(layout.channel_unit):
             if not quantized[i]:
                 continue
+            per_level = np.broadcast_to(self.levels, (len(channel_units), n_levels)).copy()
+            if share is not None:
+                per_level *= share.tables[i]
             owned = channel_units >= 0
             self.free[i] = int((~owned).sum())
+            self.free_cost[i] = per_level[~owned].sum(0)
             self.free_distortion[i] = distortion[i][~owned].sum(0)
             np.add.at(self.unit_distortion, channel_units[owned], distortion[i][owned])
-            counts = np.bincount(channel_units[owned], minlength=self.units.count)
-            for u in np.nonzero(counts)[0].tolist():
-                self.owners[u].append((i, int(counts[u])))
+            unit_cost = np.zeros((self.units.count, n_levels))
+            np.add.at(unit_cost, channel_units[owned], per_level[owned])
+            for u in np.unique(channel_units[owned]).tolist():
+                self.owners[u].append((i, unit_cost[u]))
 
     def _level(self, bits: float) -> int:
         return int(np.argmin(np.abs(self.levels - bits)))
@@ -120,14 +139,15 @@ class ActionWall:
                     return None
                 j = self._level(b)
                 loss = self.unit_distortion[index, j - 1] - self.unit_distortion[index, j]
-                saved = state.bits_saving(index)
+                saved = state.bits_saving(index, j)
             elif kind == _FREE:
                 b = layer_bits[index]
                 if b <= low or not self.free[index]:
                     return None
                 j = self._level(b)
                 loss = self.free_distortion[index, j - 1] - self.free_distortion[index, j]
-                saved = self.coef[index] * state.weights[index] * self.free[index]
+                drop = self.free_cost[index, j] - self.free_cost[index, j - 1]
+                saved = self.coef[index] * state.weights[index] * drop
             else:
                 g = self.units.group_of[index]
                 if unit_bits[index] == 0 or left[g] <= self.min_keep[g]:
@@ -175,7 +195,8 @@ class ActionWall:
 
 
 class _WallState:
-    """The plan's per-layer bit sums and channel weights, updated move by move."""
+    """The plan's per-layer cost sums (bits, times the code share when counted) and channel
+    weights, updated move by move."""
 
     def __init__(self, wall: ActionWall, unit_bits: np.ndarray, layer_bits: np.ndarray) -> None:
         self.wall = wall
@@ -184,7 +205,7 @@ class _WallState:
 
     def _measure(self) -> None:
         plan = ChannelPlan(self.unit_bits, self.layer_bits)
-        bits = self.wall.layout.channel_bits(plan)
+        bits = self.wall.layout.cost_bits(plan, self.wall.share)
         self.sums = np.array([b.sum() for b in bits], dtype=np.float64)
         self.weights = self.wall.cm.channel_weights(plan.removed)
 
@@ -192,13 +213,21 @@ class _WallState:
     def cost(self) -> float:
         return float((self.wall.coef * self.weights * self.sums).sum())
 
-    def bits_saving(self, u: int) -> float:
-        return float(sum(self.wall.coef[i] * self.weights[i] * n for i, n in self.wall.owners[u]))
+    def _unit_cost(self, u: int, j: int) -> float:
+        return float(
+            sum(self.wall.coef[i] * self.weights[i] * table[j] for i, table in self.wall.owners[u])
+        )
+
+    def bits_saving(self, u: int, j: int) -> float:
+        """What lowering unit ``u`` from level ``j`` to ``j - 1`` saves."""
+        return self._unit_cost(u, j) - self._unit_cost(u, j - 1)
 
     def removal_saving(self, u: int) -> float:
         """The cost a removal saves: its channels' bits, and its share of the layers it
         narrows along their other axes."""
-        saved = self.bits_saving(u) * self.unit_bits[u]
+        saved = (
+            self._unit_cost(u, self.wall._level(self.unit_bits[u])) if self.unit_bits[u] else 0.0
+        )
         cm = self.wall.cm
         axes = self.wall.layout.axes
         kept = cm.kept(self.unit_bits == 0)
@@ -211,12 +240,14 @@ class _WallState:
         return float(saved)
 
     def lower_unit(self, u: int, bits: float) -> None:
-        for i, n in self.wall.owners[u]:
-            self.sums[i] -= (self.unit_bits[u] - bits) * n
+        j, k = self.wall._level(self.unit_bits[u]), self.wall._level(bits)
+        for i, table in self.wall.owners[u]:
+            self.sums[i] -= table[j] - table[k]
         self.unit_bits[u] = bits
 
     def lower_free(self, layer: int, bits: float) -> None:
-        self.sums[layer] -= (self.layer_bits[layer] - bits) * self.wall.free[layer]
+        j, k = self.wall._level(self.layer_bits[layer]), self.wall._level(bits)
+        self.sums[layer] -= self.wall.free_cost[layer, j] - self.wall.free_cost[layer, k]
         self.layer_bits[layer] = bits
 
     def remove(self, u: int) -> None:

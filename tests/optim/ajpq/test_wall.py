@@ -10,7 +10,8 @@ from geta.errors import BudgetError
 from geta.models import lenet5
 from geta.models.tricky import ResidualChain
 from geta.optim.ajpq.policy import LayerPolicy, layer_order
-from geta.optim.ajpq.wall import ActionWall, channel_distortion
+from geta.optim.ajpq.hold import hold_codes
+from geta.optim.ajpq.wall import ActionWall, channel_tables
 from geta.optim.channel_bits import ChannelLayout
 from geta.optim.problem import CompressionProblem
 from geta.quant import prepare
@@ -18,15 +19,15 @@ from geta.quant import prepare
 LEVELS = (2, 3, 4, 5, 6, 7, 8)
 
 
-def _setup(model, x, ratio):
+def _setup(model, x, ratio, count_codes=False):
     prepare(model, init_bits=16, per_channel=True)
     problem = CompressionProblem(model, geta.trace(model, (x,)), geta.Budget.size(ratio=ratio))
     layout = ChannelLayout(problem)
     importance = problem.importance("magnitude")
     policy = LayerPolicy(layout, layer_order(problem), importance, LEVELS, 0.8, 1)
-    wall = ActionWall(
-        layout, importance, channel_distortion(layout, LEVELS), LEVELS, policy.min_keep
-    )
+    distortion, share = channel_tables(layout, LEVELS)
+    share = share if count_codes else None
+    wall = ActionWall(layout, importance, distortion, LEVELS, policy.min_keep, share)
     return problem, layout, policy, wall
 
 
@@ -36,8 +37,9 @@ def _setup(model, x, ratio):
     ids=["lenet5", "residual"],
 )
 @pytest.mark.parametrize("ratio", [8, 30, 100])
-def test_random_actions_always_meet_the_budget_by_reductions_only(model, x, ratio):
-    problem, layout, policy, wall = _setup(model, x, ratio)
+@pytest.mark.parametrize("count_codes", [False, True], ids=["every-weight", "nonzero-codes"])
+def test_random_actions_always_meet_the_budget_by_reductions_only(model, x, ratio, count_codes):
+    problem, layout, policy, wall = _setup(model, x, ratio, count_codes)
     rng = np.random.default_rng(ratio)
     units = problem.units
     for _ in range(25):
@@ -45,7 +47,7 @@ def test_random_actions_always_meet_the_budget_by_reductions_only(model, x, rati
         for layer in policy.order:
             policy.decide(plan, layer, rng.random(2))
         walled = wall(plan, problem.target)
-        assert layout.cost(walled) <= problem.target * (1 + 1e-9)
+        assert layout.cost(walled, wall.share) <= problem.target * (1 + 1e-9)
         assert np.all(walled.unit_bits <= plan.unit_bits)
         assert np.all(walled.layer_bits <= plan.layer_bits)
         assert set(np.unique(walled.unit_bits)) <= {0.0, *map(float, LEVELS)}
@@ -95,3 +97,21 @@ def test_the_channel_controller_prunes_the_least_important_and_bands_the_rest():
     kept = bits[bits > 0]
     assert np.all(np.diff(kept) >= 0)  # more important, never fewer bits
     assert set(kept.tolist()) == {4.0, 5.0, 6.0}  # level 5 with spread 1
+
+
+def test_counting_zero_codes_spends_the_budget_and_landing_enforces_it():
+    """A plan walled on the expected nonzero codes, landed (zero codes held, trimmed to the
+    budget), measures within the budget and uses most of it; counting every kept weight
+    leaves much of it unused."""
+    from geta.optim.report import measured_cost
+
+    spent = {}
+    for count_codes in (False, True):
+        model = lenet5()
+        problem, layout, policy, wall = _setup(model, torch.randn(2, 1, 28, 28), 30, count_codes)
+        plan = wall(policy.start(), problem.target)
+        layout.apply(plan)
+        hold_codes(problem)
+        spent[count_codes] = measured_cost(problem.cost_model) / problem.target
+    assert spent[True] <= 1 + 1e-9 and spent[False] <= 1 + 1e-9
+    assert spent[True] > 0.85 and spent[True] > spent[False] + 0.1
