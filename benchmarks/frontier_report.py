@@ -165,8 +165,9 @@ def table(study: str, rows: list[dict[str, Any]], notes: str = "") -> str:
         "",
         "Accuracy: test, mean ± std over the seeds, in %. Ratio: the papers' "
         "(32 x numel / sum bits x nonzeros), delivered; 'landing' is delivered / asked. Real: "
-        "fp32 bytes / artifact bytes on disk. Free choices (in brackets) were picked on the "
-        "validation split with seed 0.",
+        "fp32 bytes / artifact bytes on disk. Time: the compression epochs; a search before them "
+        "(AJPQ's, on the validation split) is timed apart. Free choices (in brackets) were "
+        "picked on the validation split with seed 0.",
         "",
     ]
     if notes.strip():
@@ -178,16 +179,18 @@ def table(study: str, rows: list[dict[str, Any]], notes: str = "") -> str:
         lines += [
             f"## {kind[0].upper()}{kind[1:]}",
             "",
-            "| budget | method | seeds | accuracy | drop (pt) | papers' ratio | landing | real ratio | time (s) | choice |",
-            "|---|---|---|---|---|---|---|---|---|---|",
+            "| budget | method | seeds | accuracy | drop (pt) | papers' ratio | landing | real ratio | time (s) | search (s) | choice |",
+            "|---|---|---|---|---|---|---|---|---|---|---|",
         ]
         for c in sorted(part, key=lambda c: (_budget_value(c.budget), c.method)):
             drop = 100 * (c.mean("accuracy") - c.mean("dense_accuracy"))
             seconds = statistics.fmean(r["result"]["seconds"]["compress"] for r in c.runs)
+            search = statistics.fmean(r["result"]["seconds"].get("search", 0.0) for r in c.runs)
             lines.append(
                 f"| {c.budget} | {c.method} | {len(c.runs)} | {_pm(c, 'accuracy')} | "
                 f"{drop:+.2f} | {c.mean('papers_ratio'):,.1f} | {c.landing:.2f} | "
-                f"{c.mean('real_ratio'):,.1f} | {seconds:,.0f} | {_choice_text(c.choice)} |"
+                f"{c.mean('real_ratio'):,.1f} | {seconds:,.0f} | "
+                f"{f'{search:,.0f}' if search else '-'} | {_choice_text(c.choice)} |"
             )
         lines += ["", *comparison(part), ""]
     lines += ["## Candidates (seed 0, validation accuracy)", ""]

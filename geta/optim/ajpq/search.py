@@ -40,12 +40,14 @@ from geta.optim.ajpq.wall import ActionWall, channel_tables
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan
 from geta.optim.mode import SearchData
 from geta.optim.problem import CompressionProblem
-from geta.optim.report import measured_cost
+from geta.optim.report import measure_layers, measured_cost
 from geta.quant.quantizer import Quantizer
 
 __all__ = ["AjpqSearch"]
 
 _FORMAT = 1
+FIT_ROUNDS = 4  # wall -> apply -> measure rounds of :meth:`AjpqSearch.fit`
+FIT_LOW = 0.97  # a fitted plan measures within [FIT_LOW, 1] x the budget (before trimming)
 
 
 def _squash(x: float) -> float:
@@ -107,7 +109,7 @@ class AjpqSearch:
 
     def rollout(self, act: Callable[[np.ndarray], np.ndarray]) -> tuple[ChannelPlan, list, list]:
         """One pass of both controllers with ``act`` (the agent's exploring or greedy
-        action), then the wall: the plan within the budget, and the states and actions."""
+        action): the plan they chose (before the wall), and the states and actions."""
         plan = self.policy.start()
         states, actions = [], []
         last = np.full(ACTION_SIZE, 0.5)
@@ -118,12 +120,35 @@ class AjpqSearch:
             states.append(state)
             actions.append(action)
             last = action
-        return self.wall(plan, self.target), states, actions
+        return plan, states, actions
 
     # ------------------------------------------------------------ evaluation
     def restore(self) -> None:
         """Put the starting weights and quantizers back."""
         self.model.load_state_dict(self._start)
+
+    def fit(self, chosen: ChannelPlan) -> ChannelPlan:
+        """The controllers' plan walled into the budget and applied to the starting weights:
+        the wall counts each channel's expected nonzero codes, measured on the unpruned
+        weights; once the plan is applied (clips refitted on what is left) each layer's
+        measured cost corrects its estimate and the wall runs again, up to
+        :data:`FIT_ROUNDS` times, so the plan spends the budget it has."""
+        cm = self.problem.cost_model
+        scale = np.ones(len(cm.layers))
+        plan = self.wall(chosen, self.target)
+        for round_ in range(FIT_ROUNDS):
+            self.restore()
+            self.layout.apply(plan, low_bits=self.config.bit_levels[0])
+            rows, _, _ = measure_layers(cm)
+            measured = cm.coefficients() * np.array([r.payload_bits for r in rows])
+            if round_ + 1 == FIT_ROUNDS or FIT_LOW * self.target <= measured.sum() <= self.target:
+                break
+            estimate = cm.channel_costs(plan.removed, self.layout.cost_bits(plan, self.share))
+            estimate *= scale
+            ratio = np.where(estimate > 0, measured / np.maximum(estimate, 1e-300), 1.0)
+            scale = scale * np.where(ratio > 0, ratio, 1.0)
+            plan = self.wall(chosen, self.target, scale)
+        return plan
 
     def land(self, plan: ChannelPlan) -> list[torch.Tensor]:
         """Apply ``plan`` to the starting weights and hold its codes within the budget
@@ -135,9 +160,9 @@ class AjpqSearch:
     def evaluate(
         self, plan: ChannelPlan, data: SearchData, batches: Iterator
     ) -> tuple[float, float]:
-        """The reward of ``plan`` and its measured cost: landed on the starting weights,
-        recovered with its zeros held, scored on the held-out batches. The model keeps the
-        recovered plan (call :meth:`restore`)."""
+        """The reward of a fitted ``plan`` (:meth:`fit`) and its measured cost: landed on the
+        starting weights, recovered with its zeros held, scored on the held-out batches. The
+        model keeps the recovered plan (call :meth:`restore`)."""
         keep = self.land(plan)
         cost = measured_cost(self.problem.cost_model)
         was_training = self.model.training
@@ -242,7 +267,8 @@ class AjpqSearch:
         ) as bar:
             for _ in range(max(left, 0)):
                 began = time.perf_counter()
-                plan, states, actions = self.rollout(self.agent.act)
+                chosen, states, actions = self.rollout(self.agent.act)
+                plan = self.fit(chosen)
                 reward, cost = self.evaluate(plan, data, batches)
                 learned = self.agent.end_episode(states, actions, reward)
                 if reward > self.best_reward:

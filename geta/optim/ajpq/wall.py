@@ -115,15 +115,20 @@ class ActionWall:
     def _level(self, bits: float) -> int:
         return int(np.argmin(np.abs(self.levels - bits)))
 
-    def __call__(self, plan: ChannelPlan, budget: float) -> ChannelPlan:
+    def __call__(
+        self, plan: ChannelPlan, budget: float, scale: np.ndarray | None = None
+    ) -> ChannelPlan:
         """A plan within ``budget``: ``plan`` itself when it already holds, else reduced.
+        ``scale`` (one factor per layer) corrects each layer's estimated cost, e.g. by the
+        ratio of its measured to its estimated cost once a plan was applied.
 
         Raises:
             BudgetError: even every reduction the bounds allow is over the budget.
         """
         unit_bits = plan.unit_bits.astype(np.float64).copy()
         layer_bits = plan.layer_bits.astype(np.float64).copy()
-        state = _WallState(self, unit_bits, layer_bits)
+        coef = self.coef if scale is None else self.coef * np.asarray(scale, dtype=np.float64)
+        state = _WallState(self, unit_bits, layer_bits, coef)
         if state.cost <= budget:
             return ChannelPlan(unit_bits, layer_bits)
         low = self.levels[0]
@@ -147,7 +152,7 @@ class ActionWall:
                 j = self._level(b)
                 loss = self.free_distortion[index, j - 1] - self.free_distortion[index, j]
                 drop = self.free_cost[index, j] - self.free_cost[index, j - 1]
-                saved = self.coef[index] * state.weights[index] * drop
+                saved = state.coef[index] * state.weights[index] * drop
             else:
                 g = self.units.group_of[index]
                 if unit_bits[index] == 0 or left[g] <= self.min_keep[g]:
@@ -198,8 +203,11 @@ class _WallState:
     """The plan's per-layer cost sums (bits, times the code share when counted) and channel
     weights, updated move by move."""
 
-    def __init__(self, wall: ActionWall, unit_bits: np.ndarray, layer_bits: np.ndarray) -> None:
+    def __init__(
+        self, wall: ActionWall, unit_bits: np.ndarray, layer_bits: np.ndarray, coef: np.ndarray
+    ) -> None:
         self.wall = wall
+        self.coef = coef
         self.unit_bits, self.layer_bits = unit_bits, layer_bits
         self._measure()
 
@@ -211,11 +219,11 @@ class _WallState:
 
     @property
     def cost(self) -> float:
-        return float((self.wall.coef * self.weights * self.sums).sum())
+        return float((self.coef * self.weights * self.sums).sum())
 
     def _unit_cost(self, u: int, j: int) -> float:
         return float(
-            sum(self.wall.coef[i] * self.weights[i] * table[j] for i, table in self.wall.owners[u])
+            sum(self.coef[i] * self.weights[i] * table[j] for i, table in self.wall.owners[u])
         )
 
     def bits_saving(self, u: int, j: int) -> float:
@@ -235,7 +243,7 @@ class _WallState:
             axis = cm.axes[a]
             if axis.dim != axes[axis.layer] and kept[a] > 0:
                 layer = axis.layer
-                layer_cost = self.wall.coef[layer] * self.weights[layer] * self.sums[layer]
+                layer_cost = self.coef[layer] * self.weights[layer] * self.sums[layer]
                 saved += layer_cost * width / kept[a]
         return float(saved)
 

@@ -152,3 +152,18 @@ def test_the_runner_refuses_a_search_without_a_validation_split(tmp_path):
     spec = CompressSpec(data="synthetic", mode="ajpq", epochs=1, dense_epochs=1, limit=256)
     with pytest.raises(ConfigError, match="--validation"):
         run_compress(spec, tmp_path / "run", progress=False)
+
+
+def test_fitted_plans_spend_the_budget_they_have():
+    """Plans over the budget are walled on the expected nonzero codes, then corrected by the
+    measured cost: they land within the budget and use most of it."""
+    from geta.optim.report import measured_cost
+
+    _, c = _compressor()
+    search = AjpqSearch(c.problem, c.handler.settings(c))
+    for action in ([0.0, 1.0], [0.3, 0.7], [0.1, 0.4]):
+        chosen, _, _ = search.rollout(lambda state, a=action: np.array(a))
+        assert search.layout.cost(chosen, search.share) > c.problem.target
+        search.land(search.fit(chosen))
+        spent = measured_cost(c.problem.cost_model) / c.problem.target
+        assert 0.9 <= spent <= 1 + 1e-9
