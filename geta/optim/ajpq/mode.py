@@ -13,6 +13,7 @@ from geta.errors import ConfigError
 from geta.optim.ajpq.config import AjpqConfig
 from geta.optim.ajpq.optimizer import AjpqOptimizer
 from geta.optim.ajpq.search import AjpqSearch
+from geta.optim.cost import output_positions
 from geta.optim.mode import CompressionMode, SearchData, register_mode
 from geta.optim.projection import minimum_cost
 from geta.quant.prepare import weight_quantizers
@@ -81,7 +82,9 @@ class AjpqMode(CompressionMode):
         progress: bool = True,
         on_episode: Callable[[dict[str, Any]], None] | None = None,
     ) -> AjpqSearch:
-        search = AjpqSearch(compressor.problem, self.settings(compressor))
+        args, kwargs = compressor.example_inputs
+        positions = output_positions(compressor.model, args, kwargs)
+        search = AjpqSearch(compressor.problem, self.settings(compressor), positions)
         if state is not None:
             search.load_state_dict(state)
         return search.run(data, progress=progress, on_episode=on_episode)

@@ -23,7 +23,7 @@ from geta.optim.problem import CompressionProblem
 __all__ = ["LayerPolicy", "layer_order", "static_features", "STATE_SIZE", "ACTION_SIZE"]
 
 ACTION_SIZE = 2  # (share of 0-bit units, bit level)
-_STATIC = 10
+_STATIC = 11
 _DYNAMIC = 3 + ACTION_SIZE  # budget used, budget left, cost of the rest at most bits, last action
 STATE_SIZE = _STATIC + _DYNAMIC
 
@@ -52,11 +52,18 @@ def layer_order(problem: CompressionProblem) -> list[int]:
     )
 
 
-def static_features(problem: CompressionProblem, order: list[int]) -> np.ndarray:
+def static_features(
+    problem: CompressionProblem, order: list[int], positions: dict[str, float] | None = None
+) -> np.ndarray:
     """``[layers, _STATIC]`` HAQ/AMC-style layer descriptions, min-max normalised over layers:
     position, conv / linear / embedding / grouped flags, input and output units, kernel size,
-    stride, log parameters, log MACs (per sample; parameters where positions are unknown)."""
+    stride, log parameters, log MACs per sample (``positions``: MACs per weight of each layer,
+    :func:`geta.optim.cost.output_positions`; the cost model's when not given)."""
     cm = problem.cost_model
+    macs_per_weight = {
+        name: float(positions.get(name, p)) if positions is not None else float(p)
+        for name, p in zip(cm.names, cm.positions, strict=True)
+    }
     rows = []
     for rank, i in enumerate(order):
         layer = cm.layers[i]
@@ -79,6 +86,7 @@ def static_features(problem: CompressionProblem, order: list[int]) -> np.ndarray
                 np.log1p(kernel),
                 float(stride),
                 np.log1p(cm.numel[i]),
+                np.log1p(cm.numel[i] * macs_per_weight[layer.name]),
             ]
         )
     table = np.asarray(rows, dtype=np.float64)

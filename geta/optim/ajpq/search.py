@@ -57,7 +57,9 @@ def _squash(x: float) -> float:
 
 class AjpqSearch:
     """The search over one :class:`~geta.optim.problem.CompressionProblem` (see the module
-    docstring). Built and run by :meth:`geta.Compressor.search` in AJPQ mode.
+    docstring). Built and run by :meth:`geta.Compressor.search` in AJPQ mode; ``positions``
+    (MACs per weight of each layer, :func:`geta.optim.cost.output_positions`) describe the
+    layers' compute to the agent.
 
     Example:
         >>> search = AjpqSearch(compressor.problem, AjpqConfig(episodes=30))  # doctest: +SKIP
@@ -65,7 +67,12 @@ class AjpqSearch:
         >>> search.best_plan, search.best_reward                               # doctest: +SKIP
     """
 
-    def __init__(self, problem: CompressionProblem, config: AjpqConfig) -> None:
+    def __init__(
+        self,
+        problem: CompressionProblem,
+        config: AjpqConfig,
+        positions: dict[str, float] | None = None,
+    ) -> None:
         self.problem = problem
         self.config = config
         self.model = problem.model
@@ -80,7 +87,7 @@ class AjpqSearch:
         self.wall = ActionWall(
             self.layout, self.importance, distortion, levels, self.policy.min_keep, self.share
         )
-        self.features = static_features(problem, self.order)
+        self.features = static_features(problem, self.order, positions)
         self.target = float(problem.target)
         self.agent = DdpgAgent(STATE_SIZE, ACTION_SIZE, config.agent, seed=config.seed)
         self.history: list[dict[str, float]] = []
