@@ -132,15 +132,19 @@ class Study:
     seeds: tuple[int, ...] = (0, 1, 2)
     methods: tuple[str, ...] | None = None  # None: every method of the budgets' kinds
     rounds: dict[str, tuple[tuple[dict[str, Any], ...], ...]] = field(default_factory=dict)
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # method table overrides
 
     def method_lines(self, names: list[str] | None) -> list[Method]:
         """The study's methods (or ``names``), with the study's smaller rounds of free
-        choices where it has them (CPU-sized studies)."""
+        choices and its method settings where it has them (CPU-sized studies)."""
         chosen = names or self.methods or list(METHODS)
-        return [
-            replace(METHODS[n], rounds=self.rounds[n]) if n in self.rounds else METHODS[n]
-            for n in chosen
-        ]
+        lines = []
+        for n in chosen:
+            m = replace(METHODS[n], rounds=self.rounds[n]) if n in self.rounds else METHODS[n]
+            if n in self.settings:
+                m = replace(m, method={**m.method, **self.settings[n]})
+            lines.append(m)
+        return lines
 
 
 # CPU-sized studies search the baselines' bits over 2-4 and one ranking alternative (global,
@@ -214,6 +218,11 @@ def _cifar_style(model: str, train_limit: int, epochs: int, dense_epochs: int) -
         seeds=(0, 1),
         methods=("geta", "ajpq", "prune-then-qat", "qat-only"),
         rounds=SMALL_ROUNDS,
+        # a CPU-sized search: BatchNorm re-estimation (20 batches) as the recovery instead of
+        # fine-tuning, 40 episodes, the whole validation split (2 batches) as the reward
+        settings={
+            "ajpq": {"episodes": 40, "recovery": "bn", "recovery_steps": 20, "eval_batches": 2}
+        },
     )
 
 
