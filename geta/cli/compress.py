@@ -342,14 +342,19 @@ class _Run:
         self.dense_info = info
         self.dense_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
 
-    def _train_dense(self, state: dict[str, Any] | None) -> None:
+    def _dense_optimizer(self) -> tuple[torch.optim.Optimizer, Any]:
         spec, model = self.spec, self.loaded.model
         optimizer = torch.optim.SGD(
             model.parameters(), lr=spec.dense_lr, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
         )
         scheduler = torch.optim.lr_scheduler.OneCycleLR(
-            optimizer, spec.dense_lr, total_steps=spec.dense_epochs * self.steps
+            optimizer, spec.dense_lr, total_steps=max(spec.dense_epochs, 1) * self.steps
         )
+        return optimizer, scheduler
+
+    def _train_dense(self, state: dict[str, Any] | None) -> None:
+        spec, model = self.spec, self.loaded.model
+        optimizer, scheduler = self._dense_optimizer()
         start = 0
         if state is not None:
             self._restore(state, model, optimizer, scheduler)
@@ -386,10 +391,13 @@ class _Run:
         """The data a searching mode scores policies on (recovery on the training batches,
         reward on the validation split), resumed from ``search.pt`` when the run resumes; none
         once the compression phase has begun (its checkpoint holds the chosen policy)."""
-        if state is not None and state["phase"] == COMPRESS:
+        if not _searches(self.spec) or (state is not None and state["phase"] == COMPRESS):
             return None
         path = self.out / SEARCH_STATE
         saved = load_checkpoint(path) if state is not None and path.exists() else None
+        if not (self.out / CHECKPOINT).exists():  # a cached baseline wrote none: --resume
+            optimizer, scheduler = self._dense_optimizer()  # needs one to find the run
+            self._checkpoint(DENSE, self.spec.dense_epochs, self.loaded.model, optimizer, scheduler)
 
         def checkpoint(search_state: dict[str, Any]) -> None:
             save_checkpoint(path, {"search": search_state})
@@ -402,10 +410,15 @@ class _Run:
         )
 
 
+def _searches(spec: CompressSpec) -> bool:
+    """Whether the run's mode searches its policy before training (AJPQ)."""
+    return spec.mode in registered_modes() and mode_named(spec.mode).searches
+
+
 def _check_search_data(spec: CompressSpec) -> None:
     """A mode that searches its policy scores it on held-out training data: refuse a run
     without a validation split before the dense baseline trains."""
-    if spec.mode in registered_modes() and mode_named(spec.mode).searches and not spec.validation:
+    if _searches(spec) and not spec.validation:
         raise ConfigError(
             f"mode {spec.mode!r} scores candidate policies on held-out training data: pass "
             "--validation N (e.g. --validation 5000; never the test set)"

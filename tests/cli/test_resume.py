@@ -83,3 +83,39 @@ def test_resume_without_a_checkpoint_is_one_clear_error(tmp_path):
         err
         == f"geta: error: no checkpoint to resume from: {tmp_path}/checkpoint.pt does not exist\n"
     )
+
+
+def test_an_interrupted_search_resumes_to_the_same_search(tmp_path, monkeypatch):
+    """Ctrl-C during AJPQ's search (after its 2nd episode's checkpoint): --resume continues
+    the search from search.pt and ends with the uninterrupted run's episodes."""
+    monkeypatch.setenv("GETA_CACHE", str(tmp_path / "cache"))
+    spec = tmp_path / "ajpq.toml"
+    spec.write_text(
+        'mode = "ajpq"\nvalidation = 64\n[method]\nepisodes = 4\nrecovery_steps = 2\n'
+        "eval_batches = 1\n[method.agent]\nwarmup_episodes = 1\nhidden = 16\n"
+    )
+    args = ("compress", *TINY, "--config", str(spec))
+    whole = tmp_path / "whole"
+    assert run_cli(*args, "--out", str(whole))[0] == 0
+    real = geta.cli.compress.save_checkpoint
+    saves = 0
+
+    def interrupt_after_two_episodes(path, state):
+        nonlocal saves
+        real(path, state)
+        if "search" in state:
+            saves += 1
+            if saves == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(geta.cli.compress, "save_checkpoint", interrupt_after_two_episodes)
+    out = tmp_path / "out"
+    assert run_cli(*args, "--out", str(out))[0] == 130
+    assert (out / "search.pt").exists()
+    status, _, err = run_cli("compress", "--out", str(out), "--resume", "--quiet")
+    assert status == 0, err
+    resumed = json.loads((out / "report.json").read_text())["search"]["history"]
+    expected = json.loads((whole / "report.json").read_text())["search"]["history"]
+    assert [r["reward"] for r in resumed] == [r["reward"] for r in expected]
+    assert [r["cost"] for r in resumed] == [r["cost"] for r in expected]
+    assert saves == 4 and not (out / "search.pt").exists()
