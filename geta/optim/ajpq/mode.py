@@ -99,6 +99,7 @@ class AjpqMode(CompressionMode):
             groups,
             compressor.problem,
             plan,
+            total_steps,
             learn_clip=cfg.learn_clip,
             low_bits=cfg.bit_range[0],
             **kwargs,

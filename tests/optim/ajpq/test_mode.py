@@ -167,3 +167,31 @@ def test_fitted_plans_spend_the_budget_they_have():
         search.land(search.fit(chosen))
         spent = measured_cost(c.problem.cost_model) / c.problem.target
         assert 0.9 <= spent <= 1 + 1e-9
+
+
+def test_qat_enforces_the_budget_when_codes_revive():
+    """Kept weights may cross the zero code during QAT; the trims (and finish) bring the
+    measured cost back within the budget, and what they zero stays zero."""
+    from geta.optim.report import measured_cost
+
+    model, c = _compressor()
+    search = AjpqSearch(c.problem, c.handler.settings(c))
+    chosen, _, _ = search.rollout(lambda state: np.array([0.0, 1.0]))  # over the budget
+    search.best_plan = search.fit(chosen)
+    search.land(search.best_plan)
+    c.search_result = search
+    opt = c.optimizer(lr=0.0, total_steps=4)
+    with torch.no_grad():  # every code leaves the zero bin: the cost jumps
+        for layer in c.problem.cost_model.layers:
+            layer.weight.add_(0.3 * torch.sign(torch.randn_like(layer.weight)))
+    units = c.problem.keep_factors(torch.as_tensor(~opt.plan.removed, dtype=torch.float32))
+    for p, values in units:
+        p.data.mul_(values)
+    before = measured_cost(c.problem.cost_model)
+    opt.finish()
+    after = measured_cost(c.problem.cost_model)
+    assert after <= c.problem.target * (1 + 1e-9) <= before
+    held = [~k for k in opt.keep]
+    for layer, zero in zip(c.problem.cost_model.layers, held, strict=True):
+        assert bool((layer.weight[zero] == 0).all())
+    assert c.report().within_budget

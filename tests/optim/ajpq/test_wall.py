@@ -9,8 +9,8 @@ import geta
 from geta.errors import BudgetError
 from geta.models import lenet5
 from geta.models.tricky import ResidualChain
-from geta.optim.ajpq.policy import LayerPolicy, layer_order
 from geta.optim.ajpq.hold import hold_codes
+from geta.optim.ajpq.policy import LayerPolicy, layer_order
 from geta.optim.ajpq.wall import ActionWall, channel_tables
 from geta.optim.channel_bits import ChannelLayout
 from geta.optim.problem import CompressionProblem
