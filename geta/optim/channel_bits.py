@@ -152,8 +152,7 @@ class ChannelLayout:
             ConfigError: a quantizer is per tensor while the plan gives its channels
                 different bits.
         """
-        factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
-        for p, values in self.problem.keep_factors(factor):
+        for p, values in self.problem.removal_factors(plan.removed):
             p.mul_(values)
         cm = self.problem.cost_model
         for i, bits in enumerate(self.channel_bits(plan)):

@@ -147,6 +147,13 @@ class CompressionProblem:
             code_share=share,
         )
 
+    def removal_factors(self, removed: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """:meth:`keep_factors` of a removal mask (one flag per unit): 0 along the
+        ``removed`` units' slices of every member tensor, 1 elsewhere."""
+        factor = torch.ones(self.units.count)
+        factor[torch.as_tensor(np.asarray(removed, dtype=bool))] = 0.0
+        return self.keep_factors(factor)
+
     def keep_factors(self, factor_of_unit: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For each masked (parameter, dim) with a factor other than 1: the parameter and the
         multiplier of each index along ``dim``, shaped to broadcast. ``factor_of_unit`` has

@@ -418,9 +418,7 @@ class AdmmOptimizer(WrappedOptimizer):
         self.bits = np.asarray(p.bits, dtype=np.float64).copy()
         if p.removed is not None:
             self.removed = p.removed.copy()
-            factor = torch.ones(len(self.removed))
-            factor[torch.as_tensor(self.removed)] = 0.0
-            self._unit_factors = self.problem.keep_factors(factor)
+            self._unit_factors = self.problem.removal_factors(self.removed)
         self.V = self.U = None
         self.projected_phase = phase.index
         self._apply_masks()
@@ -637,9 +635,7 @@ class AdmmOptimizer(WrappedOptimizer):
             self.problem.curvature.load_state_dict(extra["curvature"])
         self._unit_factors = []
         if self.masks is not None and self.removed.any():
-            factor = torch.ones(len(self.removed))
-            factor[torch.as_tensor(self.removed)] = 0.0
-            self._unit_factors = self.problem.keep_factors(factor)
+            self._unit_factors = self.problem.removal_factors(self.removed)
 
     def __repr__(self) -> str:
         return (

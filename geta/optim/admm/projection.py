@@ -325,11 +325,9 @@ def unit_energy(problem: CompressionProblem, z: Sequence[torch.Tensor]) -> np.nd
 
 def group_masks(problem: CompressionProblem, removed: np.ndarray) -> list[torch.Tensor]:
     """Keep masks of the counted layers' weights when the ``removed`` units are gone."""
-    factor = torch.ones(problem.units.count)
-    factor[torch.as_tensor(removed)] = 0.0
     masks = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in problem.cost_model.layers]
     index = {id(layer.weight): i for i, layer in enumerate(problem.cost_model.layers)}
-    for p, values in problem.keep_factors(factor):  # one entry per masked (tensor, dim)
+    for p, values in problem.removal_factors(removed):  # one entry per masked (tensor, dim)
         if id(p) in index:
             masks[index[id(p)]] &= values != 0
     return masks

@@ -74,8 +74,7 @@ class AjpqOptimizer(WrappedOptimizer):
                 for layer in self.problem.cost_model.layers
             ]
         )
-        factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
-        self._factors = self.problem.keep_factors(factor)
+        self._factors = self.problem.removal_factors(plan.removed)
         self._bits = []
         for i, bits in enumerate(self.layout.channel_bits(plan)):
             q = self.problem.cost_model.layers[i].quantizer

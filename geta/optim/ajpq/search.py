@@ -198,8 +198,7 @@ class AjpqSearch:
         if cfg.recovery == "bn":
             self._recalibrate_norms(batches)
             return
-        factor = torch.as_tensor(np.where(plan.removed, 0.0, 1.0), dtype=torch.float32)
-        masks = self.problem.keep_factors(factor)
+        masks = self.problem.removal_factors(plan.removed)
         optimizer = torch.optim.SGD(self._weights(), lr=cfg.recovery_lr, momentum=0.9)
         for _ in range(cfg.recovery_steps):
             inputs, targets = self._to_device(next(batches))

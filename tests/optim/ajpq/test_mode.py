@@ -184,7 +184,7 @@ def test_qat_enforces_the_budget_when_codes_revive():
     with torch.no_grad():  # every code leaves the zero bin: the cost jumps
         for layer in c.problem.cost_model.layers:
             layer.weight.add_(0.3 * torch.sign(torch.randn_like(layer.weight)))
-    units = c.problem.keep_factors(torch.as_tensor(~opt.plan.removed, dtype=torch.float32))
+    units = c.problem.removal_factors(opt.plan.removed)
     for p, values in units:
         p.data.mul_(values)
     before = measured_cost(c.problem.cost_model)
