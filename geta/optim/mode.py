@@ -39,11 +39,13 @@ from torch import nn
 from torch.nn import functional as F
 
 from geta.errors import ConfigError
+from geta.quant.prepare import weight_quantizers
 
 if TYPE_CHECKING:
     from geta.compressor import Compressor
 
 __all__ = [
+    "ClipLearningMode",
     "CompressionMode",
     "ModeOptimizer",
     "ModeSearch",
@@ -168,6 +170,25 @@ class CompressionMode:
         """The optimizer for ``groups`` (weights, then quantizer parameters at ``lr_quant``);
         ``kwargs``: ``base``, ``check_finite``, ``lr`` and the base optimizer's settings."""
         raise NotImplementedError
+
+
+class ClipLearningMode(CompressionMode):
+    """A mode whose optimizer holds each weight quantizer at fixed bits while its clip learns
+    (the step follows the clip; its gradient is folded into the clip's), when the mode's
+    settings say ``learn_clip``: budget ADMM's fine-tuning, AJPQ's QAT."""
+
+    def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter]:
+        """Each weight quantizer's clip and step where clips learn, else none."""
+        if not self.settings(compressor).learn_clip:
+            return []
+        return [p for q in weight_quantizers(compressor.model).values() for p in (q.q_m, q.d)]
+
+    def stepped_quantizer_params(
+        self, compressor: Compressor, learned: list[nn.Parameter]
+    ) -> list[nn.Parameter]:
+        """The step follows the clip: it has a gradient, but the optimizer does not move it."""
+        steps = {id(q.d) for q in weight_quantizers(compressor.model).values()}
+        return [p for p in learned if id(p) not in steps]
 
 
 _MODES: dict[str, CompressionMode] = {}

@@ -6,14 +6,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from geta.errors import ConfigError
 from geta.optim.admm.config import AdmmConfig
 from geta.optim.admm.optimizer import AdmmOptimizer
 from geta.optim.cost import FLOAT_BITS
-from geta.optim.mode import CompressionMode, register_mode
-from geta.quant.prepare import quantizable_layers, weight_quantizers
+from geta.optim.mode import ClipLearningMode, register_mode
 
 if TYPE_CHECKING:
     from geta.compressor import Compressor
@@ -22,7 +20,7 @@ __all__ = ["AdmmMode"]
 
 
 @register_mode
-class AdmmMode(CompressionMode):
+class AdmmMode(ClipLearningMode):
     """``mode="admm"`` (or ``config=AdmmConfig(...)``): settings in ``CompressorConfig.admm``.
     Weights only are quantized; the projections set the quantizers, and masked fine-tuning
     learns the clips (``AdmmConfig.learn_clip``)."""
@@ -53,25 +51,6 @@ class AdmmMode(CompressionMode):
         keep = np.maximum(1, np.ceil(self.settings(compressor).min_layer_density * cm.numel))
         low = np.where(cm.quantized, p.bit_options[0], float(FLOAT_BITS))
         return float((cm.coefficients() * low * keep).sum())
-
-    def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter]:
-        """Each clip and step where fine-tuning learns clips (the step's gradient is folded
-        into the clip's), else none."""
-        if not self.settings(compressor).learn_clip:
-            return []
-        return [
-            p
-            for layer in quantizable_layers(compressor.model)
-            if layer.quantizer is not None
-            for p in (layer.quantizer.q_m, layer.quantizer.d)
-        ]
-
-    def stepped_quantizer_params(
-        self, compressor: Compressor, learned: list[nn.Parameter]
-    ) -> list[nn.Parameter]:
-        """The step follows the clip: it has a gradient, but the optimizer does not move it."""
-        steps = {id(q.d) for q in weight_quantizers(compressor.model).values()}
-        return [p for p in learned if id(p) not in steps]
 
     def budget_label(self, compressor: Compressor) -> str:
         return "per-layer targets"

@@ -7,16 +7,14 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from torch import nn
 
 from geta.errors import ConfigError
 from geta.optim.ajpq.config import AjpqConfig
 from geta.optim.ajpq.optimizer import AjpqOptimizer
 from geta.optim.ajpq.search import AjpqSearch
 from geta.optim.cost import output_positions
-from geta.optim.mode import CompressionMode, SearchData, register_mode
+from geta.optim.mode import ClipLearningMode, SearchData, register_mode
 from geta.optim.projection import minimum_cost
-from geta.quant.prepare import weight_quantizers
 
 if TYPE_CHECKING:
     from geta.compressor import Compressor
@@ -25,7 +23,7 @@ __all__ = ["AjpqMode"]
 
 
 @register_mode
-class AjpqMode(CompressionMode):
+class AjpqMode(ClipLearningMode):
     """``mode="ajpq"`` or ``config=AjpqConfig(...)``: :meth:`geta.Compressor.search` chooses
     every unit's bits (0 = pruned) under the budget, the optimizer trains that policy."""
 
@@ -58,20 +56,6 @@ class AjpqMode(CompressionMode):
         cm = compressor.problem.cost_model
         low = np.array([self.settings(compressor).bit_range[0]], dtype=np.float64)
         return minimum_cost(cm, low, min_keep=self._min_keep(compressor))
-
-    def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter]:
-        """Each weight quantizer's clip and step when QAT learns clips (the step's gradient
-        is folded into the clip's), else none."""
-        if not self.settings(compressor).learn_clip:
-            return []
-        return [p for q in weight_quantizers(compressor.model).values() for p in (q.q_m, q.d)]
-
-    def stepped_quantizer_params(
-        self, compressor: Compressor, learned: list[nn.Parameter]
-    ) -> list[nn.Parameter]:
-        """The step follows the clip at frozen bits: the optimizer moves only the clip."""
-        steps = {id(q.d) for q in weight_quantizers(compressor.model).values()}
-        return [p for p in learned if id(p) not in steps]
 
     def search(
         self,
