@@ -130,17 +130,6 @@ class ChannelLayout:
         counting only the expected nonzero codes when ``share`` is given."""
         return self.problem.cost_model.channel_cost(plan.removed, self.cost_bits(plan, share))
 
-    def uniform(self, bits: np.ndarray, removed: np.ndarray | None = None) -> ChannelPlan:
-        """The plan of per-layer ``bits`` (every unit at the bits of the first layer whose
-        channels it owns) with ``removed`` units at 0."""
-        unit_bits = np.full(self.problem.units.count, float(max(bits)))
-        for i in reversed(range(self.layer_count)):  # the first owning layer wins
-            units = self.channel_unit[i]
-            unit_bits[units[units >= 0]] = bits[i]
-        if removed is not None:
-            unit_bits[removed] = 0.0
-        return ChannelPlan(unit_bits, np.asarray(bits, dtype=np.float64).copy())
-
     @torch.no_grad()
     def apply(self, plan: ChannelPlan, low_bits: float = 2.0) -> None:
         """Make the live model the plan: zero the removed units' slices of every member

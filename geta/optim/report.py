@@ -131,12 +131,11 @@ def _measure(
                 per_channel = np.count_nonzero(
                     np.moveaxis(codes, axis, 0).reshape(len(channel_bits), -1), 1
                 )
+                histogram = dict(Counter(int(b) for b in channel_bits.tolist()))
             else:
                 per_channel = np.array([nonzeros])
-            payload = int((channel_bits * per_channel).sum())
-            histogram = dict(Counter(int(b) for b in channel_bits.tolist()))
-            if not q.per_channel:
                 histogram = {int(channel_bits[0]): int(codes.shape[q.axis % codes.ndim])}
+            payload = int((channel_bits * per_channel).sum())
             bits = int(channel_bits.max())
         else:
             nonzeros = int(torch.count_nonzero(w).item())

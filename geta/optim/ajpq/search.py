@@ -167,10 +167,11 @@ class AjpqSearch:
     def evaluate(
         self, plan: ChannelPlan, data: SearchData, batches: Iterator
     ) -> tuple[float, float]:
-        """The reward of a fitted ``plan`` (:meth:`fit`) and its measured cost: landed on the
-        starting weights, recovered with its zeros held, scored on the held-out batches. The
-        model keeps the recovered plan (call :meth:`restore`)."""
-        keep = self.land(plan)
+        """The reward of ``plan`` as :meth:`fit` left it applied to the starting weights, and
+        its measured cost: its codes held within the budget, recovered with its zeros held,
+        scored on the held-out batches. The model keeps the recovered plan (call
+        :meth:`restore`)."""
+        keep = hold_codes(self.problem)
         cost = measured_cost(self.problem.cost_model)
         was_training = self.model.training
         try:
@@ -241,9 +242,6 @@ class AjpqSearch:
             raise ConfigError("the held-out data gave no batch to score a policy on")
         return correct / total if self.config.reward == "accuracy" else -loss / total
 
-    def _counted(self, source: Iterator) -> _Counted:
-        return _Counted(source, self)
-
     def _to_device(self, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
         device = next(self.model.parameters()).device
         inputs, targets = batch
@@ -259,7 +257,7 @@ class AjpqSearch:
     ) -> AjpqSearch:
         """Run the episodes left (all, or those after a restored :meth:`state_dict`); the
         model ends at the best plan (starting weights, 0-bit units zeroed, quantizers set)."""
-        batches = self._counted(_cycle(data.train))
+        batches = _Counted(_cycle(data.train), self)
         for _ in range(self.batches_used):  # a resumed search continues the batch sequence
             next(batches.source)
         left = self.config.episodes - len(self.history)
