@@ -1,6 +1,6 @@
 """Export: the bit-packed artifact (save / load), and size accounting."""
 
-from geta.export.artifact import load, load_tensors, read_manifest, save
+from geta.export.artifact import StoredCodes, load, load_codes, load_tensors, read_manifest, save
 from geta.export.packing import pack_bits, unpack_bits
 from geta.export.size import LayerSize, SizeReport, size_report
 from geta.export.summary import ArtifactSummary, TensorSummary, summarize
@@ -10,7 +10,9 @@ __all__ = [
     "LayerSize",
     "SizeReport",
     "load",
+    "load_codes",
     "load_tensors",
+    "StoredCodes",
     "pack_bits",
     "read_manifest",
     "save",

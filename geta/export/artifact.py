@@ -30,19 +30,27 @@ index ends and how it is compressed, and the architecture. Nothing is pickled;
 :func:`read_manifest` returns the manifest with the index merged in. Version 3 added the
 channels coder and ``channel_bits``; version 2 artifacts (neither) still load.
 
+The reader takes an artifact from anywhere: the checksum catches damage, not a crafted file
+(anyone can recompute it). Before anything is allocated the index is checked field by field,
+every stream against the bytes its coder needs for the count its tensor declares (so no count
+exceeds what the bytes present can produce, :mod:`geta.export.bounds`), and the decoded size
+against ``max_bytes``; the decoded codes against the index's bits and nonzeros. Whatever is
+wrong raises :class:`~geta.errors.ArtifactError`.
+
     geta.export.save(model, "out/", example_inputs=(x,))   # also writes out/model.pt2
     small = geta.export.load("out/", model=lambda: lenet5())
 """
 
 from __future__ import annotations
 
-import copy
+import contextlib
 import hashlib
 import importlib
 import json
 import lzma
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +61,19 @@ from torch import nn
 from torch.nn.utils import parametrize
 
 from geta.errors import ArtifactError
+from geta.export.bounds import (
+    CODECS,
+    MAX_WIDTH,
+    STEP_STREAMS,
+    check_index,
+    check_streams,
+    decoded_bytes,
+    integer,
+    number,
+    quantizer_channels,
+    short,
+    torch_dtype,
+)
 from geta.export.packing import (
     RANS_PRECISION,
     pack_bits,
@@ -65,10 +86,21 @@ from geta.export.packing import (
     unpack_bits,
 )
 from geta.quant.codes import quantized_codes
-from geta.quant.prepare import input_quantizers, weight_quantizers
+from geta.quant.prepare import dequantized_copy, input_quantizers, weight_quantizers
 from geta.quant.quantizer import Quantizer
 
-__all__ = ["save", "load", "FORMAT", "VERSION", "read_manifest"]
+__all__ = [
+    "DEFAULT_MAX_BYTES",
+    "DEFAULT_MAX_RATIO",
+    "FORMAT",
+    "VERSION",
+    "StoredCodes",
+    "load",
+    "load_codes",
+    "load_tensors",
+    "read_manifest",
+    "save",
+]
 
 FORMAT = "geta-artifact"
 VERSION = 3
@@ -77,9 +109,14 @@ MANIFEST = "manifest.json"
 WEIGHTS = "weights.safetensors"
 PROGRAM = "model.pt2"
 BLOB = "data"  # the one tensor of weights.safetensors
-_STEP_STREAMS = ("step", "clip_exponent")  # float32, in the plain section
 _RANS_MAX_SYMBOLS = 256
-_MAX_WIDTH = 32  # the widest value pack_bits stores
+# What load may decode unless told (max_bytes=): 16 GiB, or 64 times the weights file when that
+# is more (a 4-bit artifact decodes to about 8 times its size, a sparse 2-bit one to tens).
+# Zero tensors cost no bytes at all, so no bound drawn from the file alone fits every artifact.
+DEFAULT_MAX_BYTES = 16 << 30
+DEFAULT_MAX_RATIO = 64
+_MAX_MANIFEST_BYTES = 1 << 20  # a manifest takes a few hundred bytes
+_MAX_INDEX_BYTES = 1 << 26  # an index takes about 200 bytes a tensor
 
 
 # ---------------------------------------------------------------------------- codes
@@ -117,15 +154,21 @@ def _encode_symbols(values: np.ndarray, stream: str) -> tuple[dict, dict[str, by
 
 
 def _decode_symbols(spec: dict, stream: str, parts: dict[str, bytes], count: int) -> np.ndarray:
+    """Inverse of :func:`_encode_symbols` (an absent stream is empty: the index was checked by
+    :func:`geta.export.bounds.check_streams`)."""
     if spec["coder"] == "rans":
-        freqs = unpack_bits(parts[f"{stream}.freqs"], RANS_PRECISION, spec["symbols"])
-        shifted = rans_decode(parts[f"{stream}.states"], parts[f"{stream}.words"], freqs, count)
+        table = parts.get(f"{stream}.freqs", b"")
+        freqs = unpack_bits(table, RANS_PRECISION, spec["symbols"])
+        states, words = parts.get(f"{stream}.states", b""), parts.get(f"{stream}.words", b"")
+        shifted = rans_decode(states, words, freqs, count)
     elif spec["coder"] == "packed" and spec["width"]:
-        shifted = unpack_bits(parts[stream], spec["width"], count).astype(np.int64)
+        if spec["width"] > MAX_WIDTH:
+            raise ValueError(f"{stream} is packed at {spec['width']} bits, at most {MAX_WIDTH}")
+        shifted = unpack_bits(parts.get(stream, b""), spec["width"], count).astype(np.int64)
     elif spec["coder"] == "packed":
         shifted = np.zeros(count, dtype=np.int64)
     else:
-        raise ValueError(f"unknown coder {spec['coder']!r}")
+        raise ValueError(f"unknown coder {short(spec['coder'])}")
     return shifted + spec["lo"]
 
 
@@ -157,12 +200,12 @@ def _encode_channels(
     when the streams would take ``budget`` bytes or more (nothing is packed then)."""
     widths = np.zeros(channels, dtype=np.int64)
     np.maximum.at(widths, channel, _value_widths(values))
-    if int(widths.max(initial=0)) > _MAX_WIDTH:
+    if int(widths.max(initial=0)) > MAX_WIDTH:
         return None
     spec, streams = _encode_symbols(widths, f"{stream}.widths")
     of_value = widths[channel]
-    counts = np.bincount(of_value, minlength=_MAX_WIDTH + 1)
-    used = [w for w in range(1, _MAX_WIDTH + 1) if counts[w]]
+    counts = np.bincount(of_value, minlength=MAX_WIDTH + 1)
+    used = [w for w in range(1, MAX_WIDTH + 1) if counts[w]]
     size = _size(streams) + sum((int(counts[w]) * w + 7) // 8 for w in used)
     if budget is not None and size >= budget:
         return None
@@ -177,10 +220,10 @@ def _decode_channels(
 ) -> np.ndarray:
     """Inverse of :func:`_encode_channels`: one value per entry of ``channel``."""
     widths = _decode_symbols(spec["widths"], f"{stream}.widths", parts, channels)
-    if widths.size and (int(widths.min()) < 0 or int(widths.max()) > _MAX_WIDTH):
+    if widths.size and (int(widths.min()) < 0 or int(widths.max()) > MAX_WIDTH):
         raise ValueError(
             f"channel widths of {int(widths.min())} to {int(widths.max())} bits "
-            f"(0 to {_MAX_WIDTH} allowed): the widths stream is corrupted"
+            f"(0 to {MAX_WIDTH} allowed): the widths stream is corrupted"
         )
     of_value = widths[channel]
     groups = [(w, of_value == w) for w in np.unique(widths[widths > 0]).tolist()]
@@ -244,18 +287,21 @@ def _channel_bits(q: Quantizer) -> int | dict[str, int]:
 
 
 def _read_channel_bits(entry: dict) -> dict[str, int]:
-    """The histogram of an index entry as :func:`read_manifest` gives it, always a dict (a
-    stored plain number counts every channel)."""
-    stored = entry["channel_bits"]
+    """The histogram of a checked index entry as :func:`read_manifest` gives it, always a dict
+    (a stored plain number counts every channel). Informative only: nothing is decoded by it."""
+    stored, channels = entry["channel_bits"], quantizer_channels(entry)
     if isinstance(stored, int) and not isinstance(stored, bool):
-        shape = entry["shape"]
-        per_channel = entry["per_channel"] and shape
-        stored = {str(stored): int(shape[entry["axis"] % len(shape)]) if per_channel else 1}
+        stored = {str(stored): channels}
     if not isinstance(stored, dict) or not all(
-        isinstance(k, str) and k.isdigit() and isinstance(n, int) and not isinstance(n, bool)
+        isinstance(k, str)
+        and k.isascii()
+        and k.isdigit()
+        and isinstance(n, int)
+        and not isinstance(n, bool)
+        and n >= 0
         for k, n in stored.items()
     ):
-        raise ValueError(f"malformed channel_bits {stored!r}")
+        raise ValueError(f"malformed channel_bits {short(stored)}")
     return stored
 
 
@@ -297,31 +343,30 @@ def _encode_quantized(codes: np.ndarray, step: np.ndarray, q: Quantizer) -> tupl
     return {**entry, **layout}, {**fixed, **streams}
 
 
-def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
-    shape = entry["shape"]
-    n = int(np.prod(shape))
-    per_channel = bool(entry["per_channel"])
-    if per_channel and not shape:
-        raise ValueError("a per-channel quantizer on a scalar")
+def _decode_codes(entry: dict, parts: dict[str, bytes]) -> tuple[np.ndarray, np.ndarray]:
+    """Inverse of :func:`_encode_quantized` for a checked entry: the integer codes in the
+    weight's shape, and the steps shaped to broadcast against them."""
+    shape, n = entry["shape"], entry["numel"]
+    per_channel = entry["per_channel"]
     axis = entry["axis"] % len(shape) if per_channel else 0
-    channels = shape[axis] if per_channel else 0
+    channels = quantizer_channels(entry) if per_channel else 0
     every = (lambda: _channel_index(shape, axis)) if per_channel else None
     if entry["layout"] == "dense":
         flat = _decode_values(entry["codes"], "codes", parts, n, every, channels)
+        if int(np.count_nonzero(flat)) != entry["nonzeros"]:
+            raise ValueError(
+                f"{np.count_nonzero(flat)} nonzero codes, the index says {entry['nonzeros']}: "
+                "the codes are corrupted"
+            )
     elif entry["layout"] == "sparse":
-        marks = {"nonzero": entry["nonzeros"], "zero": n - entry["nonzeros"]}[entry["marks"]]
-        gaps = rice_decode(parts["unary"], parts["remainders"], entry["rice_k"], marks)
-        marked = np.cumsum(gaps + 1) - 1
-        nonzero = np.zeros(n, dtype=bool)
-        nonzero[marked] = True
-        if entry["marks"] == "zero":
-            nonzero = ~nonzero
+        nonzero = _decode_positions(entry, parts)
         at = (lambda: _channel_index(shape, axis)[nonzero]) if per_channel else None
-        values = _decode_values(entry["values"], "values", parts, int(nonzero.sum()), at, channels)
+        values = _decode_values(entry["values"], "values", parts, entry["nonzeros"], at, channels)
         flat = np.zeros(n, dtype=np.int64)
         flat[nonzero] = values + (values >= 0)
     else:
-        raise ValueError(f"unknown layout {entry['layout']!r}")
+        raise ValueError(f"unknown layout {short(entry['layout'])}")
+    _check_codes(flat, entry["bits"])
     step = np.frombuffer(parts["step"], dtype="<f4")
     if per_channel:
         view = [1] * len(shape)
@@ -329,17 +374,50 @@ def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
         step = step.reshape(view)
     elif step.size != 1:
         raise ValueError(f"{step.size} steps for a per-tensor quantizer")
-    return (flat.reshape(shape).astype(np.float32) * step).astype(np.float32)
+    return flat.reshape(shape), step
+
+
+def _decode_quantized(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
+    """The dequantized float32 weight of a checked entry."""
+    codes, step = _decode_codes(entry, parts)
+    with np.errstate(over="ignore", invalid="ignore"):  # a corrupted step may be inf or nan
+        return (codes.astype(np.float32) * step).astype(np.float32)
+
+
+def _decode_positions(entry: dict, parts: dict[str, bytes]) -> np.ndarray:
+    """The nonzero mask of the sparse layout, from the Rice-coded gaps between its marks."""
+    n, nonzeros = entry["numel"], entry["nonzeros"]
+    marks = nonzeros if entry["marks"] == "nonzero" else n - nonzeros
+    gaps = rice_decode(
+        parts.get("unary", b""), parts.get("remainders", b""), entry["rice_k"], marks
+    )
+    # every gap is below n, so the float sum is exact enough to rule out an int64 overflow
+    if gaps.size and (int(gaps.max()) >= n or float(gaps.sum(dtype=np.float64)) + marks > n):
+        raise ValueError(f"the positions run past the {n} elements: the positions are corrupted")
+    nonzero = np.zeros(n, dtype=bool)
+    nonzero[np.cumsum(gaps + 1) - 1] = True
+    return ~nonzero if entry["marks"] == "zero" else nonzero
+
+
+def _check_codes(codes: np.ndarray, bits: int) -> None:
+    """The codes of a ``bits``-bit weight lie in ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]``
+    (:func:`_bits_for`): a code outside is a corrupted stream."""
+    top = (1 << (bits - 1)) - 1
+    if codes.size and (int(codes.max()) > top or int(codes.min()) < -top):
+        raise ValueError(
+            f"codes of {int(codes.min())} to {int(codes.max())} in a {bits}-bit weight (at most "
+            f"{top} in magnitude): the codes are corrupted"
+        )
 
 
 # ---------------------------------------------------------------------------- sections
 def _itemsize(entry: dict, stream: str) -> int:
     """The item size of a plain stream (its bytes are shuffled with others of that size), or
     0 for a stream of the coded section."""
-    if stream in _STEP_STREAMS:
+    if stream in STEP_STREAMS:
         return 4
     if entry["encoding"] == "raw":
-        return _torch_dtype(entry["dtype"]).itemsize
+        return torch_dtype(entry["dtype"]).itemsize
     return 0
 
 
@@ -428,27 +506,24 @@ def _compress(data: bytes, index: bool = False) -> tuple[str, bytes]:
 
 def _decompress(codec: str, data: bytes, size: int, version: int = VERSION) -> bytes:
     """Inverse of :func:`_compress` (an index of format ``version``); never produces more
-    than ``size + 1`` bytes."""
+    than ``size + 1`` bytes, and raises unless ``data`` is one whole stream of ``size`` bytes."""
     if codec == "none":
-        out = data
-    elif codec in ("zlib", "zlib-dict"):
-        zdict = {"zdict": _index_dictionary(version)} if codec == "zlib-dict" else {}
-        out = zlib.decompressobj(-15, **zdict).decompress(data, size + 1)
-    elif codec == "lzma":
-        decoder = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        out, whole = data, True
+    elif codec in ("zlib", "zlib-dict", "lzma"):
+        if codec == "lzma":
+            decoder: Any = lzma.LZMADecompressor(lzma.FORMAT_RAW, filters=_LZMA_FILTERS)
+        else:
+            zdict = {"zdict": _index_dictionary(version)} if codec == "zlib-dict" else {}
+            decoder = zlib.decompressobj(-15, **zdict)
         out = decoder.decompress(data, size + 1)
+        whole = decoder.eof and not decoder.unused_data
     else:
-        raise ValueError(f"unknown codec {codec!r}")
+        raise ValueError(f"unknown codec {short(codec)}")
     if len(out) != size:
         raise ValueError(f"{codec} data holds {len(out)} bytes, {size} expected")
+    if not whole:
+        raise ValueError(f"{codec} data of {len(data)} bytes does not end where its stream does")
     return out
-
-
-def _torch_dtype(name: str) -> torch.dtype:
-    dtype = getattr(torch, str(name), None)
-    if not isinstance(dtype, torch.dtype):
-        raise ValueError(f"unknown dtype {name!r}")
-    return dtype
 
 
 def _raw_bytes(tensor: torch.Tensor) -> bytes:
@@ -457,7 +532,9 @@ def _raw_bytes(tensor: torch.Tensor) -> bytes:
 
 
 def _from_raw(data: bytes, entry: dict) -> torch.Tensor:
-    dtype = _torch_dtype(entry["dtype"])
+    dtype = torch_dtype(entry["dtype"])
+    if dtype == torch.bool and data.translate(None, b"\x00\x01"):
+        raise ValueError("a bool tensor holds bytes other than 0 and 1")
     if not data:
         return torch.empty(entry["shape"], dtype=dtype)
     return torch.frombuffer(bytearray(data), dtype=dtype).reshape(entry["shape"])
@@ -479,19 +556,23 @@ def _pack_sections(tensors: dict, streams: dict[tuple[str, str], bytes]) -> tupl
 
 def _unpack_sections(tensors: dict, plain: dict, data: bytes) -> dict[tuple[str, str], bytes]:
     """Inverse of :func:`_pack_sections`: every stream by ``(tensor, stream)``; a stream that
-    runs past the end of its section comes back short."""
-    groups = {int(size): int(length) for size, length in plain["groups"].items()}
+    runs past the end of its section comes back short. Every section is checked against the
+    index before the plain one is decompressed, so it never holds more than the index places."""
+    groups = {int(size): length for size, length in plain["groups"].items()}
+    places, ends = _layout(tensors)
+    if plain["bytes"] > len(data):
+        raise ValueError(f"the plain section of {plain['bytes']} bytes runs past the end")
+    declared = {0: len(data) - plain["bytes"], **groups}
+    for group, length in declared.items():
+        if group and length % group:
+            raise ValueError(f"a plain group of item size {group} cannot hold {length} bytes")
+        if ends.get(group, 0) < length:
+            raise ValueError(f"{length - ends.get(group, 0)} bytes are not in the index")
     raw = _decompress(plain["codec"], data[: plain["bytes"]], sum(groups.values()))
     sections, offset = {0: data[plain["bytes"] :]}, 0
     for size, length in sorted(groups.items()):
-        if size < 1 or length % size:
-            raise ValueError(f"a plain group of item size {size} cannot hold {length} bytes")
         sections[size] = _shuffle(raw[offset : offset + length], size, inverse=True)
         offset += length
-    places, ends = _layout(tensors)
-    for group, section in sections.items():
-        if ends.get(group, 0) < len(section):
-            raise ValueError(f"{len(section) - ends.get(group, 0)} bytes are not in the index")
     empty = b""
     return {
         key: sections.get(group, empty)[start : start + n]
@@ -522,14 +603,33 @@ def _module_attributes(model: nn.Module, owners: set[str]) -> dict[str, dict[str
 
 def set_module_attributes(model: nn.Module, modules: dict[str, dict[str, Any]]) -> None:
     """Set the size attributes recorded by :func:`_module_attributes` (JSON lists back to
-    tuples) on ``model``'s submodules; names the model lacks are skipped."""
+    tuples) on ``model``'s submodules; names the model lacks are skipped.
+
+    Raises:
+        ArtifactError: an attribute is private, or would replace one that is not a size (an
+            integer or a tuple of them): a crafted artifact must not rewire the model.
+    """
     for name, attrs in modules.items():
         try:
             owner = model.get_submodule(name)
         except AttributeError:
             continue
         for key, value in attrs.items():
+            if key.startswith("_") or not _is_size(getattr(owner, key, None)):
+                raise ArtifactError(
+                    f"the artifact sets {name or 'the model'}.{key}, which is not a size "
+                    f"attribute of the model: the artifact is corrupted or crafted, or does not "
+                    f"fit the model"
+                )
             setattr(owner, key, tuple(value) if isinstance(value, list) else value)
+
+
+def _is_size(value: Any) -> bool:
+    """Whether ``value`` may be replaced by a recorded size: none yet, an integer, or a tuple
+    of integers (never a bool, a method or a module)."""
+    if isinstance(value, tuple):
+        return all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    return value is None or (isinstance(value, int) and not isinstance(value, bool))
 
 
 def _float_state(model: nn.Module) -> tuple[dict[str, torch.Tensor], dict[str, Quantizer]]:
@@ -620,39 +720,39 @@ def save(
         manifest["architecture"] = architecture
     (path / MANIFEST).write_text(json.dumps(manifest, separators=(",", ":")))
     if example_inputs is not None:
-        float_model = _dequantized_copy(model)
+        float_model = dequantized_copy(model).eval()
         program = torch.export.export(float_model, tuple(example_inputs), strict=False)
         torch.export.save(program, str(path / PROGRAM))
     return path
 
 
-def _dequantized_copy(model: nn.Module) -> nn.Module:
-    copied = copy.deepcopy(model).eval()
-    for module in copied.modules():
-        if parametrize.is_parametrized(module):
-            for attr in list(module.parametrizations.keys()):
-                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
-    return copied
-
-
 # ---------------------------------------------------------------------------- load
 def _read_envelope(path: Path) -> dict:
     """``manifest.json``, validated for format and version."""
+    manifest_path = path / MANIFEST
     try:
-        manifest = json.loads((path / MANIFEST).read_text())
+        if manifest_path.stat().st_size > _MAX_MANIFEST_BYTES:
+            raise ArtifactError(
+                f"{manifest_path} takes {manifest_path.stat().st_size} bytes, more than a "
+                f"manifest ever does ({_MAX_MANIFEST_BYTES}): it is not a geta manifest"
+            )
+        manifest = json.loads(manifest_path.read_text())
     except FileNotFoundError:
         raise ArtifactError(f"{path} is not a geta artifact: {MANIFEST} is missing") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+    except (ValueError, RecursionError) as err:  # bad JSON, bad UTF-8, too deep
         raise ArtifactError(
-            f"{path / MANIFEST} is corrupted ({err}); export the model again"
+            f"{manifest_path} is corrupted ({err}); export the model again"
         ) from None
+    except OSError as err:
+        raise ArtifactError(f"{manifest_path} cannot be read: {err}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
         format_ = manifest.get("format") if isinstance(manifest, dict) else None
-        raise ArtifactError(f"{path} is not a geta artifact (format {format_!r})")
-    if manifest.get("version") not in READABLE_VERSIONS:
+        raise ArtifactError(f"{path} is not a geta artifact (format {short(format_)})")
+    version = manifest.get("version")
+    if isinstance(version, bool) or version not in READABLE_VERSIONS:
         readable = " and ".join(map(str, READABLE_VERSIONS))
         raise ArtifactError(
-            f"{path} has artifact format version {manifest.get('version')}; this geta reads "
+            f"{path} has artifact format version {short(version)}; this geta reads "
             f"versions {readable}. Load it with the geta version that wrote it, or export again."
         )
     return manifest
@@ -664,6 +764,8 @@ def _read_blob(path: Path, manifest: dict) -> bytes:
         data = weights.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{weights} is missing") from None
+    except OSError as err:
+        raise ArtifactError(f"{weights} cannot be read: {err}") from None
     if hashlib.sha256(data).hexdigest() != manifest.get("weights_sha256"):
         raise ArtifactError(
             f"{weights} does not match the checksum in its manifest (truncated or corrupted, "
@@ -675,72 +777,210 @@ def _read_blob(path: Path, manifest: dict) -> bytes:
         raise ArtifactError(f"{weights} cannot be parsed: {err}") from None
 
 
+@contextlib.contextmanager
+def _decoding(path: Path, name: str) -> Iterator[None]:
+    """Turn what goes wrong while checking or decoding tensor ``name`` into an ArtifactError."""
+    try:
+        yield
+    except KeyError as err:
+        raise ArtifactError(
+            f"{path}: tensor data {err} for {name} is missing from {WEIGHTS}; copy or export "
+            f"the artifact again"
+        ) from None
+    except (TypeError, ValueError, IndexError, OverflowError, RuntimeError) as err:
+        raise ArtifactError(
+            f"{path}: tensor {name} cannot be decoded: {err}. The artifact is corrupted or "
+            f"crafted: export it again"
+        ) from None
+
+
+def _read_index(manifest: dict, blob: bytes) -> tuple[dict, int]:
+    """The checked index (:func:`geta.export.bounds.check_index`) and where it ends."""
+    spec = manifest.get("index")
+    if not isinstance(spec, dict) or spec.get("codec") not in CODECS:
+        raise ValueError(f"the manifest's index is {short(spec)}: no known codec")
+    end = integer(spec.get("bytes"), "the index's size", 0, len(blob))
+    size = integer(spec.get("size"), "the index's decompressed size", 0, _MAX_INDEX_BYTES)
+    index = json.loads(_decompress(spec["codec"], blob[:end], size, manifest["version"]))
+    check_index(index)
+    for entry in index["tensors"].values():
+        if "channel_bits" in entry:
+            entry["channel_bits"] = _read_channel_bits(entry)
+    return index, end
+
+
 def _read(path: str | Path) -> tuple[dict, bytes]:
-    """The manifest with its index merged in, and the sections after the index."""
+    """The manifest with its index merged in, and the sections after the index. The index is
+    checked: every field for its type and range, every tensor's streams for the bytes their
+    coders need (:mod:`geta.export.bounds`)."""
     path = Path(path)
     manifest = _read_envelope(path)
     blob = _read_blob(path, manifest)
     try:
-        spec = manifest["index"]
-        text = _decompress(spec["codec"], blob[: spec["bytes"]], spec["size"], manifest["version"])
-        index = json.loads(text)
-        if not isinstance(index, dict) or not isinstance(index.get("tensors"), dict):
-            raise ValueError("the index has no tensor table")
-        for entry in index["tensors"].values():
-            entry["numel"] = int(np.prod(entry["shape"]))
-            entry["bytes"] = sum(entry["streams"].values())
-            if "channel_bits" in entry:
-                entry["channel_bits"] = _read_channel_bits(entry)
-    except (KeyError, TypeError, ValueError, AttributeError, lzma.LZMAError, zlib.error) as err:
-        raise ArtifactError(f"{path}: the index of {WEIGHTS} cannot be read: {err}") from None
-    return {**manifest, **index}, blob[spec["bytes"] :]
+        index, end = _read_index(manifest, blob)
+    except (ValueError, RecursionError, lzma.LZMAError, zlib.error) as err:
+        raise ArtifactError(
+            f"{path}: the index of {WEIGHTS} cannot be read: {err}. The artifact is corrupted or "
+            f"was not written by geta: export it again"
+        ) from None
+    for name, entry in index["tensors"].items():
+        with _decoding(path, name):
+            check_streams(entry)
+    known = {key: index[key] for key in ("tensors", "plain", "modules") if key in index}
+    return {**manifest, **known}, blob[end:]
 
 
 def read_manifest(path: str | Path) -> dict:
     """The manifest of an artifact, validated for format, version and checksum, with its index
     merged in: ``tensors`` (per tensor: shape, dtype, encoding, bits, layout, coders, stream
     lengths, numel, bytes; from version 3 a quantized weight's ``channel_bits``), ``modules``
-    (size attributes) and ``plain``."""
+    (size attributes) and ``plain``. Every field of the index is checked for its type and
+    range, every stream's length against what its coder needs; nothing is decoded, so no
+    shape is checked against a ``max_bytes``."""
     return _read(path)[0]
 
 
-def _load(path: Path) -> tuple[dict, dict[str, torch.Tensor]]:
+def _max_bytes(path: Path, max_bytes: int | None) -> int:
+    """``max_bytes``, or by default the larger of :data:`DEFAULT_MAX_BYTES` and
+    :data:`DEFAULT_MAX_RATIO` times the weights file."""
+    if max_bytes is not None:
+        return max_bytes
+    return max(DEFAULT_MAX_BYTES, DEFAULT_MAX_RATIO * (path / WEIGHTS).stat().st_size)
+
+
+def _check_budget(path: Path, tensors: dict, max_bytes: int) -> None:
+    """ArtifactError unless the tensors, decoded, take at most ``max_bytes`` in all."""
+    total = 0
+    for name, entry in tensors.items():
+        size = decoded_bytes(entry)
+        total += size
+        if total <= max_bytes:
+            continue
+        what = (
+            f"tensor {name} declares {number(size)} bytes"
+            if size > max_bytes
+            else f"the tensors up to {name} declare {number(total)} bytes"
+        )
+        raise ArtifactError(
+            f"{path}: {what}, more than max_bytes={number(max_bytes)}: the artifact is corrupted "
+            f"or crafted; pass max_bytes= to load larger models"
+        )
+
+
+def _decode_tensor(name: str, entry: dict, streams: dict[tuple[str, str], bytes]) -> torch.Tensor:
+    """One checked tensor from its streams."""
+    parts = {stream: streams[name, stream] for stream in entry["streams"]}
+    for stream, length in entry["streams"].items():
+        if len(parts[stream]) != length:
+            raise KeyError(f"{stream} ({length} bytes)")
+    if entry["encoding"] == "quantized":
+        tensor = torch.from_numpy(_decode_quantized(entry, parts))
+    else:
+        tensor = _from_raw(parts["data"], entry)
+    if list(tensor.shape) != entry["shape"]:
+        raise ValueError(f"decoded shape {list(tensor.shape)}, the index says {entry['shape']}")
+    return tensor.to(torch_dtype(entry["dtype"]))
+
+
+def _streams(path: Path, max_bytes: int | None) -> tuple[dict, dict[tuple[str, str], bytes]]:
+    """The manifest and every stream by ``(tensor, stream)``. Nothing is allocated for the
+    tensors before the index is checked: every field and every stream's length against what
+    its coder needs for the count its tensor declares (:func:`_read`), and the total size
+    against ``max_bytes``."""
+    if max_bytes is not None:
+        integer(max_bytes, "max_bytes")
     manifest, sections = _read(path)
     tensors = manifest["tensors"]
+    _check_budget(path, tensors, _max_bytes(path, max_bytes))
     try:
-        streams = _unpack_sections(tensors, manifest["plain"], sections)
-    except (KeyError, TypeError, ValueError, lzma.LZMAError, zlib.error) as err:
-        raise ArtifactError(f"{path}: the sections of {WEIGHTS} cannot be read: {err}") from None
+        return manifest, _unpack_sections(tensors, manifest["plain"], sections)
+    except (ValueError, lzma.LZMAError, zlib.error) as err:
+        raise ArtifactError(
+            f"{path}: the sections of {WEIGHTS} cannot be read: {err}. The artifact is "
+            f"corrupted or crafted: export it again"
+        ) from None
+
+
+def _load(path: Path, max_bytes: int | None = None) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The manifest and every tensor (see :func:`_streams` for the checks)."""
+    manifest, streams = _streams(path, max_bytes)
     out = {}
-    for name, entry in tensors.items():
-        parts = {stream: streams[name, stream] for stream in entry["streams"]}
-        try:
-            for stream, length in entry["streams"].items():
-                if len(parts[stream]) != length:
-                    raise KeyError(f"{stream} ({length} bytes)")
-            if entry["encoding"] == "quantized":
-                tensor = torch.from_numpy(_decode_quantized(entry, parts))
-            elif entry["encoding"] == "raw":
-                tensor = _from_raw(parts["data"], entry)
-            else:
-                raise ValueError(f"unknown encoding {entry['encoding']!r}")
-        except KeyError as err:
-            raise ArtifactError(
-                f"{path}: tensor data {err} for {name} is missing from {WEIGHTS}"
-            ) from None
-        except (TypeError, ValueError, IndexError, OverflowError, RuntimeError) as err:
-            raise ArtifactError(f"{path}: tensor {name} cannot be decoded: {err}") from None
-        if list(tensor.shape) != entry["shape"]:
-            raise ArtifactError(
-                f"{path}: tensor {name} has shape {list(tensor.shape)}, manifest says {entry['shape']}"
-            )
-        out[name] = tensor.to(_torch_dtype(entry["dtype"]))
+    for name, entry in manifest["tensors"].items():
+        with _decoding(path, name):
+            out[name] = _decode_tensor(name, entry, streams)
     return manifest, out
 
 
-def load_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    """Every tensor of an artifact as float (dequantized) torch tensors."""
-    return _load(Path(path))[1]
+@dataclass(frozen=True)
+class StoredCodes:
+    """A quantized weight as the artifact stores it: ``codes * step`` is the weight.
+
+    ``step`` has one value per channel along ``axis`` (or one value); ``channel_bits`` one
+    storage width per channel, the index's histogram handed out to the channels in the order
+    of the bits their codes need (the histogram is what the artifact records)."""
+
+    codes: np.ndarray  # int64, the weight's shape
+    step: np.ndarray  # float32, 1-D
+    axis: int
+    channel_bits: np.ndarray  # int64, 1-D, one per step
+
+
+def _channel_widths(codes: np.ndarray, axis: int, histogram: dict[str, int]) -> np.ndarray:
+    """Each channel's storage bits: the histogram's widths, narrowest to the channels whose
+    codes need the fewest bits."""
+    widths = np.repeat(
+        np.array([int(b) for b in histogram], dtype=np.int64), list(histogram.values())
+    )
+    widths.sort()
+    if codes.ndim == 0 or widths.size == 1:
+        return widths
+    top = np.abs(np.moveaxis(codes, axis, 0).reshape(codes.shape[axis], -1)).max(axis=1)
+    out = np.empty_like(widths)
+    out[np.argsort(top, kind="stable")] = widths
+    return out
+
+
+def load_codes(path: str | Path, *, max_bytes: int | None = None) -> dict[str, StoredCodes]:
+    """The integer codes and steps of every quantized tensor of an artifact, by tensor name
+    (what :func:`geta.deploy` runs on integer kernels); checked as :func:`load_tensors`
+    checks.
+
+    Raises:
+        ArtifactError: as :func:`load_tensors`.
+    """
+    path = Path(path)
+    manifest, streams = _streams(path, max_bytes)
+    out = {}
+    for name, entry in manifest["tensors"].items():
+        if entry["encoding"] != "quantized":
+            continue
+        with _decoding(path, name):
+            parts = {stream: streams[name, stream] for stream in entry["streams"]}
+            codes, step = _decode_codes(entry, parts)
+            axis = entry["axis"] % codes.ndim if entry["per_channel"] else 0
+            step = step.reshape(-1).astype(np.float32)
+            histogram = entry.get("channel_bits") or {str(entry["bits"]): int(step.size)}
+            widths = _channel_widths(codes, axis, histogram)
+            if widths.size != step.size:
+                raise ValueError(f"{widths.size} channel widths for {step.size} steps")
+            out[name] = StoredCodes(codes, step, axis, widths)
+    return out
+
+
+def load_tensors(path: str | Path, *, max_bytes: int | None = None) -> dict[str, torch.Tensor]:
+    """Every tensor of an artifact as float (dequantized) torch tensors.
+
+    Args:
+        path: the artifact directory.
+        max_bytes: the most bytes the decoded tensors may take in all (with their quantizers'
+            steps); by default :data:`DEFAULT_MAX_BYTES` or :data:`DEFAULT_MAX_RATIO` times the
+            weights file, whichever is larger. Checked before anything is decoded.
+
+    Raises:
+        ArtifactError: the artifact is missing, truncated, corrupted, crafted, of another
+            version, or larger than ``max_bytes``.
+    """
+    return _load(Path(path), max_bytes)[1]
 
 
 def _build(manifest: dict, model: nn.Module | Callable[[], nn.Module] | None) -> nn.Module:
@@ -753,48 +993,76 @@ def _build(manifest: dict, model: nn.Module | Callable[[], nn.Module] | None) ->
         raise ArtifactError(
             "this artifact stores no architecture: pass model= (a module or a factory)"
         )
+    if not isinstance(spec, str) or spec.count(":") != 1:
+        raise ArtifactError(f"the stored architecture {short(spec)} is not 'module:callable'")
     module_name, _, attr = spec.partition(":")
     try:
-        return getattr(importlib.import_module(module_name), attr)()
+        built = getattr(importlib.import_module(module_name), attr)()
     except (ImportError, AttributeError) as err:
         raise ArtifactError(f"cannot build architecture {spec!r}: {err}") from None
+    if not isinstance(built, nn.Module):
+        raise ArtifactError(f"architecture {spec!r} built a {type(built).__name__}, not a module")
+    return built
 
 
-def load(path: str | Path, model: nn.Module | Callable[[], nn.Module] | None = None) -> nn.Module:
+def _set_tensor(module: nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Replace the parameter or buffer ``name`` of ``module`` by ``tensor``."""
+    owner_name, _, attr = name.rpartition(".")
+    try:
+        owner = module.get_submodule(owner_name)
+    except AttributeError:
+        raise ArtifactError(
+            f"the model has no module {owner_name!r} for artifact tensor {name}"
+        ) from None
+    if parametrize.is_parametrized(owner, attr):
+        raise ArtifactError(
+            f"load into the float architecture: {owner_name!r} has quantizers on {attr}"
+        )
+    if attr in owner._parameters:
+        old = owner._parameters[attr]
+        differentiable = tensor.is_floating_point() or tensor.is_complex()
+        requires_grad = old.requires_grad if old is not None else differentiable
+        if requires_grad and not differentiable:
+            raise ArtifactError(
+                f"artifact tensor {name} is {tensor.dtype}, the model's trainable parameter "
+                f"cannot be: the artifact is corrupted or does not fit the model"
+            )
+        owner._parameters[attr] = nn.Parameter(tensor, requires_grad=requires_grad)
+    elif attr in owner._buffers:
+        owner._buffers[attr] = tensor
+    else:
+        raise ArtifactError(f"the model has no parameter or buffer {name}")
+
+
+def load(
+    path: str | Path,
+    model: nn.Module | Callable[[], nn.Module] | None = None,
+    *,
+    max_bytes: int | None = None,
+) -> nn.Module:
     """Rebuild an ordinary float ``nn.Module`` from an artifact.
 
     ``model`` is the float architecture (a module, or a factory such as ``lenet5``), possibly
     larger than the saved, pruned one: its tensors are replaced by the artifact's and its
-    modules' size attributes restored. Without ``model`` the stored architecture is used.
-    Outputs equal the saved model's fake-quantized outputs.
+    modules' size attributes restored. Without ``model`` the stored architecture is used: it
+    is imported and called, so pass ``model`` for an artifact you do not trust. Outputs equal
+    the saved model's fake-quantized outputs.
+
+    Args:
+        path: the artifact directory.
+        model: the float architecture, or ``None`` for the stored one.
+        max_bytes: the most bytes the decoded tensors may take in all (with their quantizers'
+            steps); by default :data:`DEFAULT_MAX_BYTES` or :data:`DEFAULT_MAX_RATIO` times the
+            weights file, whichever is larger. Checked before anything is decoded.
 
     Raises:
-        ArtifactError: the artifact is missing, truncated, corrupted, of another version, or
-            does not fit the model.
+        ArtifactError: the artifact is missing, truncated, corrupted, crafted, of another
+            version, larger than ``max_bytes``, or does not fit the model.
     """
     path = Path(path)
-    manifest, tensors = _load(path)
+    manifest, tensors = _load(path, max_bytes)
     module = _build(manifest, model)
     for name, tensor in tensors.items():
-        owner_name, _, attr = name.rpartition(".")
-        try:
-            owner = module.get_submodule(owner_name)
-        except AttributeError:
-            raise ArtifactError(
-                f"the model has no module {owner_name!r} for artifact tensor {name}"
-            ) from None
-        if parametrize.is_parametrized(owner, attr):
-            raise ArtifactError(
-                f"load into the float architecture: {owner_name!r} has quantizers on {attr}"
-            )
-        if attr in owner._parameters:
-            old = owner._parameters[attr]
-            owner._parameters[attr] = nn.Parameter(
-                tensor, requires_grad=old.requires_grad if old is not None else True
-            )
-        elif attr in owner._buffers:
-            owner._buffers[attr] = tensor
-        else:
-            raise ArtifactError(f"the model has no parameter or buffer {name}")
+        _set_tensor(module, name, tensor)
     set_module_attributes(module, manifest.get("modules", {}))
     return module.eval()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,8 @@ __all__ = [
     "LayerKind",
     "register_layer_kind",
     "prepare",
+    "attach_input_quantizer",
+    "dequantized_copy",
     "bits",
     "weight_quantizers",
     "input_quantizers",
@@ -131,12 +134,19 @@ def prepare(
             q = Quantizer.for_tensor(w.detach(), init_bits, per_channel, kind.channel_axis)
             parametrize.register_parametrization(module, kind.param, q)
         if activations and not kind.embedding and not hasattr(module, "input_quantizer"):
-            module.input_quantizer = Quantizer(1)
+            q = Quantizer(1)
             with torch.no_grad():
-                module.input_quantizer.q_m.fill_(6.0)  # refined by calibration or training
-                module.input_quantizer.set_bits(init_bits)
-            module.register_forward_pre_hook(_InputQuantizerHook(module.input_quantizer))
+                q.q_m.fill_(6.0)  # refined by calibration or training
+                q.set_bits(init_bits)
+            attach_input_quantizer(module, q)
     return model
+
+
+def attach_input_quantizer(module: nn.Module, quantizer: Quantizer) -> None:
+    """Quantize ``module``'s first input with ``quantizer`` (a submodule
+    ``module.input_quantizer`` applied by a forward pre-hook)."""
+    module.input_quantizer = quantizer
+    module.register_forward_pre_hook(_InputQuantizerHook(quantizer))
 
 
 def weight_quantizers(model: nn.Module) -> dict[str, Quantizer]:
@@ -170,3 +180,20 @@ def bits(model: nn.Module) -> dict[str, float]:
         }
     )
     return out
+
+
+def dequantized_copy(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` whose weights are its quantizers' outputs, as plain float
+    parameters (the weight quantizers removed; input quantizers stay). ``model`` is untouched.
+
+    ``parametrize`` keeps a parametrized weight as a property of a class the original and a
+    ``deepcopy`` share, and removing the parametrization deletes it from that class; each copied
+    module therefore gets a class of its own first."""
+    copied = copy.deepcopy(model)
+    for module in copied.modules():
+        if parametrize.is_parametrized(module):
+            cls = type(module)
+            module.__class__ = type(cls.__name__, cls.__bases__, dict(cls.__dict__))
+            for attr in list(module.parametrizations.keys()):
+                parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
+    return copied
