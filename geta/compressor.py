@@ -19,6 +19,7 @@ from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
 from geta.optim.admm.config import AdmmConfig
+from geta.optim.alignment import check_channel_multiple
 from geta.optim.budget import Budget
 from geta.optim.cost import output_positions
 from geta.optim.mode import (
@@ -82,6 +83,14 @@ class CompressorConfig:
       are the bound itself: the plan's integer bits from the end of bit reduction on, so the
       freeze changes nothing and training sees the final quantization throughout.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
+    - ``channel_multiple``: every dimension pruning narrows keeps a multiple of this many
+      indices (or stays whole), in every mode's plan, so pruned layers keep the widths fast
+      kernels want (8 or 16; ``1``: any width). A group of channels keeps a multiple of N
+      channels; a head is one unit and stays whole, and a head group keeps a multiple of
+      ``N / gcd(N, head_dim)`` heads (one head for ``head_dim`` 64 and N 8); a group smaller
+      than that stays whole. The budget still holds (:mod:`geta.optim.alignment`). Unstructured
+      ADMM (``granularity="weight"``) removes single weights and never narrows a layer, so
+      there is nothing to align; AJPQ takes it from ``AjpqConfig.channel_multiple``.
     - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
     - ``admm``: the settings of ``mode="admm"`` / ``"admm-progressive"``
       (:class:`geta.AdmmConfig`); the stage and saliency settings above are GETA mode's.
@@ -101,7 +110,14 @@ class CompressorConfig:
     learned_bits: bool = False
     max_group_sparsity: float = 0.9
     target_group_sparsity: float | None = None
+    channel_multiple: int = 1
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+
+    def __post_init__(self) -> None:
+        try:
+            check_channel_multiple(self.channel_multiple)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (with a format version) for JSON/TOML; :meth:`from_dict` reads them."""
@@ -172,6 +188,7 @@ class Compressor:
             target_group_sparsity=cfg.target_group_sparsity,
             saliency=cfg.saliency,
             count_zero_codes=cfg.count_zero_codes,
+            channel_multiple=self.handler.channel_multiple(self),
         )
         self._check_feasible()
         learned = {id(p) for p in self._learned_quantizer_params()}
@@ -191,12 +208,16 @@ class Compressor:
             smallest = minimum_cost(p.cost_model, p.bit_options, min_keep=p.min_keep)
         if smallest > p.target:
             dense = p.cost_model.dense_cost()
+            aligned = (
+                f" in multiples of {p.channel_multiple} channels" if p.channel_multiple > 1 else ""
+            )
             raise BudgetError(
                 f"budget {self.budget} cannot be met: the smallest model geta can reach "
-                f"(every group down to {1 - self.config.max_group_sparsity:.0%} of its units, "
-                f"every layer at {int(p.bit_options[0])} bits) is {dense / smallest:,.1f}x "
-                f"smaller. Ask for at most {dense / smallest:,.1f}x, or raise "
-                "max_group_sparsity / lower bit_range",
+                f"(every group down to {1 - self.config.max_group_sparsity:.0%} of its units"
+                f"{aligned}, every layer at {int(p.bit_options[0])} bits) is "
+                f"{dense / smallest:,.1f}x smaller. Ask for at most {dense / smallest:,.1f}x, "
+                "or raise max_group_sparsity / lower bit_range"
+                + (" / lower channel_multiple" if aligned else ""),
                 min_cost=smallest,
             )
 

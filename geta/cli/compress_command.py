@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from geta.cli.data import DATASETS
@@ -13,7 +14,7 @@ from geta.cli.spec import CompressSpec
 from geta.errors import ConfigError
 from geta.optim.budget import Budget
 
-__all__ = ["add_parser"]
+__all__ = ["add_parser", "with_channel_multiple"]
 
 DEFAULT_OUT = "geta-out"
 
@@ -24,6 +25,31 @@ def _budget(text: str) -> str:
     except ConfigError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
     return text
+
+
+def _channel_multiple(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer of at least 1, got {text!r}")
+    return value
+
+
+def with_channel_multiple(
+    spec: CompressSpec, multiple: int | None, resumed: str | None = None
+) -> CompressSpec:
+    """``spec`` with ``--channel-multiple`` (``CompressorConfig.channel_multiple``) set, when
+    given; a resumed run (``resumed``: its directory) refuses a value other than its own."""
+    if multiple is None or multiple == spec.config.channel_multiple:
+        return spec
+    if resumed is not None:
+        raise ConfigError(
+            f"--channel-multiple {multiple} differs from the run in {resumed} (started with "
+            f"{spec.config.channel_multiple}); leave it out to resume, or use another --out"
+        )
+    return replace(spec, config=replace(spec.config, channel_multiple=multiple))
 
 
 def _say(text: str) -> None:
@@ -42,6 +68,8 @@ def _run(args: argparse.Namespace) -> int:
     options = {k: getattr(args, k, None) for k in CompressSpec.__dataclass_fields__}
     base = read_spec_file(args.config_file) if args.config_file else None
     spec, state = prepare_out(out, args.resume, options, base)
+    multiple = getattr(args, "channel_multiple", None)
+    spec = with_channel_multiple(spec, multiple, str(out) if state is not None else None)
     if state is not None:
         _say(f"resuming {out} after {state['phase']} epoch {state['epoch']}")
     try:
@@ -98,6 +126,13 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
     p.add_argument(
         "--mode",
         help=f"compression mode: {', '.join(run_methods())} (default {d.mode})",
+    )
+    p.add_argument(
+        "--channel-multiple",
+        type=_channel_multiple,
+        metavar="N",
+        help="every pruned layer keeps a multiple of N channels (or all of them), for fast "
+        f"kernels; the budget still holds (default {d.config.channel_multiple}: any width)",
     )
     p.add_argument("--epochs", type=int, help=f"compression epochs (default {d.epochs})")
     p.add_argument(

@@ -15,6 +15,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -121,14 +122,27 @@ class SearchSetup:
 def mode_settings(spec: CompressSpec) -> Any:
     """What :class:`geta.Compressor` takes as ``config`` for ``spec.mode``: the run's
     :class:`geta.CompressorConfig`, or, for a mode whose own config type is not kept in it
-    (AJPQ's :class:`geta.optim.AjpqConfig`), that config read from the ``method`` table.
+    (AJPQ's :class:`geta.optim.AjpqConfig`), that config read from the ``method`` table; the
+    run's ``config.channel_multiple`` (``--channel-multiple``) fills such a config's
+    ``channel_multiple`` when the table leaves it out.
 
     Raises:
-        ConfigError: ``method`` settings for a mode that takes them from ``config``.
+        ConfigError: ``method`` settings for a mode that takes them from ``config``, or two
+            different channel multiples.
     """
     handler = mode_named(spec.mode)
     if handler.config_type is not None and handler.config_field is None:
-        return settings.from_dict(handler.config_type, spec.method, where="method")
+        method = dict(spec.method)
+        multiple = spec.config.channel_multiple
+        has_field = "channel_multiple" in {f.name for f in fields(handler.config_type)}
+        if has_field and multiple != 1:
+            given = method.setdefault("channel_multiple", multiple)
+            if given != multiple:
+                raise ConfigError(
+                    f"method.channel_multiple = {given} and config.channel_multiple = "
+                    f"{multiple} differ; set one of them"
+                )
+        return settings.from_dict(handler.config_type, method, where="method")
     if spec.method:
         raise ConfigError(
             f"mode {spec.mode!r} takes its settings from 'config', not 'method' "

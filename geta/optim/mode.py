@@ -136,6 +136,11 @@ class CompressionMode:
         """The least cost this mode can reach, or ``None`` for the groups' default bound."""
         return None
 
+    def channel_multiple(self, compressor: Compressor) -> int:
+        """The channel alignment of this mode's plans (:mod:`geta.optim.alignment`): by
+        default ``CompressorConfig.channel_multiple``."""
+        return compressor.config.channel_multiple
+
     def learned_quantizer_params(self, compressor: Compressor) -> list[nn.Parameter] | None:
         """The quantizer parameters that get gradients; ``None``: all of them."""
         return None

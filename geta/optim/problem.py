@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from geta.graph.dependency_graph import DependencyGraph
+from geta.optim.alignment import aligned_keep_counts, unit_multiples
 from geta.optim.budget import Budget
 from geta.optim.cost import CostModel
 from geta.optim.projection import (
@@ -40,6 +41,10 @@ class CompressionProblem:
     ``budget=None`` with ``target_group_sparsity`` is GETA's own formulation: remove that share
     of units and learn bits within ``bit_range``; with neither there is no target (ADMM's
     per-layer targets).
+
+    ``channel_multiple=N`` aligns every plan (:mod:`geta.optim.alignment`): each group keeps
+    a multiple of ``unit_multiple[g]`` units (so every dimension it prunes keeps a multiple of
+    ``N`` indices) or all of them, and ``min_keep`` is rounded up to match.
     """
 
     def __init__(
@@ -54,6 +59,7 @@ class CompressionProblem:
         target_group_sparsity: float | None = None,
         saliency: str = "geta",
         count_zero_codes: bool = False,
+        channel_multiple: int = 1,
     ) -> None:
         lo, hi = bit_range
         if not 2 <= lo <= hi <= 32:
@@ -72,13 +78,23 @@ class CompressionProblem:
         self.target_group_sparsity = target_group_sparsity
         self.saliency = saliency
         self.count_zero_codes = count_zero_codes
-        sizes = np.diff(self.cost_model.units.offsets)
-        self.min_keep = np.maximum(1, np.ceil((1 - max_group_sparsity) * sizes)).astype(np.int64)
+        self.channel_multiple = channel_multiple
+        self.unit_multiple = unit_multiples(
+            [[m.width for m in group.members] for group in graph.groups], channel_multiple
+        )
+        self.min_keep = self.aligned_min_keep(max_group_sparsity)
         self.masks = self._tensor_masks()
 
     @property
     def units(self):
         return self.cost_model.units
+
+    def aligned_min_keep(self, max_sparsity: float) -> np.ndarray:
+        """The fewest units each group keeps when at most ``max_sparsity`` of it may go: at
+        least one, rounded up to the group's :attr:`unit_multiple` (capped at its size)."""
+        sizes = np.diff(self.units.offsets)
+        keep = np.maximum(1, np.ceil((1 - max_sparsity) * sizes)).astype(np.int64)
+        return aligned_keep_counts(sizes, keep, self.unit_multiple)
 
     def _tensor_masks(self) -> list[TensorMask]:
         """The unit of every index of every grouped (parameter, dim): the saliency slices'
@@ -127,7 +143,12 @@ class CompressionProblem:
         cm = self.cost_model
         if self.target is None:
             removed = select_fraction(
-                cm, imp, self.target_group_sparsity, forced=forced, min_keep=self.min_keep
+                cm,
+                imp,
+                self.target_group_sparsity,
+                forced=forced,
+                min_keep=self.min_keep,
+                multiple=self.unit_multiple,
             )
             bits = np.where(cm.quantized, self.bit_options[-1], 32.0)
             return Projection(removed, bits, cm.cost(removed, bits), None)
@@ -145,6 +166,7 @@ class CompressionProblem:
             max_bits=max_bits,
             min_keep=self.min_keep,
             code_share=share,
+            multiple=self.unit_multiple,
         )
 
     def removal_factors(self, removed: np.ndarray) -> list[tuple[torch.Tensor, torch.Tensor]]:

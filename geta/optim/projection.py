@@ -24,6 +24,13 @@ import numpy as np
 import torch
 
 from geta.errors import BudgetError
+from geta.optim.alignment import (
+    align_down,
+    align_removal,
+    aligned_keep_counts,
+    best_up,
+    up_moves,
+)
 from geta.optim.bit_allocation import lower_hull
 from geta.optim.cost import FLOAT_BITS, CostModel
 from geta.quant.functional import clip_search, fake_quantize, step_for_bits
@@ -158,9 +165,17 @@ class _State:
 
     def remove(self, u: int) -> None:
         self.removed[u] = True
+        self._resize(u, -1)
+
+    def restore(self, u: int) -> None:
+        """Undo :meth:`remove` (channel alignment brings groups back up)."""
+        self.removed[u] = False
+        self._resize(u, 1)
+
+    def _resize(self, u: int, sign: int) -> None:
         layers = set()
         for a, w in self.cm.unit_axes[u]:
-            self.kept[a] -= w
+            self.kept[a] += sign * w
             layers.add(self.cm.axes[a].layer)
         for layer in layers:
             nnz = self.cm.numel[layer]
@@ -232,6 +247,7 @@ def project(
     allow_pruning: bool = True,
     coef: np.ndarray | None = None,
     code_share: np.ndarray | None = None,
+    multiple: int | np.ndarray = 1,
 ) -> Projection:
     """Choose removed units and per-layer bits with ``cost <= budget``.
 
@@ -241,7 +257,13 @@ def project(
     ``max_bits`` caps each layer's bits; ``min_keep`` (one value, or one per group) is the
     fewest units a group keeps. Layers without a quantizer keep 32 bits. With ``code_share``
     (:func:`nonzero_code_share`) a kept weight costs its bits only where its code is not
-    zero, so the cost is the expected count of nonzero codes times bits.
+    zero, so the cost is the expected count of nonzero codes times bits. ``multiple`` (one
+    value, or one per group: :func:`geta.optim.alignment.unit_multiples`) aligns the plan:
+    every group keeps a multiple of its value of units, or all of them, and at least
+    ``min_keep`` rounded up to it. The greedy's groups go down to the allowed count below
+    (:func:`geta.optim.alignment.align_down`), then the slack is spent on raising bits and on
+    bringing groups back up (:func:`geta.optim.alignment.up_moves`), best gain per cost first;
+    ``1`` leaves the plan as the greedy made it.
 
     Raises:
         BudgetError: even the smallest reachable model is over the budget.
@@ -258,6 +280,9 @@ def project(
     if max_bits is None:
         max_bits = np.full(n_layers, bit_options[-1])
     cost_bits = _cost_bits(cm, bit_options, code_share)
+    aligned = allow_pruning and bool(np.any(np.asarray(multiple) > 1))
+    if aligned:
+        min_keep = aligned_keep_counts(np.diff(cm.units.offsets), min_keep, multiple)
     smallest = minimum_cost(cm, bit_options, coef, min_keep, code_share) if allow_pruning else None
     if smallest is not None and smallest > budget * (1 + 1e-12):
         raise BudgetError(
@@ -336,15 +361,25 @@ def project(
             f"closest reached is {_describe(cm, state.cost)}",
             min_cost=state.cost,
         )
-    _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef)
+    ups: dict[int, np.ndarray] = {}
+    if aligned:
+        lowered = align_down(state, cm.units.offsets, importance, multiple, keep)
+        ups = up_moves(state.removed, cm.units.offsets, importance, multiple, lowered, forced)
+    _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef, ups, importance)
     bits = np.array(
         [bit_options[h[position[i]]] if h else float(FLOAT_BITS) for i, h in enumerate(hulls)]
     )
     return Projection(state.removed, bits, state.cost, budget)
 
 
-def _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef) -> None:
-    """Raise bits where the budget still has room: best distortion drop per cost first."""
+def _spend_slack(
+    state, budget, hulls, position, distortion, cost_bits, coef, ups=None, importance=None
+) -> None:
+    """Raise bits where the budget still has room: best distortion drop per cost first. With
+    ``ups`` (channel alignment's groups that may come back up to their next allowed count,
+    :func:`geta.optim.alignment.up_moves`) those compete on the same scale: importance
+    regained per cost."""
+    ups = {} if ups is None else dict(ups)
     while True:
         best, best_layer = 0.0, -1
         for layer, hull in enumerate(hulls):
@@ -357,6 +392,11 @@ def _spend_slack(state, budget, hulls, position, distortion, cost_bits, coef) ->
             gain = (distortion[layer, lo] - distortion[layer, hi]) * state.nnz[layer] / extra
             if gain > best:
                 best, best_layer = gain, layer
+        group, up_gain, _ = best_up(state, ups, importance, budget) if ups else (None, 0.0, 0.0)
+        if group is not None and up_gain >= best:
+            for u in ups.pop(group).tolist():
+                state.restore(u)
+            continue
         if best_layer < 0:
             return
         position[best_layer] += 1
@@ -370,13 +410,20 @@ def select_fraction(
     *,
     forced: np.ndarray | None = None,
     min_keep: int | np.ndarray = 1,
+    multiple: int | np.ndarray = 1,
 ) -> np.ndarray:
     """GETA's own target: remove ``fraction`` of all units, least important per scalar first
-    (keeping ``min_keep`` units of every group). Returns the removal mask."""
+    (keeping ``min_keep`` units of every group). With ``multiple`` the kept counts are aligned
+    as in :func:`project` (:func:`geta.optim.alignment.align_removal`): groups go down to an
+    allowed count, then come back up while at least ``fraction`` stays removed. Returns the
+    removal mask."""
     removed = np.zeros(cm.units.count, bool) if forced is None else forced.astype(bool).copy()
     target = int(round(fraction * cm.units.count))
     sizes = np.diff(cm.units.offsets)
     left = sizes - np.bincount(cm.units.group_of[removed], minlength=len(sizes))
+    aligned = bool(np.any(np.asarray(multiple) > 1))
+    if aligned:
+        min_keep = aligned_keep_counts(sizes, min_keep, multiple)
     keep = _per_group(cm, min_keep)
     per_scalar = importance / np.maximum(_unit_numel(cm), 1)
     for u in np.argsort(per_scalar, kind="stable").tolist():
@@ -387,7 +434,37 @@ def select_fraction(
             continue
         removed[u] = True
         left[g] -= 1
+    if aligned:
+        state = _KeptUnits(removed)
+        fixed = None if forced is None else forced.astype(bool)
+        align_removal(
+            state,
+            cm.units.offsets,
+            per_scalar,
+            multiple,
+            min_keep=keep,
+            fixed=fixed,
+            budget=float(cm.units.count - target),
+        )
+        removed = state.removed
     return removed
+
+
+class _KeptUnits:
+    """A removal mask whose cost is the count of kept units (:func:`select_fraction`'s share
+    as a budget for :func:`geta.optim.alignment.align_removal`)."""
+
+    def __init__(self, removed: np.ndarray) -> None:
+        self.removed = removed.copy()
+        self.cost = float((~self.removed).sum())
+
+    def remove(self, u: int) -> None:
+        self.removed[u] = True
+        self.cost -= 1.0
+
+    def restore(self, u: int) -> None:
+        self.removed[u] = False
+        self.cost += 1.0
 
 
 def _unit_numel(cm: CostModel) -> np.ndarray:

@@ -20,6 +20,7 @@ def _one_line(err: str) -> bool:
         (["--budget", "0.5x"], 2, "a compression ratio is at least 1"),
         (["--mode", "nope"], 2, "unknown mode 'nope'; available: admm, admm-progressive"),
         (["--epochs", "0"], 2, "--epochs must be at least 1"),
+        (["--channel-multiple", "0"], 2, "argument --channel-multiple: expected an integer of"),
         (["--model", "no_such_model"], 2, "unknown model 'no_such_model'"),
         (["--model", "tests.cli.nets:scalar_net"], 2, "has 1 outputs; synthetic has 10 classes"),
         (["--data", "/no/such/dir"], 1, "unknown dataset '/no/such/dir'"),

@@ -2,13 +2,16 @@
 its report alone, and the validation split."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
 
 import geta
 from geta.cli.compress import split_validation
+from geta.cli.compress_command import with_channel_multiple
 from geta.cli.data import load_data
+from geta.cli.methods import mode_settings
 from geta.cli.spec import CompressSpec, OptimizerSpec, read_spec_file
 from tests.cli.conftest import TINY, run_cli
 
@@ -110,3 +113,32 @@ def test_a_training_subset_trains_on_fewer_images_and_tests_on_all(tmp_path):
     report = json.loads((out / "report.json").read_text())
     assert report["data"]["samples"] == {"train": 200, "validation": 50, "test": 256}  # all
     assert report["run"]["train_limit"] == 200
+
+
+def test_channel_multiple_flag_sets_the_config_and_aligns_the_layers(tmp_path):
+    path = tmp_path / "run.toml"
+    path.write_text('budget = "60x"\n[config]\nsaliency = "magnitude"\n')
+    out = tmp_path / "out"
+    args = ("--config", str(path), "--channel-multiple", "4", "--out", str(out))
+    status, _, err = run_cli("compress", *TINY, *args)
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    config = report["run"]["config"]
+    assert config["channel_multiple"] == 4 and config["saliency"] == "magnitude"  # merged
+    pruned = [r for r in report["compressed"]["layers"] if r["shape"] != r["dense_shape"]]
+    assert pruned, "nothing was pruned"
+    for row in pruned:
+        for width, dense in zip(row["shape"][:2], row["dense_shape"][:2], strict=True):
+            assert width == dense or width % 4 == 0, row
+
+
+def test_channel_multiple_reaches_ajpq_and_a_resumed_run_keeps_its_own():
+    spec = CompressSpec(mode="ajpq", config=geta.CompressorConfig(channel_multiple=8))
+    assert mode_settings(spec).channel_multiple == 8
+    assert mode_settings(replace(spec, method={"episodes": 3})).episodes == 3
+    with pytest.raises(geta.ConfigError, match="channel_multiple = 4 and config"):
+        mode_settings(replace(spec, method={"channel_multiple": 4}))
+    assert with_channel_multiple(spec, 16).config.channel_multiple == 16
+    assert with_channel_multiple(spec, None) is spec
+    with pytest.raises(geta.ConfigError, match="--channel-multiple 16 differs from the run"):
+        with_channel_multiple(spec, 16, resumed="out")

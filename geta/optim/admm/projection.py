@@ -361,6 +361,7 @@ def project_groups(
         options,
         min_keep=problem.min_keep,
         code_share=share,
+        multiple=problem.unit_multiple,
     )
     masks = group_masks(problem, p.removed)
     values, clips = [], []

@@ -9,6 +9,7 @@ from typing import Any
 from geta import config
 from geta.errors import ConfigError
 from geta.optim.ajpq.agent import AgentConfig
+from geta.optim.alignment import check_channel_multiple
 
 __all__ = ["AjpqConfig", "RECOVERIES", "REWARDS", "SEARCH_AGENT"]
 
@@ -31,6 +32,9 @@ class AjpqConfig:
 
     - ``bit_range``: the nonzero bits ``(low, high)`` a channel may take (``low >= 2``).
     - ``max_sparsity``: the largest share of a group's units at 0 bits.
+    - ``channel_multiple``: every group keeps a multiple of this many channels (or all of
+      them), in the controllers' cuts and the action wall's removals
+      (:mod:`geta.optim.alignment`; ``CompressorConfig.channel_multiple`` in the other modes).
     - ``spread``: the channel controller gives a layer's kept units ``level - spread`` ..
       ``level + spread`` bits, the more important the more bits (0: one level per layer).
     - ``episodes``: policies evaluated (the first ``agent.warmup_episodes`` are random).
@@ -49,6 +53,7 @@ class AjpqConfig:
 
     bit_range: tuple[int, int] = (2, 8)
     max_sparsity: float = 0.8
+    channel_multiple: int = 1
     spread: int = 1
     episodes: int = 60
     recovery: str = "finetune"
@@ -69,6 +74,10 @@ class AjpqConfig:
             )
         if not 0 <= self.max_sparsity < 1:
             raise ConfigError(f"max_sparsity is in [0, 1), got {self.max_sparsity}")
+        try:
+            check_channel_multiple(self.channel_multiple)
+        except ValueError as err:
+            raise ConfigError(str(err)) from None
         if self.spread < 0:
             raise ConfigError(f"spread is at least 0, got {self.spread}")
         if self.episodes < 1:

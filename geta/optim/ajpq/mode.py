@@ -45,10 +45,16 @@ class AjpqMode(ClipLearningMode):
                 "mode 'ajpq' searches weight bits only; use mode='geta' to learn activation bits"
             )
 
+    def channel_multiple(self, compressor: Compressor) -> int:
+        """``AjpqConfig.channel_multiple``, or the ``CompressorConfig``'s when AJPQ was named
+        with one (``mode="ajpq", config=CompressorConfig(channel_multiple=8)``)."""
+        cfg = compressor.mode_config
+        if isinstance(cfg, AjpqConfig):
+            return cfg.channel_multiple
+        return compressor.config.channel_multiple
+
     def _min_keep(self, compressor: Compressor) -> np.ndarray:
-        sizes = np.diff(compressor.problem.units.offsets)
-        keep = np.ceil((1 - self.settings(compressor).max_sparsity) * sizes)
-        return np.maximum(1, keep).astype(np.int64)
+        return compressor.problem.aligned_min_keep(self.settings(compressor).max_sparsity)
 
     def smallest_cost(self, compressor: Compressor) -> float:
         """Every group down to ``1 - max_sparsity`` of its units, every channel at the lowest

@@ -7,7 +7,9 @@ The layer controller visits the counted layers in topological order. Its action 
 ranks the layer's units by the shared importance: the least important ``share`` get 0 bits
 (pruned), the rest ``level - spread .. level + spread`` bits in equal-count bands, more bits to
 the more important. A unit belongs to the first layer (in topological order) whose channels it
-owns, so coupled channels (one unit of a group across several layers) share one choice.
+owns, so coupled channels (one unit of a group across several layers) share one choice. With
+channel alignment (``AjpqConfig.channel_multiple``) the cut is rounded so that each group keeps
+an allowed count (:func:`geta.optim.alignment.nearest_allowed`).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from torch import nn
 
+from geta.optim.alignment import nearest_allowed
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan
 from geta.optim.problem import CompressionProblem
 
@@ -98,7 +101,8 @@ def static_features(
 @dataclass
 class LayerPolicy:
     """The channel controller for one problem: which units each layer decides, their
-    importance ranking, and the minimum each group keeps."""
+    importance ranking, and the minimum each group keeps (aligned to the problem's
+    ``unit_multiple``)."""
 
     layout: ChannelLayout
     order: list[int]
@@ -108,9 +112,10 @@ class LayerPolicy:
     spread: int
 
     def __post_init__(self) -> None:
-        units = self.layout.problem.units
-        sizes = np.diff(units.offsets)
-        self.min_keep = np.maximum(1, np.ceil((1 - self.max_sparsity) * sizes)).astype(np.int64)
+        problem = self.layout.problem
+        units = problem.units
+        self.min_keep = problem.aligned_min_keep(self.max_sparsity)
+        self.multiple = problem.unit_multiple
         decided = np.zeros(units.count, dtype=bool)
         self.owned: dict[int, np.ndarray] = {}
         for i in self.order:
@@ -147,6 +152,11 @@ class LayerPolicy:
             members = units[group_of[units] == g]
             ranked = members[np.argsort(self.importance[members], kind="stable")]
             cut = min(int(round(share * len(ranked))), max(len(ranked) - int(self.min_keep[g]), 0))
+            if self.multiple[g] > 1:
+                kept = nearest_allowed(
+                    len(ranked) - cut, len(ranked), int(self.min_keep[g]), int(self.multiple[g])
+                )
+                cut = max(len(ranked) - kept, 0)
             plan.unit_bits[ranked[:cut]] = 0.0
             kept_parts.append(ranked[cut:])
         kept = np.concatenate(kept_parts)

@@ -6,7 +6,10 @@ budget projection of the other modes (:func:`geta.optim.projection.project`):
 
 - lower one unit's bits by one level: loses the rise of its channels' quantization error;
 - lower one layer's free channels (those no group can remove) by one level: likewise;
-- remove one unit (0 bits): loses its importance net of the quantization error it had.
+- remove one unit (0 bits): loses its importance net of the quantization error it had; with
+  channel alignment (a group's ``unit_multiple`` above 1) a block of the group's units that
+  lose least, down to its next allowed count (:mod:`geta.optim.alignment`), so an aligned plan
+  stays aligned.
 
 A lazy heap takes the cheapest move until the cost is within the budget (a move's ratio is
 recomputed when it reaches the top, since removals change what later moves save).
@@ -20,12 +23,13 @@ import numpy as np
 import torch
 
 from geta.errors import BudgetError
+from geta.optim.alignment import next_allowed_below
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan, CodeShare
 from geta.quant.functional import clip_search, fake_quantize, step_for_bits
 
 __all__ = ["ActionWall", "channel_tables"]
 
-_BITS, _FREE, _REMOVE = 0, 1, 2
+_BITS, _FREE, _REMOVE, _BLOCK = 0, 1, 2, 3
 
 
 @torch.no_grad()
@@ -86,6 +90,7 @@ class ActionWall:
         self.importance = np.asarray(importance, dtype=np.float64)
         self.levels = np.asarray(bit_levels, dtype=np.float64)
         self.min_keep = np.asarray(min_keep, dtype=np.int64)
+        self.multiple = np.asarray(layout.problem.unit_multiple, dtype=np.int64)
         self.coef = self.cm.coefficients()
         quantized = self.cm.quantized
         n_levels = len(bit_levels)
@@ -136,9 +141,37 @@ class ActionWall:
             self.units.group_of[unit_bits == 0], minlength=len(self.units.offsets) - 1
         )
 
+        group_of = self.units.group_of
+
+        def removal(u: int) -> tuple[int, int]:
+            """The move that removes unit ``u``: itself, or its group's next block."""
+            g = int(group_of[u])
+            return (_BLOCK, g) if self.multiple[g] > 1 else (_REMOVE, u)
+
+        def unit_loss(u: int) -> float:
+            held = self.unit_distortion[u, self._level(unit_bits[u])]
+            return max(self.importance[u] - held, 0.0)
+
+        def block(g: int) -> np.ndarray | None:
+            """The units of group ``g`` that take it to its next allowed count (least loss
+            first), or ``None`` below its minimum."""
+            below = next_allowed_below(left[g], self.multiple[g])
+            if below < max(int(self.min_keep[g]), 1):
+                return None
+            units = np.arange(self.units.offsets[g], self.units.offsets[g + 1])
+            alive = units[unit_bits[units] > 0]
+            losses = np.array([unit_loss(u) for u in alive.tolist()])
+            return alive[np.argsort(losses, kind="stable")][: left[g] - below]
+
         def key(kind: int, index: int) -> tuple[float, float] | None:
             """(loss per cost saved, minus the saving): ties go to the larger saving."""
-            if kind == _BITS:
+            if kind == _BLOCK:
+                units = block(index)
+                if units is None:
+                    return None
+                loss = sum(unit_loss(u) for u in units.tolist())
+                saved = sum(state.removal_saving(u) for u in units.tolist())
+            elif kind == _BITS:
                 b = unit_bits[index]
                 if b <= low or not self.owners[index]:
                     return None
@@ -167,9 +200,9 @@ class ActionWall:
             for index in range(count):
                 if (k := key(kind, index)) is not None:
                     heap.append((k, kind, index))
-        for u in range(self.units.count):
-            if (k := key(_REMOVE, u)) is not None:
-                heap.append((k, _REMOVE, u))
+        for move in dict.fromkeys(removal(u) for u in range(self.units.count)):
+            if (k := key(*move)) is not None:
+                heap.append((k, *move))
         heapq.heapify(heap)
         while state.cost > budget and heap:
             k, kind, index = heapq.heappop(heap)
@@ -183,12 +216,22 @@ class ActionWall:
                 state.lower_unit(index, self.levels[self._level(unit_bits[index]) - 1])
             elif kind == _FREE:
                 state.lower_free(index, self.levels[self._level(layer_bits[index]) - 1])
+            elif kind == _BLOCK:
+                units = block(index)
+                state.remove(*units.tolist())
+                left[index] -= len(units)
             else:
                 state.remove(index)
                 left[self.units.group_of[index]] -= 1
-            for follow in (_BITS, _REMOVE) if kind != _FREE else (_FREE,):
-                if (k := key(follow, index)) is not None:
-                    heapq.heappush(heap, (k, follow, index))
+            if kind == _FREE:
+                follows = [(_FREE, index)]
+            elif kind == _BLOCK:
+                follows = [(_BLOCK, index)]
+            else:
+                follows = [(_BITS, index), removal(index)]
+            for follow in follows:
+                if (k := key(*follow)) is not None:
+                    heapq.heappush(heap, (k, *follow))
         if state.cost > budget * (1 + 1e-9):
             raise BudgetError(
                 f"the action wall cannot bring the policy within the budget ({budget:.4g}); "
@@ -258,6 +301,7 @@ class _WallState:
         self.sums[layer] -= self.wall.free_cost[layer, j] - self.wall.free_cost[layer, k]
         self.layer_bits[layer] = bits
 
-    def remove(self, u: int) -> None:
-        self.unit_bits[u] = 0.0
+    def remove(self, *units: int) -> None:
+        for u in units:
+            self.unit_bits[u] = 0.0
         self._measure()
