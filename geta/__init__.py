@@ -19,10 +19,12 @@ The pieces on their own::
     geta.quant.prepare(model, init_bits=4)  # learnable quantizers on conv/linear weights
     geta.export.save(model, "out/")         # bit-packed artifact (safetensors + JSON)
     print(geta.size_report(model, "out/"))  # papers' ratio and real bytes
+    fast = geta.deploy(model)               # int8/int4 codes in RAM, integer kernels
 """
 
-from geta import distill, export, hf, optim, quant
+from geta import deployment, distill, export, hf, optim, quant
 from geta.compressor import Compressor, CompressorConfig
+from geta.deployment import deploy
 from geta.errors import (
     ArtifactError,
     BudgetError,
@@ -56,6 +58,8 @@ __all__ = [
     "PruneError",
     "PruningGroup",
     "TraceError",
+    "deploy",
+    "deployment",
     "distill",
     "export",
     "hf",

@@ -4,6 +4,7 @@ geta compress                           # the demo: LeNet-5 on Fashion-MNIST, 30
 geta compress --model resnet20 --budget 50x --epochs 10 --out runs/r20
 geta compress --out geta-out --resume   # continue an interrupted run
 geta inspect geta-out/artifact          # tensors, bits, coders, bytes, checksum
+geta deploy geta-out/artifact           # ONNX with int4/int8 weights (MatMulNBits, QDQ)
 geta graph resnet18                     # trace a model and print its prunable groups
 geta graph resnet20 --out graph.html    # interactive explorer (also .svg, .dot, .graphml)
 
@@ -18,7 +19,7 @@ import logging
 import sys
 import traceback
 
-from geta.cli import compress_command, graph, inspect_artifact
+from geta.cli import compress_command, deploy_command, graph, inspect_artifact
 from geta.cli.models import LoadedModel, load_model
 from geta.errors import ConfigError, GetaError
 
@@ -49,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         parents=[common],
     )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for module in (compress_command, inspect_artifact, graph):
+    for module in (compress_command, inspect_artifact, deploy_command, graph):
         module.add_parser(sub, [common])
     return parser
 
