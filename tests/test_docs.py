@@ -131,6 +131,12 @@ report = fixed.report()
 assert report.mode == "fixed-bits" and report.within_budget
 assert {r.bits for r in report.layers} == {4} and fixed_opt.stage == "done"
 assert "fixed-bits" in geta.optim.registered_modes()
+
+mine = torch.nn.Sequential(MyLinear(16, 8))
+geta.quant.prepare(mine, init_bits=4, per_channel=True)
+deployed = geta.deploy(mine)
+assert [r.kernel for r in deployed.deploy_report.layers] == ["int8-storage"]
+assert isinstance(deployed[0], StoredLinear)
 """,
 }
 
@@ -175,7 +181,7 @@ def test_every_python_block_is_run_or_marked():
                 compile(code, f"{name(page)} block {i + 1}", "exec")
     for key in {*PRELUDE, *CHECKS}:  # no settings for a page that is gone or has nothing to run
         assert REPO / key in RUN, f"{key}: PRELUDE/CHECKS for a page without runnable blocks"
-    assert len(fenced(REPO / "docs" / "extending.md", "python")) == 5, "update CHECKS"
+    assert len(fenced(REPO / "docs" / "extending.md", "python")) == 6, "update CHECKS"
 
 
 @pytest.mark.parametrize("page", RUN, ids=name)
