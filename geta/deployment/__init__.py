@@ -34,6 +34,7 @@ from torch import nn
 from geta.deployment.report import DeployReport, LayerDeployment, deployment_report
 from geta.deployment.torch_backend import DeployConfig, QuantizedWeight, convert, register_converter
 from geta.errors import ArtifactError
+from geta.export import artifact
 from geta.quant.codes import channel_code_bits, quantized_codes
 from geta.quant.prepare import (
     attach_input_quantizer,
@@ -97,8 +98,6 @@ def _from_model(model: nn.Module) -> tuple[nn.Module, dict[str, QuantizedWeight]
 def _from_artifact(
     path: Path, model: nn.Module | Callable[[], nn.Module] | None
 ) -> tuple[nn.Module, dict[str, QuantizedWeight]]:
-    from geta.export import artifact
-
     float_model = artifact.load(path, model=model)
     weights = {}
     for name, stored in artifact.load_codes(path).items():
@@ -143,8 +142,8 @@ def deploy(
             directory written by :func:`geta.export.save`.
         backend: ``"torch"`` (an ``nn.Module`` on integer kernels) or ``"onnx"`` (an
             :class:`geta.deployment.onnx_backend.OnnxModel` wrapping an onnxruntime session).
-        config: kernel choices (:class:`DeployConfig`; weight-only, widest-fitting kernel
-            by default).
+        config: kernel choices (:class:`DeployConfig`). The ONNX backend takes ``weights``
+            only: its graph is weight-only (``MatMulNBits`` / ``DequantizeLinear``).
         model: for an artifact, the float architecture (module or factory) as
             :func:`geta.export.load` takes it.
         example_inputs: ONNX only: inputs to trace the model with.
