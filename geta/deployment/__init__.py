@@ -113,7 +113,7 @@ def _from_artifact(
     return float_model, weights
 
 
-def _keep_input_quantizers(original: nn.Module, deployed: nn.Module, config: DeployConfig) -> None:
+def _keep_input_quantizers(original: nn.Module, deployed: nn.Module) -> None:
     """Replaced layers keep their input quantizers (weight-only), or drop them where the
     kernel quantizes its inputs itself (``activations="int8"``)."""
     for name, q in input_quantizers(original).items():
@@ -180,6 +180,6 @@ def deploy(
             float_model, weights, config, tuple(example_inputs), out, float_bytes, artifact_path
         )
     deployed = convert(float_model, weights, config)
-    _keep_input_quantizers(originals, deployed, config)
+    _keep_input_quantizers(originals, deployed)
     deployed.deploy_report = deployment_report(deployed, backend, float_bytes, artifact_path)
     return deployed.eval()

@@ -17,7 +17,7 @@ RAM is what the kernel width says: 1 byte per weight for int8, half a byte for i
   inputs: measured 50x at 128 x 384 x 1536 on an AVX2 EPYC).
 - :class:`StoredEmbedding`: int8 rows gathered, then scaled.
 
-Build them with ``from_codes``; ``torch.ops.aten`` kernels are the same ones torchao's
+The ``torch.ops.aten`` kernels are the same ones torchao's
 weight-only configs call on CPU, fed here with geta's own learned codes and steps instead of a
 fresh rounding of float weights.
 """
@@ -69,7 +69,29 @@ def _bias(bias: torch.Tensor | None) -> nn.Parameter | None:
     return None if bias is None else nn.Parameter(bias.detach().clone(), requires_grad=False)
 
 
-class Int8Linear(nn.Module):
+class _FlatLinear(nn.Module):
+    """A linear layer whose kernel takes 2-D inputs: inputs of any leading shape are
+    flattened for :meth:`_matmul`, the bias added and the shape restored."""
+
+    kernel: str
+    in_features: int
+    out_features: int
+    bias: nn.Parameter | None
+
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self._matmul(x.reshape(-1, self.in_features))
+        if self.bias is not None:
+            y = y + self.bias.to(y.dtype)
+        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kernel}"
+
+
+class Int8Linear(_FlatLinear):
     """``y = x @ (codes * scale).T + bias`` with int8 ``codes`` ``[out, in]``."""
 
     kernel = "int8"
@@ -81,22 +103,11 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", _row_scale(scale, codes.shape[0]))
         self.bias = _bias(bias)
 
-    @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        return cls(codes, scale, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
-        y = torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scale.to(flat.dtype))
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8"
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.aten._weight_int8pack_mm(flat, self.codes, self.scale.to(flat.dtype))
 
 
-class Int4Linear(nn.Module):
+class Int4Linear(_FlatLinear):
     """``y = x @ (codes * scale).T + bias`` with codes in ``[-8, 7]`` packed two per byte in
     the CPU int4 kernel's layout (see :func:`int4_supported` for the shapes it takes)."""
 
@@ -124,36 +135,24 @@ class Int4Linear(nn.Module):
         self.register_buffer("scales_zeros", scales_zeros.contiguous())
         self.bias = _bias(bias)
 
-    @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        return cls(codes, scale, bias)
-
     def dequantized(self) -> torch.Tensor:
         """The float weight ``[out, in]`` (the kernel applied to the identity)."""
         eye = torch.eye(self.in_features, dtype=self.scales_zeros.dtype, device=self.packed.device)
-        return self._matmul(eye).T.contiguous()
+        return self._cpu_matmul(eye).T.contiguous()
 
-    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
+    def _cpu_matmul(self, flat: torch.Tensor) -> torch.Tensor:
         scales = self.scales_zeros.to(flat.dtype)
         return torch.ops.aten._weight_int4pack_mm_for_cpu(
             flat, self.packed, self.group_size, scales
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features)
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
         if flat.device.type == "cpu":
-            y = self._matmul(flat)
-        else:  # no int4 kernel for this packing off the CPU: a float matmul
-            y = flat @ self.dequantized().to(flat).T
-        if self.bias is not None:
-            y = y + self.bias.to(y.dtype)
-        return y.reshape(*x.shape[:-1], self.out_features)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int4"
+            return self._cpu_matmul(flat)
+        return flat @ self.dequantized().to(flat).T  # no int4 kernel off the CPU: float matmul
 
 
-class DynamicInt8Linear(nn.Module):
+class DynamicInt8Linear(_FlatLinear):
     """fbgemm's dynamic int8 linear on the int8 ``codes`` (per-channel scales): activations
     are quantized to int8 per call. CPU only."""
 
@@ -176,19 +175,8 @@ class DynamicInt8Linear(nn.Module):
         lives outside the module's tensors."""
         return self.out_features * self.in_features + 8 * self.out_features
 
-    @classmethod
-    def from_codes(cls, codes: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None):
-        return cls(codes, scale, bias)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        flat = x.reshape(-1, self.in_features).float()
-        y = torch.ops.quantized.linear_dynamic(flat, self._packed, False)
-        if self.bias is not None:
-            y = y + self.bias
-        return y.reshape(*x.shape[:-1], self.out_features).to(x.dtype)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, int8 dynamic"
+    def _matmul(self, flat: torch.Tensor) -> torch.Tensor:
+        return torch.ops.quantized.linear_dynamic(flat.float(), self._packed, False)
 
 
 def _axis_view(scale: torch.Tensor, ndim: int, axis: int) -> torch.Tensor:
@@ -232,7 +220,7 @@ class StoredWeight(nn.Module):
         return self.integers().to(dtype) * self.scale.to(dtype)
 
 
-class StoredLinear(nn.Module):
+class StoredLinear(_FlatLinear):
     """A linear layer whose weight is held as int8 or int4 codes and dequantized at each call
     into a float matmul (on CPUs whose integer matmul kernels are slow for float inputs)."""
 
@@ -247,10 +235,7 @@ class StoredLinear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = None if self.bias is None else self.bias.to(x.dtype)
-        return F.linear(x, self.weight_codes(x.dtype), bias)
-
-    def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, out_features={self.out_features}, {self.kernel}"
+        return F.linear(x, self.weight_codes(x.dtype), bias)  # any leading shape
 
 
 class StoredConv(nn.Module):

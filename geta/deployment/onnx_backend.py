@@ -23,7 +23,7 @@ import torch
 from onnx import helper, numpy_helper
 from torch import nn
 
-from geta.deployment.report import KERNEL_BITS, DeployReport, LayerDeployment, artifact_bytes
+from geta.deployment.report import DeployReport, artifact_bytes
 from geta.deployment.torch_backend import DeployConfig, QuantizedWeight
 
 __all__ = ["OnnxModel", "export_onnx"]
@@ -160,7 +160,7 @@ def export_onnx(
     for layer, weight in weights.items():
         name = f"{layer}.weight" if layer else "weight"
         if name not in initializers or config.weights == "float" or weight.bits > 8:
-            rows.append(_row(layer, "float", weight))
+            rows.append(weight.deployment(layer, "float"))
             continue
         consumers = _consumers(graph, name)
         bits = 4 if weight.bits <= 4 and weight.fits(4) and config.weights != "int8" else 8
@@ -177,10 +177,10 @@ def export_onnx(
                 graph.node.remove(node)
                 for offset, new in enumerate(replacement):
                     graph.node.insert(at + offset, new)
-            rows.append(_row(layer, f"int{bits}", weight))
+            rows.append(weight.deployment(layer, f"int{bits}"))
         else:
             _dequantize(graph, name, weight)
-            rows.append(_row(layer, "int8-storage", weight))
+            rows.append(weight.deployment(layer, "int8-storage"))
         graph.initializer.remove(initializers[name])
     if not any(o.domain == _MS_DOMAIN for o in model.opset_import):
         model.opset_import.append(helper.make_opsetid(_MS_DOMAIN, 1))
@@ -190,10 +190,3 @@ def export_onnx(
     file_bytes = artifact_bytes(artifact) if artifact is not None else None
     report = DeployReport("onnx", rows, _initializer_bytes(model), float_bytes, file_bytes)
     return OnnxModel(path, report)
-
-
-def _row(layer: str, kernel: str, weight: QuantizedWeight) -> LayerDeployment:
-    bits = KERNEL_BITS[kernel]
-    return LayerDeployment(
-        layer, kernel, weight.histogram(), weight.codes.numel(), weight.rounding_bits(bits)
-    )

@@ -98,6 +98,11 @@ class QuantizedWeight:
         bits, counts = torch.unique(self.channel_bits, return_counts=True)
         return {int(b): int(n) for b, n in zip(bits, counts, strict=True)}
 
+    def deployment(self, name: str, kernel: str) -> LayerDeployment:
+        """The report's record of this weight deployed as layer ``name`` on ``kernel``."""
+        bits = self.rounding_bits(KERNEL_BITS[kernel])
+        return LayerDeployment(name, kernel, self.histogram(), self.codes.numel(), bits)
+
     def rounding_bits(self, kernel_bits: int) -> int:
         """Bits the kernel width adds over the learned bits, over all weights."""
         per_channel = self.codes.numel() // self.channel_bits.numel()
@@ -189,10 +194,7 @@ def convert(
         module = model.get_submodule(name)
         fn = _converter(module)
         new, kernel = fn(module, weight, config) if fn is not None else (module, "float")
-        new.deployment = LayerDeployment(
-            name, kernel, weight.histogram(), weight.codes.numel(),
-            weight.rounding_bits(KERNEL_BITS[kernel]),
-        )  # fmt: skip
+        new.deployment = weight.deployment(name, kernel)
         if new is not module:
             parent, _, attr = name.rpartition(".")
             if not attr:

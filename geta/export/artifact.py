@@ -867,12 +867,19 @@ def _check_budget(path: Path, tensors: dict, max_bytes: int) -> None:
         )
 
 
-def _decode_tensor(name: str, entry: dict, streams: dict[tuple[str, str], bytes]) -> torch.Tensor:
-    """One checked tensor from its streams."""
+def _tensor_parts(name: str, entry: dict, streams: dict[tuple[str, str], bytes]) -> dict:
+    """A tensor's streams by name, each checked to hold the bytes its index entry declares
+    (a stream that runs past its section comes back short)."""
     parts = {stream: streams[name, stream] for stream in entry["streams"]}
     for stream, length in entry["streams"].items():
         if len(parts[stream]) != length:
             raise KeyError(f"{stream} ({length} bytes)")
+    return parts
+
+
+def _decode_tensor(name: str, entry: dict, streams: dict[tuple[str, str], bytes]) -> torch.Tensor:
+    """One checked tensor from its streams."""
+    parts = _tensor_parts(name, entry, streams)
     if entry["encoding"] == "quantized":
         tensor = torch.from_numpy(_decode_quantized(entry, parts))
     else:
@@ -955,8 +962,7 @@ def load_codes(path: str | Path, *, max_bytes: int | None = None) -> dict[str, S
         if entry["encoding"] != "quantized":
             continue
         with _decoding(path, name):
-            parts = {stream: streams[name, stream] for stream in entry["streams"]}
-            codes, step = _decode_codes(entry, parts)
+            codes, step = _decode_codes(entry, _tensor_parts(name, entry, streams))
             axis = entry["axis"] % codes.ndim if entry["per_channel"] else 0
             step = step.reshape(-1).astype(np.float32)
             histogram = entry.get("channel_bits") or {str(entry["bits"]): int(step.size)}
