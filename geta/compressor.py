@@ -15,6 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from geta import config
+from geta.deployment.latency import LatencyTable, time_call, timed_inputs
 from geta.errors import BudgetError, ConfigError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
@@ -35,8 +36,11 @@ from geta.optim.problem import CompressionProblem
 from geta.optim.projection import minimum_cost
 from geta.optim.report import CompressionReport, measure_layers, measured_cost
 from geta.quant import Quantizer, prepare
+from geta.quant.prepare import input_quantizers
 
 __all__ = ["Compressor", "CompressorConfig"]
+
+KERNEL_ACTIVATION_BITS = 8  # the int8 dynamic kernels' input width
 
 
 def _capture_context(model: nn.Module) -> contextlib.AbstractContextManager:
@@ -77,7 +81,8 @@ class CompressorConfig:
     - ``count_zero_codes``: GETA mode plans with the expected count of nonzero codes (at 2-3
       bits many weights round to the zero code and cost nothing; counting every kept weight
       leaves much of the budget unused) and holds zero codes at zero in cool-down; the
-      budget still holds exactly, and the delivered ratio lands near the asked one.
+      budget still holds exactly, and the delivered ratio lands near the asked one. Not
+      applied under a latency budget: dense kernels spend the same time on a zero code.
     - ``learned_bits``: GETA's quantizer step learns each layer's bits between the lowest
       option and the (falling) upper bound, rounded at the freeze; off (default), the bits
       are the bound itself: the plan's integer bits from the end of bit reduction on, so the
@@ -162,11 +167,13 @@ class Compressor:
         self.mode = self.handler.name
         self.budget = Budget.parse(budget) if isinstance(budget, str) else budget
         self.handler.check(self)
+        self._check_metric()
         args = example_inputs if isinstance(example_inputs, tuple) else (example_inputs,)
         self.example_inputs = (args, dict(example_kwargs or {}))
         self.model = model
         self.fp32_bytes = sum(4 * t.numel() for t in model.state_dict().values())
         cfg = self.config
+        self.latency_table = self._measure_latency() if self._latency else None
         prepare(
             model,
             init_bits=cfg.init_bits,
@@ -187,8 +194,9 @@ class Compressor:
             max_group_sparsity=cfg.max_group_sparsity,
             target_group_sparsity=cfg.target_group_sparsity,
             saliency=cfg.saliency,
-            count_zero_codes=cfg.count_zero_codes,
+            count_zero_codes=cfg.count_zero_codes and not self._latency,
             channel_multiple=self.handler.channel_multiple(self),
+            latency=self.latency_table,
         )
         self._check_feasible()
         learned = {id(p) for p in self._learned_quantizer_params()}
@@ -197,7 +205,39 @@ class Compressor:
         self._optimizer: ModeOptimizer | None = None
         self.search_result: ModeSearch | None = None
         self.finalized = False
+        self.measured_latency_ms: float | None = None  # the deployed model, timed at finalize
         self.artifact_path: Path | None = None
+
+    @property
+    def _latency(self) -> bool:
+        return self.budget is not None and self.budget.metric == "latency"
+
+    def _check_metric(self) -> None:
+        if self.budget is None:
+            return
+        if self.budget.metric not in self.handler.metrics:
+            raise ConfigError(
+                f"mode {self.mode!r} plans {' or '.join(self.handler.metrics)} budgets, not "
+                f"{self.budget.metric}; use mode='geta' for a latency budget"
+            )
+
+    def _measure_latency(self) -> LatencyTable:
+        """Time the float model and its layers on this machine (cached per machine and
+        shape) for a latency budget: the kernels :func:`geta.deploy` will run them on."""
+        cfg, (args, kwargs) = self.config, self.example_inputs
+        lo, hi = cfg.bit_range
+        with _capture_context(self.model):
+            return LatencyTable.measure(
+                self.model,
+                args,
+                kwargs,
+                batch=self.budget.batch,
+                device=self.budget.device,
+                bit_options=range(lo, hi + 1),
+                quantized=lambda layer: cfg.quantize_embeddings or not layer.kind.embedding,
+                per_channel=cfg.per_channel,
+                activations=cfg.quantize_activations,
+            )
 
     def _check_feasible(self) -> None:
         p = self.problem
@@ -297,7 +337,18 @@ class Compressor:
             lr=lr,
             **base_kwargs,
         )
+        if self._latency and self.config.quantize_activations:
+            self._hold_activation_bits()
+            self._optimizer.register_step_post_hook(lambda *_: self._hold_activation_bits())
         return self._optimizer
+
+    @torch.no_grad()
+    def _hold_activation_bits(self) -> None:
+        """Under a latency budget, inputs stay within 8 bits: the width the latency table
+        timed their layers' kernels at (int8 dynamic activations for linear layers)."""
+        for q in input_quantizers(self.model).values():
+            if float(q.bits().max()) > KERNEL_ACTIVATION_BITS:
+                q.project(2, KERNEL_ACTIVATION_BITS)
 
     # ------------------------------------------------------------ results
     def finalize(self) -> nn.Module:
@@ -312,12 +363,28 @@ class Compressor:
         if plan:
             prune(self.model, self.graph, plan)
         self.finalized = True
+        if self._latency:
+            self.measured_latency_ms = self._time_deployed()
         report = self.report()
         if not report.within_budget:  # an invariant; never expected
             raise BudgetError(
                 f"finalized model is over budget: {report.achieved} > {report.target}"
             )
         return self.model
+
+    def _time_deployed(self) -> float:
+        """Milliseconds per forward of the finalized model as :func:`geta.deploy` runs it,
+        at the budget's batch and device, timed as the latency table was."""
+        from geta.deployment import deploy  # deployment imports the export side of geta
+
+        device = self.budget.device
+        deployed = deploy(self.model, "torch", config=self.latency_table.deploy_config)
+        deployed = deployed.to(device).eval()
+        args, kwargs = timed_inputs(*self.example_inputs, self.budget.batch)
+        args = tuple(a.to(device) if isinstance(a, torch.Tensor) else a for a in args)
+        kwargs = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in kwargs.items()}
+        seconds = time_call({"model": lambda: deployed(*args, **kwargs)}, 7, device)
+        return seconds["model"] * 1e3
 
     def export(
         self, path: str | Path, *, architecture: str | None = None, program: bool = False
@@ -334,10 +401,21 @@ class Compressor:
         return self.artifact_path
 
     def current_cost(self) -> float:
-        """The model's cost now, in the budget's unit (bits of weight payload, or BOPs),
-        measured on the live model as :meth:`report` measures ``achieved``; compare it with
-        ``self.problem.target`` to follow a run against its budget."""
-        return measured_cost(self.problem.cost_model)
+        """The model's cost now, in the budget's unit (bits of weight payload, BOPs, or
+        predicted milliseconds), measured on the live model as :meth:`report` measures
+        ``achieved``; compare it with :attr:`budget_target` to follow a run against its
+        budget."""
+        cm = self.problem.cost_model
+        return measured_cost(cm) + cm.offset()
+
+    @property
+    def budget_target(self) -> float | None:
+        """The budget in the unit of :meth:`current_cost` (for latency, whole-model
+        milliseconds; :attr:`problem.target <geta.optim.problem.CompressionProblem.target>`
+        is the part of them the plan controls)."""
+        if self._latency:
+            return float(self.budget.target(self.latency_table.dense_ms))
+        return self.problem.target
 
     def report(self) -> CompressionReport:
         """Budget, achieved cost (measured on the model: nonzero quantized codes x bits), the
@@ -352,13 +430,18 @@ class Compressor:
             artifact_bytes = sum(f.stat().st_size for f in Path(self.artifact_path).iterdir())
         removed, total = opt.removal_counts() if opt is not None else (0, p.units.count)
         budget = str(self.budget) if self.budget else self.handler.budget_label(self)
+        target, dense = self.budget_target, cm.dense_cost()
+        if cm.metric == "latency":  # whole-model milliseconds: the plan's part and the rest
+            achieved += cm.offset()
+            dense = cm.latency.dense_ms
         return CompressionReport(
             mode=self.mode,
             budget=budget,
             metric=cm.metric,
-            target=p.target,
+            target=target,
             achieved=achieved,
-            dense_cost=cm.dense_cost(),
+            dense_cost=dense,
+            measured=self.measured_latency_ms,
             layers=rows,
             removed_units=removed,
             total_units=total,

@@ -181,7 +181,7 @@ class CompressorRun:
         )
         self.resumable = True
         self.settings: dict[str, Any] = {}
-        self.target = self.compressor.problem.target
+        self.target = self.compressor.budget_target
 
     def measure(self) -> dict[str, Any]:
         return {"cost": self.compressor.current_cost(), "stage": self.optimizer.stage}

@@ -99,7 +99,11 @@ def plot_cost(
     """The measured cost over the compression epochs (log scale), the budget, the projections'
     planned costs, and the stages as shaded spans."""
     fig, (ax,) = _figure(1, width=9.0, height=3.8)
-    scale, unit = (1 / 8000, "KB of weights") if metric == "size" else (1e-9, "GBOPs")
+    scale, unit = {
+        "size": (1 / 8000, "KB of weights"),
+        "bops": (1e-9, "GBOPs"),
+        "latency": (1.0, "ms (predicted)"),
+    }[metric]
     rows = [r for r in trace if r["phase"] == "compress" and r.get("cost") is not None]
     xs = [r["epoch"] for r in rows]
     ax.plot(xs, [r["cost"] * scale for r in rows], color="#c44e52", label="measured cost")

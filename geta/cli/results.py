@@ -83,6 +83,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
                 "achieved": r.achieved,
                 "dense_cost": r.dense_cost,
                 "papers_ratio": r.ratio,
+                "measured_ms": r.measured,
                 "within_budget": r.within_budget,
                 "artifact_bytes": r.artifact_bytes,
                 "fp32_bytes": r.fp32_bytes,
@@ -156,20 +157,25 @@ def _pct(x: float | None) -> str:
 def result_table(data: dict[str, Any], out: Path) -> str:
     """The table ``geta compress`` prints at the end (from :func:`result_dict`'s values)."""
     d, c, s, spec = data["dense"], data["compressed"], data["seconds"], data["run"]
-    size = c["metric"] == "size"
+    size, latency = c["metric"] == "size", c["metric"] == "latency"
     unit = (lambda v: f"{v / 8:,.0f} B") if size else (lambda v: f"{v:.3g}")
+    cost_label = "weights, papers' way" if size else "BOPs per sample"
+    ratio_label = "papers' ratio"
+    if latency:
+        cost_label, ratio_label = "ms per forward, predicted", "speed-up, predicted"
     drop = 100 * (c["accuracy"] - d["accuracy"])
     real = f"{c['artifact_bytes']:,} B ({c['real_ratio']:.1f}x smaller)"
     rows = [
         ("", "dense", "compressed"),
         ("test accuracy", _pct(d["accuracy"]), f"{_pct(c['accuracy'])} ({drop:+.2f} pt)"),
-        ("papers' ratio", "1.0x", f"{c['papers_ratio']:.1f}x (budget {c['budget']})"),
-        (
-            "weights, papers' way" if size else "BOPs per sample",
-            unit(c["dense_cost"]),
-            unit(c["achieved"]),
-        ),
+        (ratio_label, "1.0x", f"{c['papers_ratio']:.1f}x (budget {c['budget']})"),
+        (cost_label, unit(c["dense_cost"]), unit(c["achieved"])),
         ("real bytes", f"{c['fp32_bytes']:,} B (fp32)", real),
+        *(
+            [("ms per forward, measured", "", f"{c['measured_ms']:.3g} (deployed)")]
+            if latency and c.get("measured_ms")
+            else []
+        ),
         (
             "time",
             f"{s['dense']:.0f} s" + (" (cached)" if d.get("cached") else ""),

@@ -1,4 +1,5 @@
-"""The cost model: model size (bits x nonzeros) or BOPs, per layer, from the graph's groups.
+"""The cost model: model size (bits x nonzeros), BOPs or latency, per layer, from the graph's
+groups.
 
 What counts: the weight of every quantizable layer (conv, linear, embedding; the layer kinds of
 :mod:`geta.quant.prepare`). Biases and normalisation parameters are left out, as in the papers.
@@ -12,6 +13,7 @@ the bits per layer without tracing again.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -20,6 +22,9 @@ from torch import nn
 from geta.graph.dependency_graph import DependencyGraph
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
 from geta.quant.ratio import FLOAT_BITS
+
+if TYPE_CHECKING:
+    from geta.deployment.latency import LatencyTable
 
 __all__ = ["CostModel", "UnitIndex", "Axis"]
 
@@ -80,6 +85,10 @@ class CostModel:
     ``positions_l * numel_l`` is the layer's MAC count per sample (output positions of a conv,
     tokens of a linear layer; embeddings have none), and ``act_bits_l`` the bits of its input
     quantizer (32 without one).
+    ``metric="latency"``: ``cost = sum_l slope_l(bits_l) * nnz_l`` milliseconds, the slope of
+    the kernel the layer's bits deploy to, from a measured :class:`~geta.deployment.latency.
+    LatencyTable`; the rest of the model's time (:meth:`offset`) does not depend on the plan.
+    Everywhere a cost multiplies bits, it multiplies :meth:`bit_cost` of them.
 
     Example:
         >>> cm = CostModel(model, graph, metric="size")                      # doctest: +SKIP
@@ -92,10 +101,14 @@ class CostModel:
         graph: DependencyGraph,
         metric: str = "size",
         positions: dict[str, float] | None = None,
+        latency: LatencyTable | None = None,
     ) -> None:
-        if metric not in ("size", "bops"):
-            raise ValueError(f"metric is 'size' or 'bops', not {metric!r}")
+        if metric not in ("size", "bops", "latency"):
+            raise ValueError(f"metric is 'size', 'bops' or 'latency', not {metric!r}")
+        if metric == "latency" and latency is None:
+            raise ValueError("a latency cost model needs a measured LatencyTable")
         self.metric = metric
+        self.latency = latency
         self.layers: list[QuantizableLayer] = quantizable_layers(model)
         self.names = [layer.name for layer in self.layers]
         self.shapes = [tuple(layer.weight.shape) for layer in self.layers]
@@ -154,8 +167,8 @@ class CostModel:
         return nnz
 
     def coefficients(self, activation_bits: np.ndarray | None = None) -> np.ndarray:
-        """Cost per (weight bit x nonzero) of each layer."""
-        if self.metric == "size":
+        """Cost per (:meth:`bit_cost` x nonzero) of each layer."""
+        if self.metric in ("size", "latency"):
             return np.ones(len(self.layers))
         act = activation_bits if activation_bits is not None else self.activation_bits()
         return self.positions * act
@@ -179,9 +192,37 @@ class CostModel:
             dtype=np.float64,
         )
 
+    def bit_cost(self, bits: np.ndarray) -> np.ndarray:
+        """What one kept weight of each layer costs at ``bits`` (first axis: layers; any
+        trailing axes, e.g. bit options): the bits themselves for size and BOPs; for latency
+        the milliseconds per weight of the kernel those bits deploy to."""
+        bits = np.asarray(bits, dtype=np.float64)
+        if self.metric != "latency":
+            return bits
+        out = np.zeros_like(bits)
+        for i, name in enumerate(self.names):
+            if name in self.latency.layers:  # a layer the forward never ran costs nothing
+                row = bits[i]
+                out[i] = np.vectorize(lambda b, n=name: self.latency.slope(n, b))(row)
+        return out
+
+    def offset(self, bits: np.ndarray | None = None) -> float:
+        """The part of the cost no plan changes: for latency, the time outside the counted
+        layers plus each layer's fixed time at ``bits`` (its current bits by default; with a
+        second axis of bit options, the largest over them); 0 for size and BOPs."""
+        if self.metric != "latency":
+            return 0.0
+        bits = np.asarray(self.current_bits() if bits is None else bits, dtype=np.float64)
+        fixed = sum(
+            max(self.latency.intercept(name, float(b)) for b in np.atleast_1d(row))
+            for name, row in zip(self.names, bits, strict=True)
+            if name in self.latency.layers
+        )
+        return float(self.latency.fixed_ms + fixed)
+
     def cost(self, removed: np.ndarray, bits: np.ndarray, coef: np.ndarray | None = None) -> float:
         coef = self.coefficients() if coef is None else coef
-        return float((coef * bits * self.nonzeros(removed)).sum())
+        return float((coef * self.bit_cost(bits) * self.nonzeros(removed)).sum())
 
     def channel_axes(self) -> list[int]:
         """Each counted layer's channel axis: its quantizer's axis (the layer kind's output
@@ -225,9 +266,11 @@ class CostModel:
         return out
 
     def dense_cost(self) -> float:
-        """The fp32 model's cost: 32-bit weights (and 32-bit activations for BOPs)."""
+        """The fp32 model's cost: 32-bit weights (and 32-bit activations for BOPs; the float
+        kernels' time for latency, :meth:`offset` not included)."""
         act = np.full(len(self.layers), float(FLOAT_BITS))
-        return float((self.coefficients(act) * FLOAT_BITS * self.numel).sum())
+        float_bits = np.full(len(self.layers), float(FLOAT_BITS))
+        return float((self.coefficients(act) * self.bit_cost(float_bits) * self.numel).sum())
 
 
 def output_positions(model: nn.Module, args: tuple, kwargs: dict | None = None) -> dict[str, float]:

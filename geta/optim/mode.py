@@ -121,6 +121,7 @@ class CompressionMode:
     config_field: str | None = None  # where CompressorConfig keeps it (serialized with runs)
     aliases: tuple[str, ...] = ()
     searches: bool = False  # chooses its policy by Compressor.search before training
+    metrics: tuple[str, ...] = ("size", "bops")  # the Budget metrics its planning supports
 
     def settings(self, compressor: Compressor) -> Any:
         """This mode's settings: its field of ``compressor.config``, the mode config given to

@@ -4,11 +4,13 @@ and the per-tensor masks that apply a removal plan to the live parameters."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
 
+from geta.errors import BudgetError
 from geta.graph.dependency_graph import DependencyGraph
 from geta.optim.alignment import aligned_keep_counts, unit_multiples
 from geta.optim.budget import Budget
@@ -21,6 +23,10 @@ from geta.optim.projection import (
     select_fraction,
 )
 from geta.optim.saliency import LOSS_SCALED, Curvature, UnitStatistics, importance
+from geta.quant.ratio import FLOAT_BITS
+
+if TYPE_CHECKING:
+    from geta.deployment.latency import LatencyTable
 
 __all__ = ["CompressionProblem", "TensorMask"]
 
@@ -45,6 +51,10 @@ class CompressionProblem:
     ``channel_multiple=N`` aligns every plan (:mod:`geta.optim.alignment`): each group keeps
     a multiple of ``unit_multiple[g]`` units (so every dimension it prunes keeps a multiple of
     ``N`` indices) or all of them, and ``min_keep`` is rounded up to match.
+
+    A latency budget needs the measured ``latency`` table; its :attr:`target` is the part of
+    the budget left for the layers' plan-dependent time (the rest of the model and each
+    layer's largest fixed time over the bit options taken off).
     """
 
     def __init__(
@@ -60,6 +70,7 @@ class CompressionProblem:
         saliency: str = "geta",
         count_zero_codes: bool = False,
         channel_multiple: int = 1,
+        latency: LatencyTable | None = None,
     ) -> None:
         lo, hi = bit_range
         if not 2 <= lo <= hi <= 32:
@@ -67,14 +78,14 @@ class CompressionProblem:
         self.model = model
         self.graph = graph
         self.metric = budget.metric if budget is not None else "size"
-        self.cost_model = CostModel(model, graph, self.metric, positions)
+        self.cost_model = CostModel(model, graph, self.metric, positions, latency)
         self.stats = UnitStatistics(model, graph)
         observed = dict(self.stats.params)
         observed.update({layer.tensor_name: layer.weight for layer in self.cost_model.layers})
         self.curvature = Curvature(observed)
         self.budget = budget
-        self.target = budget.target(self.cost_model.dense_cost()) if budget else None
         self.bit_options = np.arange(lo, hi + 1, dtype=np.float64)
+        self.target = self._target(budget) if budget else None
         self.target_group_sparsity = target_group_sparsity
         self.saliency = saliency
         self.count_zero_codes = count_zero_codes
@@ -84,6 +95,22 @@ class CompressionProblem:
         )
         self.min_keep = self.aligned_min_keep(max_group_sparsity)
         self.masks = self._tensor_masks()
+
+    def _target(self, budget: Budget) -> float:
+        cm = self.cost_model
+        if cm.metric != "latency":
+            return budget.target(cm.dense_cost())
+        options = np.broadcast_to(self.bit_options, (len(cm.layers), len(self.bit_options)))
+        rest = cm.offset(np.where(cm.quantized[:, None], options, float(FLOAT_BITS)))
+        total = budget.target(cm.latency.dense_ms)
+        if total <= rest:
+            raise BudgetError(
+                f"the budget of {budget} ({total:.3g} ms) cannot be met: the model's time "
+                f"outside its prunable weights is already {rest:.3g} ms of the measured "
+                f"{cm.latency.dense_ms:.3g} ms; raise the budget",
+                min_cost=rest,
+            )
+        return total - rest
 
     @property
     def units(self):

@@ -7,6 +7,9 @@ Two kinds of moves, one scale (squared weight error per unit of cost saved):
 - lower a layer's bits to the next point of the lower convex hull of its (bits, distortion)
   curve: loses ``nnz_l * (D_l(b') - D_l(b))``, saves ``coef_l * (b - b') * nnz_l``.
 
+(``bits`` here is what a kept weight costs at those bits: :meth:`CostModel.bit_cost`, the bits
+themselves for size and BOPs, a kernel's time per weight for latency.)
+
 A greedy takes the cheapest move (loss per cost saved) until the budget holds (a lazy heap:
 a move's ratio is recomputed when it reaches the top, since removals change later costs);
 then spends any slack on bit upgrades, best distortion drop per cost first (the
@@ -215,22 +218,29 @@ def minimum_cost(
     (times the share of nonzero codes there, when ``code_share`` is given)."""
     coef = cm.coefficients() if coef is None else coef
     removed = _keep_best(cm, np.zeros(cm.units.count), min_keep)
-    bits = _cost_bits(cm, np.asarray(sorted(bit_options), dtype=np.float64), code_share)[:, 0]
-    return cm.cost(removed, bits, coef)
+    lowest = _cost_bits(cm, np.asarray(sorted(bit_options), dtype=np.float64), code_share)[:, 0]
+    return float((coef * lowest * cm.nonzeros(removed)).sum())
 
 
 def _cost_bits(cm: CostModel, bit_options: np.ndarray, code_share: np.ndarray | None) -> np.ndarray:
-    """``[layers, options]``: the bits each kept weight costs at each option (32 for float
-    layers); with ``code_share``, bits times the share of weights that keep a nonzero code."""
+    """``[layers, options]``: what each kept weight costs at each option (32 bits for float
+    layers; :meth:`CostModel.bit_cost` of the bits); with ``code_share``, bits times the share
+    of weights that keep a nonzero code. Never cheaper with more bits: where a lower width runs
+    on a slower kernel (latency), the slower kernel's cost counts for the bits above it too."""
     table = np.broadcast_to(bit_options, (len(cm.layers), len(bit_options))).astype(np.float64)
-    if code_share is not None:  # never cheaper with more bits
-        table = np.maximum.accumulate(table * code_share, axis=1)
-    return np.where(cm.quantized[:, None], table, float(FLOAT_BITS))
+    if code_share is not None:
+        table = table * code_share
+    table = np.where(cm.quantized[:, None], table, float(FLOAT_BITS))
+    if cm.metric == "latency":
+        table = cm.bit_cost(table)
+    return np.maximum.accumulate(table, axis=1)
 
 
 def _describe(cm: CostModel, cost: float) -> str:
     if cm.metric == "size":
         return f"{cost / 8:,.0f} bytes ({cm.dense_cost() / cost:,.1f}x)"
+    if cm.metric == "latency":
+        return f"{cost + cm.offset():.3g} ms"
     return f"{cost:.4g} BOPs ({cm.dense_cost() / cost:,.1f}x fewer)"
 
 
@@ -295,7 +305,7 @@ def project(
 
     hulls: list[list[int]] = []
     position = np.zeros(n_layers, dtype=np.int64)
-    start_bits = np.full(n_layers, float(FLOAT_BITS))
+    start_bits = cost_bits[:, -1].copy()  # float layers: 32 bits (their float kernel for latency)
     for layer in range(n_layers):
         if not cm.quantized[layer]:
             hulls.append([])

@@ -1,4 +1,5 @@
-"""What a compression achieved: budget, cost, the papers' ratio, per-layer bits and sparsity."""
+"""What a compression achieved: budget, cost, the papers' ratio (the speed-up for latency),
+per-layer bits and sparsity."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
 from geta.quant.codes import channel_code_bits, quantized_codes
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
-from geta.quant.ratio import papers_ratio, real_ratio
+from geta.quant.ratio import papers_ratio, real_ratio, speedup
 
 __all__ = [
     "LayerReport",
@@ -35,6 +36,7 @@ class LayerReport:
     bits: int
     payload: int | None = None  # bits of the nonzero codes: sum over channels of bits x nonzeros
     bit_histogram: dict[int, int] = field(default_factory=dict)  # channels at each bit-width
+    structural: int | None = None  # weights left once all-zero slices are removed (latency)
 
     @property
     def density(self) -> float:
@@ -71,11 +73,20 @@ class CompressionReport:
     artifact_bytes: int | None = None
     fp32_bytes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    measured: float | None = None  # latency: the deployed model's measured milliseconds
 
     @property
     def ratio(self) -> float:
-        """The papers' ratio: dense fp32 cost / achieved cost."""
+        """The papers' ratio: dense fp32 cost / achieved cost (for latency, the predicted
+        speed-up: ``target``, ``achieved`` and ``dense_cost`` are then milliseconds)."""
+        if self.metric == "latency":
+            return speedup(self.dense_cost, self.achieved)
         return papers_ratio(self.dense_cost, self.achieved)
+
+    @property
+    def measured_speedup(self) -> float | None:
+        """Latency: the dense model's measured time over the deployed model's."""
+        return speedup(self.dense_cost, self.measured) if self.measured else None
 
     @property
     def within_budget(self) -> bool:
@@ -89,10 +100,12 @@ class CompressionReport:
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out.update(ratio=self.ratio, within_budget=self.within_budget, real_ratio=self.real_ratio)
+        if self.metric == "latency":
+            out["measured_speedup"] = self.measured_speedup
         return out
 
     def __str__(self) -> str:
-        unit = "bits" if self.metric == "size" else "BOPs"
+        unit = {"size": "bits", "bops": "BOPs", "latency": "ms"}[self.metric]
         lines = [
             f"mode {self.mode}, budget {self.budget}, stage {self.stage or '-'}",
             f"{'layer':<36} {'shape':>18} {'density':>8} {'bits':>4}",
@@ -101,11 +114,17 @@ class CompressionReport:
             shape = "x".join(map(str, r.shape))
             lines.append(f"{r.name:<36} {shape:>18} {r.density:>8.1%} {r.bits_label:>4}")
         target = f"{self.target:.4g}" if self.target is not None else "none"
+        way = "faster (predicted)" if self.metric == "latency" else "the papers' way"
         lines.append(
-            f"achieved {self.achieved:.4g} {unit} (budget {target}): {self.ratio:,.1f}x the papers' "
-            f"way; {'within' if self.within_budget else 'OVER'} budget; "
+            f"achieved {self.achieved:.4g} {unit} (budget {target}): {self.ratio:,.2f}x {way}; "
+            f"{'within' if self.within_budget else 'OVER'} budget; "
             f"{self.removed_units} of {self.total_units} units removed"
         )
+        if self.measured is not None:
+            lines.append(
+                f"measured {self.measured:.4g} ms deployed vs {self.dense_cost:.4g} ms dense: "
+                f"{self.measured_speedup:,.2f}x faster"
+            )
         if self.real_ratio is not None:
             lines.append(
                 f"artifact {self.artifact_bytes:,} bytes vs {self.fp32_bytes:,} fp32 bytes: "
@@ -151,11 +170,23 @@ def _measure(
                 bits,
                 payload,
                 histogram,
+                structural_nonzeros(w),
             )
         )
     nnz = np.array([r.nonzeros for r in rows], dtype=np.float64)
     bits = np.array([r.bits for r in rows], dtype=np.float64)
     return rows, nnz, bits
+
+
+def structural_nonzeros(weight: torch.Tensor) -> int:
+    """The weights a dense kernel still computes once every all-zero slice (along any dim) is
+    cut out: the product over dims of the slices holding a nonzero."""
+    nonzero = weight.detach() != 0
+    count = 1
+    for d in range(nonzero.dim()):
+        others = [i for i in range(nonzero.dim()) if i != d]
+        count *= int(nonzero.any(dim=others).sum()) if others else int(nonzero.sum())
+    return count
 
 
 def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
@@ -179,6 +210,11 @@ def report_against(
     :meth:`geta.Compressor.report` measures geta's. ``positions`` (MACs per weight of each
     layer, :func:`geta.optim.cost.output_positions` of the reference) is needed for a BOPs
     budget; activation bits count 32 where a layer has no input quantizer."""
+    if budget.metric == "latency":
+        raise ValueError(
+            "a latency report needs the machine's measured table: compress with "
+            "geta.Compressor(budget=Budget.latency(...)) and read its report()"
+        )
     if budget.metric == "bops" and positions is None:
         raise ValueError("a BOPs budget needs the layers' positions (output_positions)")
     dense = {layer.name: tuple(layer.weight.shape) for layer in quantizable_layers(reference)}
@@ -219,9 +255,14 @@ def measured_cost(
 ) -> float:
     """The model's cost now, in the budget's unit: per layer, each channel's bits x its
     nonzero quantized codes (x MACs and activation bits for BOPs: ``coef``, the cost model's
-    coefficients by default). ``rows`` as :func:`measure_layers` returns them, measured now
+    coefficients by default); for latency, the layers' plan-dependent milliseconds (their
+    kernel's time per weight x structural nonzeros, :meth:`CostModel.offset` not included). ``rows`` as :func:`measure_layers` returns them, measured now
     when not given."""
     if rows is None:
         rows, _, _ = measure_layers(cost_model)
     coef = cost_model.coefficients() if coef is None else coef
+    if cost_model is not None and cost_model.metric == "latency":  # kernels skip no zero code
+        bits = np.array([r.bits for r in rows], dtype=np.float64)
+        kept = np.array([r.structural for r in rows], dtype=np.float64)
+        return float((coef * cost_model.bit_cost(bits) * kept).sum())
     return float((coef * np.array([r.payload_bits for r in rows])).sum())

@@ -1,5 +1,7 @@
 import hashlib
 import json
+import os
+from pathlib import Path
 
 import matplotlib.image
 import pytest
@@ -142,3 +144,20 @@ def test_zoo_models_are_built_for_the_data_image_size():
     loaded = load_model("vgg7_bn", num_classes=10, in_channels=1, image_size=28)
     assert loaded.model(torch.randn(2, 1, 28, 28)).shape == (2, 10)
     assert load_model("lenet5", image_size=28).architecture == "geta.models.lenet:lenet5"
+
+
+def test_a_latency_budget_runs_end_to_end(tmp_path):
+    """Plumbing, not speed: a generous latency budget is met, and the report, the table and the
+    cost plot speak milliseconds."""
+    out = tmp_path / "out"
+    status, stdout, err = run_cli(
+        "compress", *TINY, "--dense-epochs", "0", "--epochs", "1", "--budget", "latency=1000ms",
+        "--out", str(out),
+    )  # fmt: skip
+    assert status == 0, err
+    c = json.loads((out / "report.json").read_text())["compressed"]
+    assert c["metric"] == "latency" and c["within_budget"] and c["target"] == 1000
+    assert c["measured_ms"] > 0 and 0 < c["achieved"] < 1000
+    assert "ms per forward, predicted" in stdout and "ms per forward, measured" in stdout
+    assert (out / "plots" / "cost.png").read_bytes().startswith(PNG_MAGIC)
+    assert list(Path(os.environ["GETA_CACHE"], "latency").glob("*.json"))  # the machine's table

@@ -22,6 +22,7 @@ class GetaMode(CompressionMode):
     bit settings."""
 
     name = "geta"
+    metrics = ("size", "bops", "latency")
 
     def check(self, compressor: Compressor) -> None:
         if compressor.budget is None and compressor.config.target_group_sparsity is None:

@@ -1,0 +1,165 @@
+"""Latency budgets: the cost model reads the measured table, the projection meets the
+milliseconds, GETA mode trains to it and the report shows predicted and measured latency."""
+
+import numpy as np
+import pytest
+import torch
+
+import geta
+from geta import Budget, BudgetError, ConfigError
+from geta.deployment.latency import FLOAT_WIDTH
+from geta.optim.projection import _cost_bits, bit_distortion, project
+from geta.optim.report import report_against, structural_nonzeros
+from geta.quant.prepare import input_quantizers
+
+from .conftest import mlp, train
+
+
+def wide_mlp() -> torch.nn.Module:
+    """Wide enough at batch 64 that the layers' compute, not call overhead, takes the time."""
+    torch.manual_seed(0)
+    n = torch.nn
+    return n.Sequential(n.Linear(16, 384), n.ReLU(), n.Linear(384, 384), n.ReLU(), n.Linear(384, 4))
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("GETA_CACHE", str(tmp_path / "cache"))
+
+
+def compressor(budget, **config):
+    return geta.Compressor(
+        wide_mlp(), (torch.randn(64, 16),), budget=budget, config=geta.CompressorConfig(**config)
+    )
+
+
+def test_budget_latency_reads_and_prints():
+    assert Budget.parse("latency=2x") == Budget.latency(speedup=2)
+    assert Budget.parse("latency=3.5ms") == Budget.latency(ms=3.5)
+    assert str(Budget.latency(ms=4, batch=8)) == "4 ms (cpu, batch 8)"
+    assert Budget.latency(speedup=2).target(dense_cost=10.0) == 5.0
+    with pytest.raises(ConfigError):
+        Budget.latency(speedup=2, batch=0)
+    with pytest.raises(ConfigError):
+        Budget.latency()
+    with pytest.raises(ConfigError):
+        Budget("speed", ratio=2)
+
+
+def test_cost_model_prices_weights_by_their_kernel():
+    c = compressor(Budget.latency(speedup=1.5, batch=64), quantize_activations=True)
+    cm, table = c.problem.cost_model, c.latency_table
+    assert cm.metric == "latency" and np.all(cm.coefficients() == 1)
+    bits = np.array([8.0, 3.0, 16.0])
+    expected = [table.slope(n, b) for n, b in zip(cm.names, bits, strict=True)]
+    assert np.allclose(cm.bit_cost(bits), expected)
+    assert cm.bit_cost(bits)[2] == table.layers[cm.names[2]].slope[FLOAT_WIDTH]
+    removed = np.zeros(cm.units.count, bool)
+    removed[:10] = True
+    assert cm.cost(removed, bits) == pytest.approx(
+        float((cm.bit_cost(bits) * cm.nonzeros(removed)).sum())
+    )
+    # the dense float model: layers plus the rest make the measured time
+    float_bits = np.full(3, 32.0)
+    assert cm.dense_cost() + cm.offset(float_bits) == pytest.approx(table.dense_ms)
+    # the projection's table never makes more bits cheaper
+    table_bits = _cost_bits(cm, c.problem.bit_options, None)
+    assert np.all(np.diff(table_bits, axis=1) >= 0)
+
+
+def test_projection_meets_the_latency_target():
+    c = compressor(Budget.latency(speedup=1, batch=64), quantize_activations=True)
+    p, cm = c.problem, c.problem.cost_model
+    top = np.where(cm.quantized, p.bit_options[-1], 32.0)
+    half = 0.5 * cm.cost(np.zeros(cm.units.count, bool), top)  # of the layers' time
+    imp = p.importance("magnitude")
+    plan = project(cm, half, imp, bit_distortion(cm, p.bit_options), p.bit_options)
+    assert plan.cost <= half * (1 + 1e-9)
+    assert cm.cost(plan.removed, plan.bits) <= half * (1 + 1e-9)
+    assert plan.removed.sum() > 0  # bits alone do not halve the time: pruning pays
+
+
+def test_weight_only_kernels_cannot_buy_the_speed():
+    """On CPUs the weight-only kernels run no faster than float; a budget that would need
+    them to is refused up front, saying what the rest of the model costs."""
+    with pytest.raises(BudgetError, match="outside its prunable weights"):
+        compressor(Budget.latency(speedup=50, batch=64))
+
+
+def test_geta_mode_trains_to_a_latency_budget(blobs):
+    c = compressor(Budget.latency(speedup=1.3, batch=64), quantize_activations=True)
+    opt = c.optimizer(lr=0.05, total_steps=60)
+    train(c.model, opt, blobs, 60)
+    model = c.finalize()
+    report = c.report()
+    assert report.metric == "latency" and report.within_budget
+    assert report.achieved <= report.target * (1 + 1e-9)
+    assert report.dense_cost == pytest.approx(c.latency_table.dense_ms)
+    assert report.ratio == pytest.approx(report.dense_cost / report.achieved)
+    assert report.measured is not None and report.measured > 0
+    assert report.to_dict()["measured_speedup"] == pytest.approx(
+        report.dense_cost / report.measured
+    )
+    assert "ms" in str(report) and "measured" in str(report)
+    # activations held within the int8 kernels' width, so geta.deploy runs them there
+    for q in input_quantizers(model).values():
+        assert float(q.bits().detach().max()) <= 8 + 1e-4
+    deployed = geta.deploy(model, "torch")
+    assert set(deployed.deploy_report.kernels()) == {"int8-dynamic"}
+
+
+def test_infeasible_latency_is_a_budget_error():
+    with pytest.raises(BudgetError, match="ms"):
+        compressor(Budget.latency(ms=1e-9))
+
+
+@pytest.mark.parametrize("mode", ["admm", "ajpq"])
+def test_modes_without_latency_planning_refuse(mode):
+    with pytest.raises(ConfigError, match="latency"):
+        geta.Compressor(mlp(), (torch.randn(2, 16),), budget="latency=2x", mode=mode)
+
+
+def test_report_against_refuses_latency():
+    with pytest.raises(ValueError, match="Compressor"):
+        report_against(mlp(), mlp(), mode="x", budget=Budget.latency(speedup=2))
+
+
+def test_structural_nonzeros_count_what_a_dense_kernel_computes():
+    w = torch.ones(4, 6, 3)
+    w[1] = 0  # one output row
+    w[:, 2] = 0  # one input column
+    w[0, 0, 0] = 0  # a scattered zero: still computed
+    assert structural_nonzeros(w) == 3 * 5 * 3
+    assert structural_nonzeros(torch.zeros(5)) == 0
+
+
+class Tagger(torch.nn.Module):
+    """An embedding left float (quantize_embeddings off) before two linear layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Embedding(1000, 64)
+        self.fc1 = torch.nn.Linear(64, 256)
+        self.fc2 = torch.nn.Linear(256, 8)
+
+    def forward(self, ids):
+        return self.fc2(self.fc1(self.embed(ids)).relu())
+
+
+def test_float_layers_cost_their_float_kernel_in_the_projection():
+    torch.manual_seed(0)
+    c = geta.Compressor(
+        Tagger(),
+        (torch.randint(0, 1000, (16, 32)),),
+        budget=Budget.latency(speedup=1, batch=16),
+        config=geta.CompressorConfig(quantize_activations=True),
+    )
+    p, cm = c.problem, c.problem.cost_model
+    assert list(cm.quantized) == [False, True, True]
+    top = np.where(cm.quantized, p.bit_options[-1], 32.0)
+    target = 0.6 * cm.cost(np.zeros(cm.units.count, bool), top)
+    plan = project(cm, target, p.importance("magnitude"), bit_distortion(cm, p.bit_options),
+                   p.bit_options)  # fmt: skip
+    assert plan.bits[0] == 32
+    assert plan.cost == pytest.approx(cm.cost(plan.removed, plan.bits), rel=1e-9)
+    assert plan.cost <= target * (1 + 1e-9)
