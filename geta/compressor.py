@@ -4,6 +4,7 @@ its bit-packed artifact."""
 from __future__ import annotations
 
 import contextlib
+import copy
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from torch.nn import functional as F
 
 from geta import config
 from geta.deployment.latency import LatencyTable, time_call, timed_inputs
-from geta.errors import BudgetError, ConfigError
+from geta.errors import BudgetError, ConfigError, GetaError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
 from geta.optim.admm.config import AdmmConfig
@@ -237,7 +238,27 @@ class Compressor:
                 quantized=lambda layer: cfg.quantize_embeddings or not layer.kind.embedding,
                 per_channel=cfg.per_channel,
                 activations=cfg.quantize_activations,
+                pruned=self._uniformly_pruned,
             )
+
+    def _uniformly_pruned(self, model: nn.Module, fraction: float) -> nn.Module | None:
+        """A copy of the float ``model`` with every group pruned to ``fraction`` of its units
+        (the latency table times it to see what the time between layers does when they
+        shrink); ``None`` where the copy cannot be traced or pruned."""
+        args, kwargs = self.example_inputs
+        copied = copy.deepcopy(model)
+        try:
+            with _capture_context(copied):
+                graph = trace(copied, args, kwargs)
+            plan = {
+                g.id: list(range(g.size - max(1, round(g.size * fraction))))
+                for g in graph.groups
+                if g.size > 1
+            }
+            prune(copied, graph, {gid: idx for gid, idx in plan.items() if idx})
+        except GetaError:
+            return None
+        return copied
 
     def _check_feasible(self) -> None:
         p = self.problem
@@ -251,6 +272,19 @@ class Compressor:
             aligned = (
                 f" in multiples of {p.channel_multiple} channels" if p.channel_multiple > 1 else ""
             )
+            if self._latency:
+                rest = self.budget_target - p.target
+                fastest = smallest + rest
+                raise BudgetError(
+                    f"budget {self.budget} ({self.budget_target:.3g} ms) cannot be met: the "
+                    f"fastest model geta can reach (every group down to "
+                    f"{1 - self.config.max_group_sparsity:.0%} of its units{aligned}) is "
+                    f"predicted at {fastest:.3g} ms ({rest:.3g} ms of it outside the prunable "
+                    f"weights) against {self.latency_table.dense_ms:.3g} ms dense: ask for at "
+                    f"most {self.latency_table.dense_ms / fastest:.2f}x, or raise "
+                    "max_group_sparsity",
+                    min_cost=fastest,
+                )
             raise BudgetError(
                 f"budget {self.budget} cannot be met: the smallest model geta can reach "
                 f"(every group down to {1 - self.config.max_group_sparsity:.0%} of its units"

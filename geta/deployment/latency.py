@@ -50,8 +50,9 @@ __all__ = [
 ]
 
 FRACTIONS = (1.0, 0.5, 0.25)  # shares of a layer's weights it is timed at
+HALF = 0.5  # the share of every group's units the pruned whole model keeps
 FLOAT_WIDTH = 32
-VERSION = 2
+VERSION = 3
 
 # (module, keep fraction of its weights, its input) -> (narrowed module, narrowed input)
 Narrowing = Callable[[nn.Module, float, torch.Tensor], tuple[nn.Module, torch.Tensor]]
@@ -279,15 +280,19 @@ class LatencyTable:
         config: DeployConfig | None = None,
         repeats: int = 7,
         cache: bool | str | Path = True,
+        pruned: Callable[[nn.Module, float], nn.Module] | None = None,
     ) -> LatencyTable:
         """Time ``model`` (float, not yet prepared) and each of its quantizable layers on
         ``device`` with ``batch`` rows of input, at the kernel widths ``bit_options`` can
         deploy to (float for layers ``quantized`` rejects), under :func:`geta.deploy`'s
-        ``config`` (by default :class:`DeployConfig`'s, with ``weights="int8"`` instead where
-        the int4 kernels time slower than the int8 ones: :attr:`deploy_config` says which).
+        ``config`` (by default the fastest of :class:`DeployConfig`'s ``weights`` choices by
+        the timings, see :func:`_fastest_weights`: :attr:`deploy_config` says which).
         ``per_channel`` / ``activations`` are the quantizers the compression will put on the
         layers (they choose the kernels). ``cache``: ``True`` reads and writes the
-        machine's cache, a path a given file, ``False`` none.
+        machine's cache, a path a given file, ``False`` none. ``pruned(model, 0.5)``, when
+        given, returns a copy of the model with every group at half its units: timed too, it
+        tells how much of the time outside the layers shrinks with them (attention products,
+        activations), which then counts per kept weight instead of as fixed.
 
         Raises:
             ConfigError: ``device`` is not available here.
@@ -304,7 +309,9 @@ class LatencyTable:
         widths = sorted({kernel_width(b, config) for b in bit_options} | {FLOAT_WIDTH})
         plan = {layer.name: widths if quantized(layer) else [FLOAT_WIDTH] for layer in layers}
         signature = _signature(model, args, kwargs, layers, plan, device, batch, config)
-        signature.update(per_channel=per_channel, activations=activations, choose=choose)
+        signature.update(
+            per_channel=per_channel, activations=activations, choose=choose, pruned=bool(pruned)
+        )
         path = _cache_path(signature) if cache is True else (Path(cache) if cache else None)
         if path is not None and path.is_file():
             try:
@@ -323,29 +330,43 @@ class LatencyTable:
             per_channel,
             activations,
             repeats,
+            pruned(model, HALF) if pruned is not None else None,
         )
         if choose:
-            table = _faster_weights(table)
+            table = _fastest_weights(table)
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
             table.save(path)
         return table
 
 
-def _faster_weights(table: LatencyTable) -> LatencyTable:
-    """Where the int4 kernels are slower than the int8 ones at full width summed over the
-    layers (weight-only int4 unpacks at every call on CPUs), plan and deploy every layer of 8
-    bits or fewer on int8 (``DeployConfig(weights="int8")``): 4-bit codes fit in it, and lower
-    bits then never cost more time."""
+def _fastest_weights(table: LatencyTable) -> LatencyTable:
+    """Choose the weight kernels a latency budget plans and deploys with, from the timings:
+
+    - where the whole model on the 8-bit kernels is no faster than in float (weight-only
+      codes dequantized at every call: convolutions on CPUs), float weights
+      (``DeployConfig(weights="float")``, the learned bits then buy size on disk, not time);
+    - else, where the int4 kernels are slower than the int8 ones at full width summed over
+      the layers (weight-only int4 unpacks at every call), int8 for every layer of 8 bits or
+      fewer (``weights="int8"``: 4-bit codes fit in it, and lower bits never cost more time).
+    """
+    if 8 in table.model_ms and table.model_ms[8] >= table.model_ms[FLOAT_WIDTH]:
+        return _keep_widths(table, {FLOAT_WIDTH}, "float")
     rows = [r for r in table.layers.values() if 4 in r.slope and 8 in r.slope]
-    if not rows or sum(r.ms(4, r.numel) for r in rows) <= sum(r.ms(8, r.numel) for r in rows):
-        return table
-    for r in rows:
+    if rows and sum(r.ms(4, r.numel) for r in rows) > sum(r.ms(8, r.numel) for r in rows):
+        return _keep_widths(table, {8, FLOAT_WIDTH}, "int8")
+    return table
+
+
+def _keep_widths(table: LatencyTable, widths: set[int], weights: str) -> LatencyTable:
+    for r in table.layers.values():
         for part in (r.slope, r.intercept, r.kernels):
-            del part[4]
-    table.model_ms.pop(4, None)
-    table.scale.pop(4, None)
-    table.config = {**table.config, "weights": "int8"}
+            for w in set(part) - widths:
+                del part[w]
+    for part in (table.model_ms, table.scale):
+        for w in set(part) - widths:
+            del part[w]
+    table.config = {**table.config, "weights": weights}
     return table
 
 
@@ -457,8 +478,9 @@ def _fit(nonzeros: list[float], seconds: list[float]) -> tuple[float, float]:
 
 @torch.no_grad()
 def _measure(
-    model, args, kwargs, layers, plan, device, batch, config, per_channel, activations, repeats
-) -> LatencyTable:
+    model, args, kwargs, layers, plan, device, batch, config, per_channel, activations, repeats,
+    half=None,
+) -> LatencyTable:  # fmt: skip
     was_training = model.training
     model.eval()
     try:
@@ -497,10 +519,17 @@ def _measure(
                                      config).to(device)  # fmt: skip
         for width, m in whole.items():
             runners[("__model__", str(width), 0.0)] = lambda m=m: m(*dargs, **dkwargs)
+        if half is not None:
+            half = half.eval().to(device)
+            runners[("__model__", "half", 0.0)] = lambda: half(*dargs, **dkwargs)
         seconds = time_call(runners, repeats, device)
     finally:
         model.train(was_training)
     model_ms = {w: seconds.pop(("__model__", str(w), 0.0)) * 1e3 for w in whole}
+    pruned_ms = None
+    if half is not None:
+        pruned_ms = seconds.pop(("__model__", "half", 0.0)) * 1e3
+        half_numel = {layer.name: layer.weight.numel() for layer in quantizable_layers(half)}
     dense_ms = model_ms[FLOAT_WIDTH]
     rows: dict[str, LayerLatency] = {}
     for layer in layers:
@@ -517,7 +546,8 @@ def _measure(
         rows[layer.name] = LayerLatency(
             layer.name, int(layer.weight.numel()), n, slope, intercept, kern
         )
-    fixed_ms, scale = _calibrate(rows, model_ms)
+    pruned = (half_numel, pruned_ms) if half is not None else None
+    fixed_ms, scale = _calibrate(rows, model_ms, pruned)
     return LatencyTable(
         device=device,
         batch=batch,
@@ -547,30 +577,51 @@ def _whole_at(model, layers, inputs, plan, width, per_channel, activations, conf
     return copied.eval()
 
 
-def _calibrate(rows: dict[str, LayerLatency], model_ms: dict[int, float]):
-    """Scale each width's layer times so the whole model with every layer at that width (at
-    full size) predicts what it measured: isolated layers run with warm caches and miss the
-    time between layers. The float model fixes the time outside the layers (``fixed``).
-    Widths go from wide to narrow; a layer whose kernel is the same at a narrower width (int8
-    dynamic at 4 and 8 bits) keeps the calibrated time it has, and the narrower width's scale
-    is solved over the layers whose kernel changed."""
+def _calibrate(
+    rows: dict[str, LayerLatency],
+    model_ms: dict[int, float],
+    pruned: tuple[dict[str, int], float] | None = None,
+) -> tuple[float, dict[int, float]]:
+    """Calibrate the isolated layer times on whole-model times (isolated layers run with warm
+    caches and miss the time between layers):
+
+    - the dense float model: its time outside the layers is the rest;
+    - with ``pruned`` (the weights of each layer and the time of the model with every group
+      at half its units), the part of the rest that shrank with the layers (attention
+      products, activations) becomes time per kept weight, added to every kernel's slope in
+      proportion to the layer's float slope; what did not shrink stays ``fixed``;
+    - the model with every layer at each width, wide to narrow: that width's kernel times are
+      scaled so it is predicted exactly. A layer whose kernel is the same at a narrower width
+      (int8 dynamic at 4 and 8 bits) keeps the time it has, and the narrower width's scale is
+      solved over the layers whose kernel changed.
+
+    Returns the fixed milliseconds and the scale per width."""
     dense_ms = model_ms[FLOAT_WIDTH]
     float_ms = sum(r.ms(FLOAT_WIDTH, r.numel) for r in rows.values())
     scale = {FLOAT_WIDTH: min(1.0, dense_ms / float_ms) if float_ms > 0 else 1.0}
-    fixed = max(0.0, dense_ms - float_ms * scale[FLOAT_WIDTH])
     for r in rows.values():
         r.slope[FLOAT_WIDTH] *= scale[FLOAT_WIDTH]
         r.intercept[FLOAT_WIDTH] *= scale[FLOAT_WIDTH]
+    rest = max(0.0, dense_ms - float_ms * scale[FLOAT_WIDTH])
+    share = 0.0  # rest per ms of float slope time
+    if pruned is not None:
+        numel, half_ms = pruned
+        full = sum(r.slope[FLOAT_WIDTH] * r.numel for r in rows.values())
+        small = sum(r.slope[FLOAT_WIDTH] * numel.get(r.name, r.numel) for r in rows.values())
+        half_layers = sum(r.ms(FLOAT_WIDTH, numel.get(r.name, r.numel)) for r in rows.values())
+        if full > small:
+            shrank = rest - (half_ms - half_layers)
+            share = min(max(shrank / (full - small), 0.0), rest / full)
+    fixed = rest - share * sum(r.slope[FLOAT_WIDTH] * r.numel for r in rows.values())
+    extra = {name: share * r.slope[FLOAT_WIDTH] for name, r in rows.items()}
     done = [FLOAT_WIDTH]
     for width in sorted(set(model_ms) - {FLOAT_WIDTH}, reverse=True):
-        known, fresh = 0.0, []
+        known, fresh = sum(extra[n] * r.numel for n, r in rows.items()), []
         for r in rows.values():
             if width not in r.slope:
                 known += r.ms(FLOAT_WIDTH, r.numel)
                 continue
-            same = next(
-                (w for w in done if w in r.kernels and r.kernels[w] == r.kernels[width]), None
-            )
+            same = next((w for w in done if r.kernels.get(w) == r.kernels[width]), None)
             if same is not None:
                 r.slope[width], r.intercept[width] = r.slope[same], r.intercept[same]
                 known += r.ms(width, r.numel)
@@ -583,4 +634,6 @@ def _calibrate(rows: dict[str, LayerLatency], model_ms: dict[int, float]):
             r.slope[width] *= scale[width]
             r.intercept[width] *= scale[width]
         done.append(width)
-    return fixed, scale
+    for name, r in rows.items():
+        r.slope = {w: v + extra[name] for w, v in r.slope.items()}
+    return max(0.0, fixed), scale

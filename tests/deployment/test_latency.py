@@ -14,7 +14,8 @@ from geta.deployment.latency import (
     FLOAT_WIDTH,
     LatencyTable,
     LayerLatency,
-    _faster_weights,
+    _calibrate,
+    _fastest_weights,
     _fit,
     _narrowing,
     kernel_width,
@@ -108,7 +109,7 @@ def test_cache_round_trip(tmp_path):
     files[0].write_text("{not json")
     _, third = measure()
     assert sorted(third.layers) == sorted(first.layers)
-    assert json.loads(files[0].read_text())["version"] == 2
+    assert json.loads(files[0].read_text())["version"] == 3
 
 
 def test_save_load(tmp_path):
@@ -156,12 +157,24 @@ def row(name, t4, t8):
 @pytest.mark.parametrize("t4,chosen", [(3.0, "int8"), (1.0, "auto")])
 def test_slower_int4_kernels_deploy_on_int8(t4, chosen):
     rows = {"a": row("a", t4, 2.0), "b": row("b", t4, 2.0)}
-    table = LatencyTable("cpu", 1, 1, asdict(DeployConfig()), 1.0, 0.0, {4: 1, 8: 1, 32: 1}, rows)
-    table = _faster_weights(table)
+    whole = {32: 5.0, 8: 4.0, 4: 4.5}
+    table = LatencyTable("cpu", 1, 1, asdict(DeployConfig()), 5.0, 0.0, {4: 1, 8: 1, 32: 1},
+                         rows, model_ms=whole)  # fmt: skip
+    table = _fastest_weights(table)
     assert table.config["weights"] == chosen
     assert table.deploy_config.weights == chosen
     assert (4 in table.layers["a"].slope) == (chosen == "auto")
     assert table.slope("a", 3) == min(t4, 2.0)  # a 3-bit layer on the faster kernel
+
+
+def test_weight_only_kernels_slower_than_float_deploy_float_weights():
+    rows = {"a": row("a", 3.0, 2.0)}
+    table = LatencyTable("cpu", 1, 1, asdict(DeployConfig()), 5.0, 0.0, {4: 1, 8: 1, 32: 1},
+                         rows, model_ms={32: 5.0, 8: 6.0, 4: 7.0})  # fmt: skip
+    table = _fastest_weights(table)
+    assert table.deploy_config.weights == "float"
+    assert sorted(table.layers["a"].slope) == [32] and sorted(table.model_ms) == [32]
+    assert table.slope("a", 3) == table.slope("a", 8) == 1.0  # bits buy no time
 
 
 def test_kernel_width_follows_the_deploy_config():
@@ -183,3 +196,24 @@ def test_unknown_device_is_a_config_error():
     with pytest.raises(ConfigError, match="cpu"):
         LatencyTable.measure(Net(), (torch.randn(1, 3, 8, 8),), device="tpu")
     assert np.isfinite(measure()[1].dense_ms)
+
+
+def test_the_rest_that_shrinks_with_the_layers_counts_per_weight():
+    """Dense 5 ms with 2 ms of layers; at half the units 3.5 ms with 1 ms of layers: 0.5 ms of
+    the 3 ms rest shrank with them, so it is time per kept weight, and both models are
+    predicted exactly."""
+    rows = {
+        n: LayerLatency(n, 1000, 1, {32: 1e-3, 8: 5e-4}, {32: 0.0, 8: 0.0}, {32: "float", 8: "k"})
+        for n in ("a", "b")
+    }
+    fixed, scale = _calibrate(rows, {32: 5.0, 8: 4.0}, ({"a": 500, "b": 500}, 3.5))
+    assert fixed == pytest.approx(2.0)
+    table = LatencyTable("cpu", 1, 1, asdict(DeployConfig()), 5.0, fixed, scale, rows)
+    assert table.predict({"a": 1000, "b": 1000}, {}) == pytest.approx(5.0)
+    assert table.predict({"a": 500, "b": 500}, {}) == pytest.approx(3.5)
+    # the 8-bit kernels are scaled to their whole-model time on top of the same rest
+    assert table.predict({"a": 1000, "b": 1000}, {"a": 8, "b": 8}) == pytest.approx(4.0)
+    # a rest that grew when the layers shrank (noise) stays fixed: nothing counts per weight
+    rows = {n: LayerLatency(n, 1000, 1, {32: 1e-3}, {32: 0.0}, {32: "float"}) for n in "ab"}
+    fixed, _ = _calibrate(rows, {32: 5.0}, ({"a": 500, "b": 500}, 4.5))
+    assert fixed == pytest.approx(3.0) and rows["a"].slope[32] == pytest.approx(1e-3)
