@@ -31,7 +31,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import minilm_bbc as bbc  # sets the offline environment first
-import numpy as np
 import torch
 from _common import record
 from deploy_speed import time_interleaved
