@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import logging
 import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,8 @@ from geta.quant import Quantizer, prepare
 from geta.quant.prepare import input_quantizers
 
 __all__ = ["Compressor", "CompressorConfig"]
+
+log = logging.getLogger("geta")
 
 KERNEL_ACTIVATION_BITS = 8  # the int8 dynamic kernels' input width
 
@@ -399,6 +402,15 @@ class Compressor:
         self.finalized = True
         if self._latency:
             self.measured_latency_ms = self._time_deployed()
+            if self.measured_latency_ms > self.budget_target:
+                log.warning(
+                    "the deployed model measured %.3g ms against a budget of %.3g ms (planned "
+                    "%.3g ms): the latency table is optimistic for this model; ask for a "
+                    "tighter budget (report().measured shows the time)",
+                    self.measured_latency_ms,
+                    self.budget_target,
+                    self.current_cost(),
+                )
         report = self.report()
         if not report.within_budget:  # an invariant; never expected
             raise BudgetError(

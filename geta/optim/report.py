@@ -89,6 +89,14 @@ class CompressionReport:
         return speedup(self.dense_cost, self.measured) if self.measured else None
 
     @property
+    def measured_within_budget(self) -> bool | None:
+        """Latency: whether the deployed model's measured time is within the budget (the
+        plan holds the predicted time; ``None`` before :meth:`geta.Compressor.finalize`)."""
+        if self.measured is None or self.target is None:
+            return None
+        return self.measured <= self.target
+
+    @property
     def within_budget(self) -> bool:
         return self.target is None or self.achieved <= self.target * (1 + 1e-9)
 
@@ -102,6 +110,7 @@ class CompressionReport:
         out.update(ratio=self.ratio, within_budget=self.within_budget, real_ratio=self.real_ratio)
         if self.metric == "latency":
             out["measured_speedup"] = self.measured_speedup
+            out["measured_within_budget"] = self.measured_within_budget
         return out
 
     def __str__(self) -> str:
@@ -124,6 +133,11 @@ class CompressionReport:
             lines.append(
                 f"measured {self.measured:.4g} ms deployed vs {self.dense_cost:.4g} ms dense: "
                 f"{self.measured_speedup:,.2f}x faster"
+                + (
+                    ""
+                    if self.measured_within_budget is not False
+                    else "; OVER budget when measured"
+                )
             )
         if self.real_ratio is not None:
             lines.append(

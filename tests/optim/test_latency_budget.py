@@ -163,3 +163,28 @@ def test_float_layers_cost_their_float_kernel_in_the_projection():
     assert plan.bits[0] == 32
     assert plan.cost == pytest.approx(cm.cost(plan.removed, plan.bits), rel=1e-9)
     assert plan.cost <= target * (1 + 1e-9)
+
+
+def test_a_measured_time_over_the_budget_is_reported_and_warned(monkeypatch):
+    import logging
+
+    from geta.optim.report import CompressionReport
+
+    over = CompressionReport("geta", "2x", "latency", 10.0, 9.0, 20.0, [], measured=12.0)
+    assert over.within_budget and over.measured_within_budget is False
+    assert "OVER budget when measured" in str(over)
+    assert over.to_dict()["measured_within_budget"] is False
+    under = CompressionReport("geta", "2x", "latency", 10.0, 9.0, 20.0, [], measured=8.0)
+    assert under.measured_within_budget and "OVER" not in str(under)
+
+    c = compressor(Budget.latency(speedup=1, batch=64))
+    monkeypatch.setattr(type(c), "_time_deployed", lambda self: 1e6)
+    seen: list[str] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = lambda record: seen.append(record.getMessage())
+    logging.getLogger("geta").addHandler(handler)
+    try:
+        c.finalize()
+    finally:
+        logging.getLogger("geta").removeHandler(handler)
+    assert any("optimistic" in m for m in seen) and c.report().measured_within_budget is False
