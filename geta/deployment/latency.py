@@ -52,7 +52,7 @@ __all__ = [
 FRACTIONS = (1.0, 0.5, 0.25)  # shares of a layer's weights it is timed at
 HALF = 0.5  # the share of every group's units the pruned whole model keeps
 FLOAT_WIDTH = 32
-VERSION = 3
+VERSION = 4
 
 # (module, keep fraction of its weights, its input) -> (narrowed module, narrowed input)
 Narrowing = Callable[[nn.Module, float, torch.Tensor], tuple[nn.Module, torch.Tensor]]
@@ -176,7 +176,9 @@ def timed_inputs(args: tuple, kwargs: dict, batch: int) -> tuple[tuple, dict]:
 class LayerLatency:
     """One layer's fitted time per kernel width: ``slope[w] * nonzeros + intercept[w]``
     milliseconds per forward (``calls`` calls of the layer included), and the kernel name
-    :func:`geta.deploy` used at each width."""
+    :func:`geta.deploy` used at each width. ``output_ms`` is the time between layers that one
+    kept output feature of the layer brings (the normalisation, activation, residual add or
+    attention product its output feeds), of ``outputs`` features."""
 
     name: str
     numel: int
@@ -184,6 +186,8 @@ class LayerLatency:
     slope: dict[int, float]
     intercept: dict[int, float]
     kernels: dict[int, str] = field(default_factory=dict)
+    outputs: int = 0
+    output_ms: float = 0.0
 
     def ms(self, width: int, nonzeros: float) -> float:
         return self.slope[width] * nonzeros + self.intercept[width]
@@ -228,13 +232,20 @@ class LatencyTable:
         width = kernel_width(bits, DeployConfig(**self.config))
         return layer.intercept.get(width, layer.intercept[FLOAT_WIDTH])
 
-    def predict(self, nonzeros: dict[str, float], bits: dict[str, float]) -> float:
-        """Predicted milliseconds of a model whose layers keep ``nonzeros`` at ``bits``."""
+    def predict(
+        self,
+        nonzeros: dict[str, float],
+        bits: dict[str, float],
+        outputs: dict[str, float] | None = None,
+    ) -> float:
+        """Predicted milliseconds of a model whose layers keep ``nonzeros`` at ``bits`` and
+        ``outputs`` output features (all of them where not given)."""
         total = self.fixed_ms
         for name, layer in self.layers.items():
             b = bits.get(name, FLOAT_WIDTH)
             total += self.slope(name, b) * nonzeros.get(name, layer.numel)
             total += self.intercept(name, b)
+            total += layer.output_ms * (outputs or {}).get(name, layer.outputs)
         return total
 
     # ------------------------------------------------------------ files
@@ -291,8 +302,10 @@ class LatencyTable:
         layers (they choose the kernels). ``cache``: ``True`` reads and writes the
         machine's cache, a path a given file, ``False`` none. ``pruned(model, 0.5)``, when
         given, returns a copy of the model with every group at half its units: timed too, it
-        tells how much of the time outside the layers shrinks with them (attention products,
-        activations), which then counts per kept weight instead of as fixed.
+        tells how much of the time outside the layers shrinks with them (normalisation,
+        activations, attention products), which then counts per kept output feature of the
+        layer whose output it processes (:attr:`LayerLatency.output_ms`), in proportion to the
+        elements of that output, instead of as fixed.
 
         Raises:
             ConfigError: ``device`` is not available here.
@@ -406,26 +419,36 @@ def _cache_path(signature: dict[str, Any]) -> Path:
     return cache_dir() / "latency" / f"{key[:32]}.json"
 
 
-def _layer_inputs(model, args, kwargs, layers) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Each layer's first input and how many times it runs per forward."""
+def _layer_inputs(
+    model, args, kwargs, layers
+) -> tuple[dict[str, torch.Tensor], dict[str, int], dict[str, float]]:
+    """Each layer's first input, how many times it runs per forward, and the output elements
+    per output feature it makes per forward (all calls together)."""
     seen: dict[str, torch.Tensor] = {}
     calls: dict[str, int] = {}
+    elements: dict[str, float] = {}
     handles = []
     for layer in layers:
 
-        def hook(module, inputs, name=layer.name):
+        def pre_hook(module, inputs, name=layer.name):
             calls[name] = calls.get(name, 0) + 1
             if name not in seen and inputs and isinstance(inputs[0], torch.Tensor):
                 seen[name] = inputs[0].detach().clone()
 
-        handles.append(layer.module.register_forward_pre_hook(hook))
+        def hook(module, inputs, output, name=layer.name, layer=layer):
+            if isinstance(output, torch.Tensor):
+                features = layer.weight.shape[layer.kind.output_axis]
+                elements[name] = elements.get(name, 0.0) + output.numel() / max(features, 1)
+
+        handles.append(layer.module.register_forward_pre_hook(pre_hook))
+        handles.append(layer.module.register_forward_hook(hook))
     try:
         with torch.no_grad():
             model(*args, **kwargs)
     finally:
         for h in handles:
             h.remove()
-    return seen, calls
+    return seen, calls, elements
 
 
 def _deployed(
@@ -484,7 +507,7 @@ def _measure(
     was_training = model.training
     model.eval()
     try:
-        inputs, calls = _layer_inputs(model, args, kwargs, layers)
+        inputs, calls, elements = _layer_inputs(model, args, kwargs, layers)
         runners: dict[tuple[str, str, float], Callable[[], object]] = {}
         nonzeros: dict[tuple[str, str, float], float] = {}
         kernels: dict[tuple[str, int], str] = {}
@@ -529,7 +552,11 @@ def _measure(
     pruned_ms = None
     if half is not None:
         pruned_ms = seconds.pop(("__model__", "half", 0.0)) * 1e3
-        half_numel = {layer.name: layer.weight.numel() for layer in quantizable_layers(half)}
+        half_layers = quantizable_layers(half)
+        half_numel = {layer.name: layer.weight.numel() for layer in half_layers}
+        half_outputs = {
+            layer.name: layer.weight.shape[layer.kind.output_axis] for layer in half_layers
+        }
     dense_ms = model_ms[FLOAT_WIDTH]
     rows: dict[str, LayerLatency] = {}
     for layer in layers:
@@ -544,10 +571,16 @@ def _measure(
             slope[width], intercept[width] = a * n, b * n
         kern = {w: kernels[(layer.name, w)] for w in plan[layer.name]}
         rows[layer.name] = LayerLatency(
-            layer.name, int(layer.weight.numel()), n, slope, intercept, kern
+            layer.name,
+            int(layer.weight.numel()),
+            n,
+            slope,
+            intercept,
+            kern,
+            outputs=int(layer.weight.shape[layer.kind.output_axis]),
         )
-    pruned = (half_numel, pruned_ms) if half is not None else None
-    fixed_ms, scale = _calibrate(rows, model_ms, pruned)
+    pruned = (half_numel, half_outputs, pruned_ms) if half is not None else None
+    fixed_ms, scale = _calibrate(rows, model_ms, pruned, elements)
     return LatencyTable(
         device=device,
         batch=batch,
@@ -580,16 +613,21 @@ def _whole_at(model, layers, inputs, plan, width, per_channel, activations, conf
 def _calibrate(
     rows: dict[str, LayerLatency],
     model_ms: dict[int, float],
-    pruned: tuple[dict[str, int], float] | None = None,
+    pruned: tuple[dict[str, int], dict[str, int], float] | None = None,
+    elements: dict[str, float] | None = None,
 ) -> tuple[float, dict[int, float]]:
     """Calibrate the isolated layer times on whole-model times (isolated layers run with warm
     caches and miss the time between layers):
 
     - the dense float model: its time outside the layers is the rest;
-    - with ``pruned`` (the weights of each layer and the time of the model with every group
-      at half its units), the part of the rest that shrank with the layers (attention
-      products, activations) becomes time per kept weight, added to every kernel's slope in
-      proportion to the layer's float slope; what did not shrink stays ``fixed``;
+    - with ``pruned`` (the weights and output features of each layer, and the time of the
+      model with every group at half its units), the part of the rest that shrank with the
+      layers (normalisation, activations, attention products: work on the layers' outputs)
+      becomes time per kept output feature (:attr:`LayerLatency.output_ms`), one rate per
+      output element (``elements``: each layer's output elements per feature, 1 each when
+      not given); what did not shrink stays ``fixed``. Per output feature, not per weight:
+      a layer cut on both sides loses weights as the product of the two cuts, but its
+      output (and the work on it) only as its own;
     - the model with every layer at each width, wide to narrow: that width's kernel times are
       scaled so it is predicted exactly. A layer whose kernel is the same at a narrower width
       (int8 dynamic at 4 and 8 bits) keeps the time it has, and the narrower width's scale is
@@ -603,20 +641,22 @@ def _calibrate(
         r.slope[FLOAT_WIDTH] *= scale[FLOAT_WIDTH]
         r.intercept[FLOAT_WIDTH] *= scale[FLOAT_WIDTH]
     rest = max(0.0, dense_ms - float_ms * scale[FLOAT_WIDTH])
-    share = 0.0  # rest per ms of float slope time
+    per_feature = {n: float((elements or {}).get(n, 1.0)) for n in rows}  # output elements
+    rate = 0.0  # rest per output element
     if pruned is not None:
-        numel, half_ms = pruned
-        full = sum(r.slope[FLOAT_WIDTH] * r.numel for r in rows.values())
-        small = sum(r.slope[FLOAT_WIDTH] * numel.get(r.name, r.numel) for r in rows.values())
+        numel, outputs, half_ms = pruned
+        full = sum(per_feature[n] * r.outputs for n, r in rows.items())
+        small = sum(per_feature[n] * outputs.get(n, r.outputs) for n, r in rows.items())
         half_layers = sum(r.ms(FLOAT_WIDTH, numel.get(r.name, r.numel)) for r in rows.values())
         if full > small:
             shrank = rest - (half_ms - half_layers)
-            share = min(max(shrank / (full - small), 0.0), rest / full)
-    fixed = rest - share * sum(r.slope[FLOAT_WIDTH] * r.numel for r in rows.values())
-    extra = {name: share * r.slope[FLOAT_WIDTH] for name, r in rows.items()}
+            rate = min(max(shrank / (full - small), 0.0), rest / full)
+    for n, r in rows.items():
+        r.output_ms = rate * per_feature[n]
+    fixed = rest - sum(r.output_ms * r.outputs for r in rows.values())
     done = [FLOAT_WIDTH]
     for width in sorted(set(model_ms) - {FLOAT_WIDTH}, reverse=True):
-        known, fresh = sum(extra[n] * r.numel for n, r in rows.items()), []
+        known, fresh = sum(r.output_ms * r.outputs for r in rows.values()), []
         for r in rows.values():
             if width not in r.slope:
                 known += r.ms(FLOAT_WIDTH, r.numel)
@@ -634,6 +674,4 @@ def _calibrate(
             r.slope[width] *= scale[width]
             r.intercept[width] *= scale[width]
         done.append(width)
-    for name, r in rows.items():
-        r.slope = {w: v + extra[name] for w, v in r.slope.items()}
     return max(0.0, fixed), scale

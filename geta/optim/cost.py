@@ -85,10 +85,12 @@ class CostModel:
     ``positions_l * numel_l`` is the layer's MAC count per sample (output positions of a conv,
     tokens of a linear layer; embeddings have none), and ``act_bits_l`` the bits of its input
     quantizer (32 without one).
-    ``metric="latency"``: ``cost = sum_l slope_l(bits_l) * nnz_l`` milliseconds, the slope of
-    the kernel the layer's bits deploy to, from a measured :class:`~geta.deployment.latency.
-    LatencyTable`; the rest of the model's time (:meth:`offset`) does not depend on the plan.
-    Everywhere a cost multiplies bits, it multiplies :meth:`bit_cost` of them.
+    ``metric="latency"``: ``cost = sum_l slope_l(bits_l) * nnz_l + out_l * kept_out_l``
+    milliseconds, the slope of the kernel the layer's bits deploy to, and the time between
+    layers per kept output feature (:attr:`output_ms`), from a measured
+    :class:`~geta.deployment.latency.LatencyTable`; the rest of the model's time
+    (:meth:`offset`) does not depend on the plan. Everywhere a cost multiplies bits, it
+    multiplies :meth:`bit_cost` of them.
 
     Example:
         >>> cm = CostModel(model, graph, metric="size")                      # doctest: +SKIP
@@ -123,6 +125,12 @@ class CostModel:
             [float((positions or {}).get(n, 1.0)) for n in self.names], dtype=np.float64
         )
         self.quantized = np.array([layer.quantizer is not None for layer in self.layers])
+        self.output_axes = [
+            layer.kind.output_axis % len(shape)
+            for layer, shape in zip(self.layers, self.shapes, strict=True)
+        ]
+        self.output_ms, self._fixed_output_ms = self._output_costs()
+        self.axis_cost = self._axis_costs()
 
     # ------------------------------------------------------------ structure
     def _axes(self, graph: DependencyGraph) -> list[Axis]:
@@ -140,6 +148,35 @@ class CostModel:
             Axis(layer, dim, self.shapes[layer][dim], np.concatenate(u), np.concatenate(w))
             for (layer, dim), (u, w) in sorted(found.items())
         ]
+
+    def _output_costs(self) -> tuple[np.ndarray, float]:
+        """Per layer, the milliseconds one kept output feature brings between layers where
+        the plan can remove output features (0 elsewhere, and for size and BOPs), and the
+        total of those the plan cannot change (they go to :meth:`offset`)."""
+        per_layer = np.zeros(len(self.layers))
+        fixed = 0.0
+        if self.metric != "latency":
+            return per_layer, fixed
+        grouped = {(axis.layer, axis.dim) for axis in self.axes}
+        for i, name in enumerate(self.names):
+            row = self.latency.layers.get(name)
+            if row is None or not row.output_ms:
+                continue
+            if (i, self.output_axes[i]) in grouped:
+                per_layer[i] = row.output_ms
+            else:
+                fixed += row.output_ms * self.shapes[i][self.output_axes[i]]
+        return per_layer, fixed
+
+    def _axis_costs(self) -> np.ndarray:
+        """What one kept index along each grouped axis costs on its own (not through the
+        layer's weights): a layer's :attr:`output_ms` on its output axis, 0 elsewhere."""
+        return np.array(
+            [
+                self.output_ms[axis.layer] if axis.dim == self.output_axes[axis.layer] else 0.0
+                for axis in self.axes
+            ]
+        )
 
     def _unit_axes(self) -> list[list[tuple[int, int]]]:
         """For each unit, the ``(axis, width)`` pairs it removes."""
@@ -218,11 +255,13 @@ class CostModel:
             for name, row in zip(self.names, bits, strict=True)
             if name in self.latency.layers
         )
-        return float(self.latency.fixed_ms + fixed)
+        return float(self.latency.fixed_ms + fixed + self._fixed_output_ms)
 
     def cost(self, removed: np.ndarray, bits: np.ndarray, coef: np.ndarray | None = None) -> float:
         coef = self.coefficients() if coef is None else coef
-        return float((coef * self.bit_cost(bits) * self.nonzeros(removed)).sum())
+        kept = self.kept(removed)
+        weights = float((coef * self.bit_cost(bits) * self.nonzeros(kept=kept)).sum())
+        return weights + float((self.axis_cost * kept).sum())
 
     def channel_axes(self) -> list[int]:
         """Each counted layer's channel axis: its quantizer's axis (the layer kind's output
@@ -267,10 +306,14 @@ class CostModel:
 
     def dense_cost(self) -> float:
         """The fp32 model's cost: 32-bit weights (and 32-bit activations for BOPs; the float
-        kernels' time for latency, :meth:`offset` not included)."""
+        kernels' time and every output feature's for latency, :meth:`offset` not
+        included)."""
         act = np.full(len(self.layers), float(FLOAT_BITS))
         float_bits = np.full(len(self.layers), float(FLOAT_BITS))
-        return float((self.coefficients(act) * self.bit_cost(float_bits) * self.numel).sum())
+        weights = float((self.coefficients(act) * self.bit_cost(float_bits) * self.numel).sum())
+        return weights + float(
+            sum(a.size * c for a, c in zip(self.axes, self.axis_cost, strict=False))
+        )
 
 
 def output_positions(model: nn.Module, args: tuple, kwargs: dict | None = None) -> dict[str, float]:

@@ -3,7 +3,9 @@ gets, so that ``cost <= B`` with the least importance lost (ALGORITHMS.md sectio
 
 Two kinds of moves, one scale (squared weight error per unit of cost saved):
 
-- remove a unit of a group: loses its importance, saves ``sum_l coef_l * bits_l * dnnz_l``;
+- remove a unit of a group: loses its importance, saves ``sum_l coef_l * bits_l * dnnz_l``
+  (plus, for latency, the time between layers its output features took:
+  :attr:`CostModel.axis_cost`);
 - lower a layer's bits to the next point of the lower convex hull of its (bits, distortion)
   curve: loses ``nnz_l * (D_l(b') - D_l(b))``, saves ``coef_l * (b - b') * nnz_l``.
 
@@ -145,23 +147,33 @@ def _channel_sample(
 class _State:
     """Removal mask, kept indices per axis, nonzeros and bits, updated move by move."""
 
-    def __init__(self, cm: CostModel, removed: np.ndarray, bits: np.ndarray, coef: np.ndarray):
+    def __init__(
+        self,
+        cm: CostModel,
+        removed: np.ndarray,
+        bits: np.ndarray,
+        coef: np.ndarray,
+        axis_cost: np.ndarray | None = None,
+    ):
         self.cm = cm
+        self.axis_cost = cm.axis_cost if axis_cost is None else axis_cost
         self.removed = removed.copy()
         self.kept = cm.kept(self.removed)
         self.bits = bits.astype(np.float64).copy()
         self.coef = coef
         self.nnz = cm.nonzeros(kept=self.kept)
-        self.cost = float((coef * self.bits * self.nnz).sum())
+        self.cost = float((coef * self.bits * self.nnz).sum() + (self.axis_cost * self.kept).sum())
 
     def unit_saving(self, u: int) -> float:
         per_layer: dict[int, float] = {}
+        own = 0.0
         for a, w in self.cm.unit_axes[u]:
             layer = self.cm.axes[a].layer
             kept = self.kept[a]
             factor = (kept - w) / kept if kept > 0 else 1.0
             per_layer[layer] = per_layer.get(layer, 1.0) * factor
-        return sum(
+            own += self.axis_cost[a] * w
+        return own + sum(
             self.coef[layer] * self.bits[layer] * self.nnz[layer] * (1 - f)
             for layer, f in per_layer.items()
         )
@@ -179,6 +191,7 @@ class _State:
         layers = set()
         for a, w in self.cm.unit_axes[u]:
             self.kept[a] += sign * w
+            self.cost += sign * w * self.axis_cost[a]
             layers.add(self.cm.axes[a].layer)
         for layer in layers:
             nnz = self.cm.numel[layer]
@@ -219,7 +232,8 @@ def minimum_cost(
     coef = cm.coefficients() if coef is None else coef
     removed = _keep_best(cm, np.zeros(cm.units.count), min_keep)
     lowest = _cost_bits(cm, np.asarray(sorted(bit_options), dtype=np.float64), code_share)[:, 0]
-    return float((coef * lowest * cm.nonzeros(removed)).sum())
+    kept = cm.kept(removed)
+    return float((coef * lowest * cm.nonzeros(kept=kept)).sum() + (cm.axis_cost * kept).sum())
 
 
 def _cost_bits(cm: CostModel, bit_options: np.ndarray, code_share: np.ndarray | None) -> np.ndarray:
@@ -479,9 +493,8 @@ class _KeptUnits:
 
 def _unit_numel(cm: CostModel) -> np.ndarray:
     """Weight scalars of counted layers removed with each unit, in the dense model."""
-    state = _State(
-        cm, np.zeros(cm.units.count, bool), np.ones(len(cm.layers)), np.ones(len(cm.layers))
-    )
+    ones, no_axis_cost = np.ones(len(cm.layers)), np.zeros(len(cm.axes))
+    state = _State(cm, np.zeros(cm.units.count, bool), ones, ones, no_axis_cost)
     return np.array([state.unit_saving(u) for u in range(cm.units.count)])
 
 

@@ -37,6 +37,7 @@ class LayerReport:
     payload: int | None = None  # bits of the nonzero codes: sum over channels of bits x nonzeros
     bit_histogram: dict[int, int] = field(default_factory=dict)  # channels at each bit-width
     structural: int | None = None  # weights left once all-zero slices are removed (latency)
+    outputs: int | None = None  # output features with a nonzero weight (latency)
 
     @property
     def density(self) -> float:
@@ -185,6 +186,7 @@ def _measure(
                 payload,
                 histogram,
                 structural_nonzeros(w),
+                kept_slices(w, layer.kind.output_axis),
             )
         )
     nnz = np.array([r.nonzeros for r in rows], dtype=np.float64)
@@ -195,12 +197,18 @@ def _measure(
 def structural_nonzeros(weight: torch.Tensor) -> int:
     """The weights a dense kernel still computes once every all-zero slice (along any dim) is
     cut out: the product over dims of the slices holding a nonzero."""
-    nonzero = weight.detach() != 0
     count = 1
-    for d in range(nonzero.dim()):
-        others = [i for i in range(nonzero.dim()) if i != d]
-        count *= int(nonzero.any(dim=others).sum()) if others else int(nonzero.sum())
+    for d in range(weight.dim()):
+        count *= kept_slices(weight, d)
     return count
+
+
+def kept_slices(weight: torch.Tensor, dim: int) -> int:
+    """Slices of ``weight`` along ``dim`` holding a nonzero."""
+    nonzero = weight.detach() != 0
+    dim = dim % nonzero.dim()
+    others = [i for i in range(nonzero.dim()) if i != dim]
+    return int(nonzero.any(dim=others).sum()) if others else int(nonzero.sum())
 
 
 def measure_layers(cost_model: CostModel) -> tuple[list[LayerReport], np.ndarray, np.ndarray]:
@@ -270,13 +278,16 @@ def measured_cost(
     """The model's cost now, in the budget's unit: per layer, each channel's bits x its
     nonzero quantized codes (x MACs and activation bits for BOPs: ``coef``, the cost model's
     coefficients by default); for latency, the layers' plan-dependent milliseconds (their
-    kernel's time per weight x structural nonzeros, :meth:`CostModel.offset` not included). ``rows`` as :func:`measure_layers` returns them, measured now
-    when not given."""
+    kernel's time per weight x structural nonzeros, and the time between layers of their kept
+    output features, :meth:`CostModel.offset` not included). ``rows`` as
+    :func:`measure_layers` returns them, measured now when not given."""
     if rows is None:
         rows, _, _ = measure_layers(cost_model)
     coef = cost_model.coefficients() if coef is None else coef
     if cost_model is not None and cost_model.metric == "latency":  # kernels skip no zero code
         bits = np.array([r.bits for r in rows], dtype=np.float64)
         kept = np.array([r.structural for r in rows], dtype=np.float64)
-        return float((coef * cost_model.bit_cost(bits) * kept).sum())
+        outputs = np.array([r.outputs for r in rows], dtype=np.float64)
+        weights = (coef * cost_model.bit_cost(bits) * kept).sum()
+        return float(weights + (cost_model.output_ms * outputs).sum())
     return float((coef * np.array([r.payload_bits for r in rows])).sum())

@@ -34,6 +34,12 @@ class LayerKind:
     channel_axis: int = 0
     embedding: bool = False
 
+    @property
+    def output_axis(self) -> int:
+        """The weight axis along which the layer's output features lie: its channel axis, or
+        the vector axis of an embedding table (whose channel axis is its rows)."""
+        return -1 if self.embedding else self.channel_axis
+
 
 _KINDS: list[LayerKind] = []
 

@@ -12,6 +12,7 @@ from torch import nn
 from geta.deployment import DeployConfig
 from geta.deployment.latency import (
     FLOAT_WIDTH,
+    VERSION,
     LatencyTable,
     LayerLatency,
     _calibrate,
@@ -109,7 +110,7 @@ def test_cache_round_trip(tmp_path):
     files[0].write_text("{not json")
     _, third = measure()
     assert sorted(third.layers) == sorted(first.layers)
-    assert json.loads(files[0].read_text())["version"] == 3
+    assert json.loads(files[0].read_text())["version"] == VERSION
 
 
 def test_save_load(tmp_path):
@@ -198,22 +199,33 @@ def test_unknown_device_is_a_config_error():
     assert np.isfinite(measure()[1].dense_ms)
 
 
-def test_the_rest_that_shrinks_with_the_layers_counts_per_weight():
+def test_the_rest_that_shrinks_with_the_layers_counts_per_output_feature():
     """Dense 5 ms with 2 ms of layers; at half the units 3.5 ms with 1 ms of layers: 0.5 ms of
-    the 3 ms rest shrank with them, so it is time per kept weight, and both models are
-    predicted exactly."""
+    the 3 ms rest shrank with the outputs, so it is time per kept output feature (by output
+    elements: layer b's features are 3x larger), and both models are predicted exactly."""
     rows = {
-        n: LayerLatency(n, 1000, 1, {32: 1e-3, 8: 5e-4}, {32: 0.0, 8: 0.0}, {32: "float", 8: "k"})
+        n: LayerLatency(
+            n, 1000, 1, {32: 1e-3, 8: 5e-4}, {32: 0.0, 8: 0.0}, {32: "float", 8: "k"}, outputs=10
+        )
         for n in ("a", "b")
     }
-    fixed, scale = _calibrate(rows, {32: 5.0, 8: 4.0}, ({"a": 500, "b": 500}, 3.5))
+    half = ({"a": 500, "b": 500}, {"a": 5, "b": 5}, 3.5)
+    fixed, scale = _calibrate(rows, {32: 5.0, 8: 4.0}, half, {"a": 1.0, "b": 3.0})
     assert fixed == pytest.approx(2.0)
+    assert rows["b"].output_ms == pytest.approx(3 * rows["a"].output_ms)
+    assert 10 * (rows["a"].output_ms + rows["b"].output_ms) == pytest.approx(1.0)
+    assert rows["a"].slope[32] == pytest.approx(1e-3)  # the weights' own time is untouched
     table = LatencyTable("cpu", 1, 1, asdict(DeployConfig()), 5.0, fixed, scale, rows)
     assert table.predict({"a": 1000, "b": 1000}, {}) == pytest.approx(5.0)
-    assert table.predict({"a": 500, "b": 500}, {}) == pytest.approx(3.5)
+    assert table.predict({"a": 500, "b": 500}, {}, {"a": 5, "b": 5}) == pytest.approx(3.5)
+    # a layer cut on its input side only loses weight time, not output time
+    inputs_cut = table.predict({"a": 500, "b": 1000}, {})
+    assert inputs_cut == pytest.approx(5.0 - 500 * 1e-3)
     # the 8-bit kernels are scaled to their whole-model time on top of the same rest
     assert table.predict({"a": 1000, "b": 1000}, {"a": 8, "b": 8}) == pytest.approx(4.0)
-    # a rest that grew when the layers shrank (noise) stays fixed: nothing counts per weight
-    rows = {n: LayerLatency(n, 1000, 1, {32: 1e-3}, {32: 0.0}, {32: "float"}) for n in "ab"}
-    fixed, _ = _calibrate(rows, {32: 5.0}, ({"a": 500, "b": 500}, 4.5))
-    assert fixed == pytest.approx(3.0) and rows["a"].slope[32] == pytest.approx(1e-3)
+    # a rest that grew when the layers shrank (noise) stays fixed: nothing counts per feature
+    rows = {
+        n: LayerLatency(n, 1000, 1, {32: 1e-3}, {32: 0.0}, {32: "float"}, outputs=10) for n in "ab"
+    }
+    fixed, _ = _calibrate(rows, {32: 5.0}, ({"a": 500, "b": 500}, {"a": 5, "b": 5}, 4.5))
+    assert fixed == pytest.approx(3.0) and rows["a"].output_ms == 0.0

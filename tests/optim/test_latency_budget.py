@@ -1,6 +1,8 @@
 """Latency budgets: the cost model reads the measured table, the projection meets the
 milliseconds, GETA mode trains to it and the report shows predicted and measured latency."""
 
+import copy
+
 import numpy as np
 import pytest
 import torch
@@ -8,8 +10,9 @@ import torch
 import geta
 from geta import Budget, BudgetError, ConfigError
 from geta.deployment.latency import FLOAT_WIDTH
-from geta.optim.projection import _cost_bits, bit_distortion, project
-from geta.optim.report import report_against, structural_nonzeros
+from geta.optim.cost import CostModel
+from geta.optim.projection import _cost_bits, _State, bit_distortion, project
+from geta.optim.report import measured_cost, report_against, structural_nonzeros
 from geta.quant.prepare import input_quantizers
 
 from .conftest import mlp, train
@@ -56,8 +59,11 @@ def test_cost_model_prices_weights_by_their_kernel():
     assert cm.bit_cost(bits)[2] == table.layers[cm.names[2]].slope[FLOAT_WIDTH]
     removed = np.zeros(cm.units.count, bool)
     removed[:10] = True
+    # weights by their kernel, and each kept output feature by its time between layers (the
+    # first layer's outputs are the group losing 10 units; the last layer's go to the offset)
+    outputs = np.array([768 - 10, 768, 0])
     assert cm.cost(removed, bits) == pytest.approx(
-        float((cm.bit_cost(bits) * cm.nonzeros(removed)).sum())
+        float((cm.bit_cost(bits) * cm.nonzeros(removed)).sum() + (cm.output_ms * outputs).sum())
     )
     # the dense float model: layers plus the rest make the measured time
     float_bits = np.full(3, 32.0)
@@ -65,6 +71,42 @@ def test_cost_model_prices_weights_by_their_kernel():
     # the projection's table never makes more bits cheaper
     table_bits = _cost_bits(cm, c.problem.bit_options, None)
     assert np.all(np.diff(table_bits, axis=1) >= 0)
+
+
+def test_output_features_cost_the_same_planned_and_measured():
+    """With time between layers per output feature, the cost model, the projection's running
+    cost and the live model's measured cost agree on a model with zeroed units; the output
+    features of ungrouped layers count in the offset."""
+    c = compressor(Budget.latency(speedup=1, batch=64))
+    table, without = copy.deepcopy(c.latency_table), copy.deepcopy(c.latency_table)
+    for i, (row, bare) in enumerate(
+        zip(table.layers.values(), without.layers.values(), strict=False)
+    ):
+        row.output_ms, bare.output_ms = 1e-3 * (i + 1), 0.0
+    cm = CostModel(c.model, c.graph, metric="latency", latency=table)
+    assert cm.output_ms.tolist() == [1e-3, 2e-3, 0.0]
+    no_outputs = CostModel(c.model, c.graph, metric="latency", latency=without)
+    assert cm.offset() == pytest.approx(no_outputs.offset() + 3e-3 * 4)
+    removed = np.zeros(cm.units.count, bool)
+    removed[[0, 1, 2, 770]] = True  # three units of the first group, one of the second
+    bits = cm.current_bits()
+    expected = no_outputs.cost(removed, bits) + 1e-3 * (768 - 3) + 2e-3 * (768 - 1)
+    assert cm.cost(removed, bits) == pytest.approx(expected)
+    state = _State(cm, np.zeros(cm.units.count, bool), cm.bit_cost(bits), cm.coefficients())
+    saving = state.unit_saving(0)
+    for u in np.nonzero(removed)[0]:
+        state.remove(int(u))
+    assert state.cost == pytest.approx(expected)
+    assert saving == pytest.approx(
+        cm.cost(np.zeros_like(removed), bits) - cm.cost(np.eye(len(removed), dtype=bool)[0], bits)
+    )
+    first, second, last = (layer.weight for layer in cm.layers)
+    with torch.no_grad():
+        first[[0, 1, 2]] = 0
+        second[:, [0, 1, 2]] = 0
+        second[2] = 0
+        last[:, 2] = 0
+    assert measured_cost(cm) == pytest.approx(expected, rel=1e-6)
 
 
 def test_projection_meets_the_latency_target():
