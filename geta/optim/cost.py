@@ -312,7 +312,7 @@ class CostModel:
         float_bits = np.full(len(self.layers), float(FLOAT_BITS))
         weights = float((self.coefficients(act) * self.bit_cost(float_bits) * self.numel).sum())
         return weights + float(
-            sum(a.size * c for a, c in zip(self.axes, self.axis_cost, strict=False))
+            sum(a.size * c for a, c in zip(self.axes, self.axis_cost, strict=True))
         )
 
 

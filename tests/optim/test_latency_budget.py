@@ -80,7 +80,7 @@ def test_output_features_cost_the_same_planned_and_measured():
     c = compressor(Budget.latency(speedup=1, batch=64))
     table, without = copy.deepcopy(c.latency_table), copy.deepcopy(c.latency_table)
     for i, (row, bare) in enumerate(
-        zip(table.layers.values(), without.layers.values(), strict=False)
+        zip(table.layers.values(), without.layers.values(), strict=True)
     ):
         row.output_ms, bare.output_ms = 1e-3 * (i + 1), 0.0
     cm = CostModel(c.model, c.graph, metric="latency", latency=table)
