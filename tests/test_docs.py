@@ -119,13 +119,17 @@ assert [g.size for g in graph.groups] == [8]
 geta.prune(net, graph, {0: [1, 5]})
 assert net[1].n == 6 and net(x).shape == (1, 4, 12, 12)
 
-gpt2 = transformers.GPT2LMHeadModel(
-    transformers.GPT2Config(n_embd=48, n_layer=1, n_head=3, n_inner=40, vocab_size=50)
+neox = transformers.GPTNeoXForCausalLM(
+    transformers.GPTNeoXConfig(
+        hidden_size=48, num_hidden_layers=1, num_attention_heads=3, intermediate_size=40,
+        vocab_size=50,
+    )
 )
-graph = geta.hf.trace(gpt2)
+graph = geta.hf.trace(neox)
 assert sorted(g.kind for g in graph.groups) == ["channel", "head"]
-geta.prune(gpt2, graph, {next(g.id for g in graph.groups if g.kind == "head"): [0]})
-assert gpt2.transformer.h[0].attn.num_heads == 2 and gpt2.transformer.h[0].attn.split_size == 32
+geta.prune(neox, graph, {next(g.id for g in graph.groups if g.kind == "head"): [0]})
+attention = neox.gpt_neox.layers[0].attention
+assert attention.num_attention_heads == 2 and attention.dense.in_features == 32
 
 report = fixed.report()
 assert report.mode == "fixed-bits" and report.within_budget

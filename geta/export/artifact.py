@@ -49,7 +49,7 @@ import importlib
 import json
 import lzma
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +85,7 @@ from geta.export.packing import (
     rice_parameter,
     unpack_bits,
 )
+from geta.graph.rewrites import config_sizes, set_size
 from geta.quant.codes import quantized_codes
 from geta.quant.prepare import dequantized_copy, input_quantizers, weight_quantizers
 from geta.quant.quantizer import Quantizer
@@ -581,9 +582,20 @@ def _unpack_sections(tensors: dict, plain: dict, data: bytes) -> dict[tuple[str,
 
 
 # ---------------------------------------------------------------------------- save
+def _with_parents(names: Iterable[str]) -> set[str]:
+    """Module names and every module above them (an attention block holding the layers whose
+    head count surgery rewrote)."""
+    out = set()
+    for name in names:
+        parts = name.split(".") if name else []
+        out.update(".".join(parts[:i]) for i in range(len(parts) + 1))
+    return out
+
+
 def _module_attributes(model: nn.Module, owners: set[str]) -> dict[str, dict[str, Any]]:
     """Integer-valued public attributes (in_channels, groups, num_heads, ...) of the modules
-    that own stored tensors: what surgery may have changed."""
+    ``owners`` names (those that own stored tensors and the modules above them), and the
+    integer fields of a config a module keeps: what surgery may have changed."""
     out = {}
     for name, module in model.named_modules():
         if name not in owners:
@@ -596,6 +608,7 @@ def _module_attributes(model: nn.Module, owners: set[str]) -> dict[str, dict[str
                 isinstance(value, tuple) and value and all(isinstance(v, int) for v in value)
             ):
                 attrs[key] = list(value) if isinstance(value, tuple) else value
+        attrs.update(config_sizes(module))  # a config the module reads sizes from at run time
         if attrs:
             out[name] = attrs
     return out
@@ -615,7 +628,13 @@ def set_module_attributes(model: nn.Module, modules: dict[str, dict[str, Any]]) 
         except AttributeError:
             continue
         for key, value in attrs.items():
-            if key.startswith("_") or not _is_size(getattr(owner, key, None)):
+            if key in config_sizes(owner):
+                if not isinstance(value, int) or isinstance(value, bool):
+                    raise ArtifactError(f"the artifact sets {name}.{key} to {value!r}, not a size")
+                if config_sizes(owner)[key] != value:
+                    set_size(owner, key, value)
+                continue
+            if key.startswith("_") or "." in key or not _is_size(getattr(owner, key, None)):
                 raise ArtifactError(
                     f"the artifact sets {name or 'the model'}.{key}, which is not a size "
                     f"attribute of the model: the artifact is corrupted or crafted, or does not "
@@ -703,7 +722,7 @@ def save(
     index = {
         "tensors": tensors,
         "plain": plain,
-        "modules": _module_attributes(model, {n.rpartition(".")[0] for n in tensors}),
+        "modules": _module_attributes(model, _with_parents(n.rpartition(".")[0] for n in tensors)),
     }
     text = json.dumps(index, separators=(",", ":")).encode()
     codec, packed = _compress(text, index=True)

@@ -190,7 +190,8 @@ def _check_modules(modules: Any) -> None:
         raise ValueError(f"modules {short(modules)} is not a table of attribute tables")
     for name, attrs in modules.items():
         for key, value in attrs.items():
-            if not key.isidentifier() or key.startswith("_"):
+            field = key.removeprefix("config.")  # an integer field of a config the module keeps
+            if not field.isidentifier() or field.startswith("_"):
                 raise ValueError(f"module {name} has an attribute named {short(key)}")
             for item in value if isinstance(value, list) else [value]:
                 integer(item, f"attribute {key} of module {name}", None)

@@ -11,6 +11,7 @@ from torch.export import ExportedProgram
 
 from geta.graph.analysis import Analysis, UnsupportedOp
 from geta.graph.groups import BlockedSpace, PruningGroup, build_groups
+from geta.graph.rewrites import AttributeRewrite
 
 if TYPE_CHECKING:
     import networkx
@@ -40,6 +41,8 @@ class DependencyGraph:
         self.analysis = analysis
         self.groups: list[PruningGroup] = []
         self.blocked: list[BlockedSpace] = []
+        # attributes the forward reads as sizes, rewritten with a group: by the group's leaf
+        self.rewrites: dict[int, tuple[AttributeRewrite, ...]] = {}
         self.stale = False
         self._rebuild_groups()
 
@@ -60,6 +63,11 @@ class DependencyGraph:
             if g.id == group_id:
                 return g
         raise KeyError(f"no prunable group with id {group_id}")
+
+    def rewrites_of(self, group: PruningGroup) -> tuple[AttributeRewrite, ...]:
+        """The module attributes :func:`geta.prune` sets when it prunes ``group`` (sizes the
+        forward reads, found by the trial prune: :mod:`geta.graph.rewrites`)."""
+        return self.rewrites.get(self.spaces.find(group.leaf), ())
 
     def groups_of(self, tensor: str) -> list[PruningGroup]:
         """The groups that have a slice of parameter or buffer ``tensor``."""

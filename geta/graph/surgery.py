@@ -13,6 +13,7 @@ from geta.errors import PruneError
 from geta.graph.dependency_graph import DependencyGraph
 from geta.graph.groups import PruningGroup
 from geta.graph.module_adapters import adapt_model, adapt_module
+from geta.graph.rewrites import apply_rewrites
 
 __all__ = ["Plan", "zero_groups", "prune", "apply_plan"]
 
@@ -126,7 +127,7 @@ def apply_plan(
     model: nn.Module, graph: DependencyGraph, resolved: list[tuple[PruningGroup, np.ndarray]]
 ) -> None:
     """Slice every member tensor and update module attributes: each touched module's adapter,
-    then the model adapters (the graph stays usable)."""
+    the model adapters, then the groups' attribute rewrites (the graph stays usable)."""
     spaces = graph.spaces
     keep: dict[tuple[str, int], np.ndarray] = {}
     for group, idx in resolved:
@@ -181,3 +182,11 @@ def apply_plan(
     for module, quantities in touched.items():
         adapt_module(module, quantities)
     adapt_model(model)
+    apply_rewrites(
+        model,
+        [
+            (r, group.size, group.size - len(idx))
+            for group, idx in resolved
+            for r in graph.rewrites_of(group)
+        ],
+    )

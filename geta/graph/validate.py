@@ -29,6 +29,7 @@ from geta.errors import TraceError
 from geta.graph.capture import export_program
 from geta.graph.dependency_graph import DependencyGraph
 from geta.graph.groups import PruningGroup
+from geta.graph.rewrites import candidate_rewrites, relocate, smallest_passing
 from geta.graph.rules.indexing import slice_bounds
 
 logger = logging.getLogger(__name__)
@@ -281,6 +282,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     blocked: dict[int, str] = {}
     verified: set[int] = set()
     signature = {g.id: _signature(graph, model, g) for g in graph.groups}
+    rescued_classes: list[list[int]] = []
     for _ in range(_MAX_ROUNDS):
         candidates = [
             g for g in graph.groups if g.size >= 2 and g.id not in blocked and g.id not in verified
@@ -321,7 +323,13 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
                 break
         if not guilty:  # each passes alone: they only fail together, so block them all
             guilty = set(suspects)
-        for gid in guilty:
+        classes = _rescue(
+            model, graph, [by_id[g] for g in sorted(guilty)], inputs, eager, signature
+        )
+        rescued_classes += classes
+        rescued = {gid for c in classes for gid in c}
+        verified |= rescued
+        for gid in guilty - rescued:
             blocked[gid] = (
                 "the forward code does not accept a pruned size here (trial prune failed)"
             )
@@ -332,6 +340,15 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         for g in graph.groups:
             if g.id not in verified:
                 blocked.setdefault(g.id, "trial pruning did not settle")
+    # Groups rescued apart (a layer's heads and its head dims) must pass pruned together too:
+    # the last rescued are given up until they do.
+    by_id = {g.id: g for g in graph.groups}
+    while rescued_classes and _trial_failure(
+        model, graph, [by_id[gid] for c in rescued_classes for gid in c], inputs, eager=eager
+    ):
+        for gid in rescued_classes.pop():
+            graph.rewrites.pop(graph.spaces.find(by_id[gid].leaf), None)
+            blocked[gid] = "its size attributes cannot follow it with the groups around it"
     # The parts of a slice may follow the pruned sizes only when they shrink together (bounds
     # computed as ``size // 2``): a group that feeds a slice is also tried alone, one per kind.
     tried: dict[tuple, bool] = {}
@@ -349,6 +366,51 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     if blocked:
         graph.block_groups(blocked)
         logger.info("trial pruning blocked %d group(s)", len(blocked))
+
+
+def _rescue(
+    model: nn.Module,
+    graph: DependencyGraph,
+    groups: list[PruningGroup],
+    inputs,
+    eager: bool,
+    signature: dict[int, tuple],
+) -> list[list[int]]:
+    """Try to make failing ``groups`` prunable by rewriting the sizes their forward reads
+    (:mod:`geta.graph.rewrites`): per structure, the fewest attributes found on one group are
+    carried to the others of that structure, and all of them are trial-pruned together (and
+    captured, so every shape comes out as predicted). Returns the ids of the groups that now
+    pass, per structure; their rewrites are recorded in ``graph.rewrites``."""
+    rescued: list[list[int]] = []
+    by_structure: dict[tuple, list[PruningGroup]] = {}
+    for g in groups:
+        by_structure.setdefault(signature[g.id], []).append(g)
+    for members in by_structure.values():
+        first = members[0]
+        candidates = candidate_rewrites(model, first)
+        if not candidates:
+            continue
+        key = graph.spaces.find(first.leaf)
+
+        def passes(subset, first=first, key=key) -> bool:
+            graph.rewrites[key] = subset
+            return not _trial_failure(model, graph, [first], inputs, eager=eager)
+
+        found = smallest_passing(candidates, passes)
+        graph.rewrites.pop(key, None)
+        if found is None:
+            continue
+        placed = {g.id: relocate(model, found, first, g) for g in members}
+        ok = [g for g in members if placed[g.id] is not None]
+        for g in ok:
+            graph.rewrites[graph.spaces.find(g.leaf)] = placed[g.id]
+        if ok and not _trial_failure(model, graph, ok, inputs, eager=eager):
+            rescued.append([g.id for g in ok])
+            logger.debug("rewrites %s make %d group(s) prunable", found, len(ok))
+        else:
+            for g in ok:
+                graph.rewrites.pop(graph.spaces.find(g.leaf), None)
+    return rescued
 
 
 def _sliced_groups(graph: DependencyGraph) -> set[int]:

@@ -1,16 +1,17 @@
 """Model-family adapters for HuggingFace transformers.
 
-The dependency graph finds heads and FFN channels from op semantics alone. What it cannot know
-is that a module keeps a size as an attribute that its forward reads (GPT-2's ``split_size``,
-Whisper's ``num_heads``). After surgery, a family adapter recomputes such attributes from the
-module's new weight shapes, and reports which config fields the module's sizes stand for (so a
-uniformly pruned model can be saved with an updated config).
+The dependency graph finds heads and FFN channels from op semantics alone, and the trial prune
+rewrites the sizes a forward reads from attributes (:mod:`geta.graph.rewrites`), so no family
+needs an adapter to prune. What a rewrite cannot tell is which config fields a module's sizes
+stand for: a family adapter recomputes the module's size attributes from its new weight shapes
+and reports those fields, so that a uniformly pruned model is saved with a config plain
+``transformers`` loads.
 
 A family is keyed by its config's ``model_type`` and names the classes of its modeling module
 that need an adapter; one short file per family registers it::
 
-    register_family("gpt2", "transformers.models.gpt2.modeling_gpt2",
-                    GPT2Attention=attention, GPT2MLP=mlp)
+    register_family("gpt_neox", "transformers.models.gpt_neox.modeling_gpt_neox",
+                    GPTNeoXAttention=attention, GPTNeoXMLP=mlp)
 
 Classes are resolved only once the user's model has imported its modeling module, so geta does
 not import transformers itself. Head counts live on each layer's module, so layers may differ.
@@ -84,13 +85,14 @@ def register_family(
         model_types: ``config.model_type`` value(s) of the family (CLIP: the model, its text and
             its vision config).
         module: the modeling module that defines the classes, e.g.
-            ``"transformers.models.gpt2.modeling_gpt2"``.
+            ``"transformers.models.gpt_neox.modeling_gpt_neox"``.
         adapters: class name to adapter: ``adapter(module)`` updates the module's size
             attributes from its (pruned) weights and returns the config fields they stand for.
 
     Example:
-        >>> register_family("gpt2", "transformers.models.gpt2.modeling_gpt2",   # doctest: +SKIP
-        ...                 GPT2MLP=lambda m: {"n_inner": m.c_fc.nf})
+        >>> register_family("gpt_neox",                                        # doctest: +SKIP
+        ...                 "transformers.models.gpt_neox.modeling_gpt_neox",
+        ...                 GPTNeoXMLP=lambda m: {"intermediate_size": m.dense_h_to_4h.out_features})
     """
     types = (model_types,) if isinstance(model_types, str) else tuple(model_types)
     family = Family(types, module, dict(adapters))

@@ -13,6 +13,8 @@ import geta
 V = 100
 TEXT = dict(vocab_size=V, max_position_embeddings=32)
 SIZES = dict(hidden_size=48, num_hidden_layers=2, num_attention_heads=3, intermediate_size=40)
+LAYERS = {k: SIZES[k] for k in ("hidden_size", "num_hidden_layers", "num_attention_heads")}
+SEQ2SEQ = dict(layers=2, attention_heads=3, ffn_dim=40)  # each side of an encoder-decoder
 
 
 def _decoder(config_cls, **extra):
@@ -92,6 +94,48 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
             suppress_tokens=None,
             begin_suppress_tokens=None,
         )
+    ),
+}
+
+
+# Families without a family adapter in geta (encoder, decoder, encoder-decoder, vision): their
+# heads prune through the sizes the trial prune rewrites, or through the tensors alone.
+OTHER_FAMILIES: dict[str, Callable[[], nn.Module]] = {
+    "electra": lambda: T.ElectraModel(T.ElectraConfig(**SIZES, embedding_size=48, **TEXT)),
+    "roformer": lambda: T.RoFormerModel(T.RoFormerConfig(**SIZES, embedding_size=48, **TEXT)),
+    "megatron_bert": lambda: T.MegatronBertModel(T.MegatronBertConfig(**SIZES, **TEXT)),
+    "opt": lambda: T.OPTForCausalLM(
+        T.OPTConfig(**LAYERS, ffn_dim=40, word_embed_proj_dim=48, **TEXT)
+    ),
+    "gpt_neo": lambda: T.GPTNeoForCausalLM(
+        T.GPTNeoConfig(
+            hidden_size=48,
+            num_layers=2,
+            num_heads=3,
+            attention_types=[[["global", "local"], 1]],
+            intermediate_size=40,
+            window_size=4,
+            **TEXT,
+        )
+    ),
+    "falcon": lambda: T.FalconForCausalLM(
+        T.FalconConfig(**LAYERS, vocab_size=V, new_decoder_architecture=False, multi_query=False)
+    ),
+    "stablelm": lambda: T.StableLmForCausalLM(_decoder(T.StableLmConfig)),
+    "olmo": lambda: T.OlmoForCausalLM(_decoder(T.OlmoConfig, pad_token_id=0, eos_token_id=1)),
+    "qwen3": lambda: T.Qwen3ForCausalLM(_decoder(T.Qwen3Config, head_dim=8)),
+    "bart": lambda: T.BartModel(
+        T.BartConfig(
+            d_model=48,
+            **{f"{side}_{k}": v for side in ("encoder", "decoder") for k, v in SEQ2SEQ.items()},
+            **TEXT,
+        )
+    ),
+    "deit": lambda: T.DeiTForImageClassification(
+        T.DeiTConfig(**SIZES, image_size=16, patch_size=4, num_labels=5)
+    ),
+    "yolos": lambda: T.YolosModel(
+        T.YolosConfig(**SIZES, image_size=[16, 16], patch_size=4, num_detection_tokens=2)
     ),
 }
 

@@ -39,7 +39,13 @@ EXPECT = {
     "albert": Expect(
         LAYER, "encoder.albert_layer_groups.0.albert_layers.0.attention.query.weight", False
     ),
-    "gpt2": Expect(LAYER * 2, "transformer.h.0.attn.c_attn.weight", False),
+    # no family adapter: split_size (heads x head_dim) is rewritten with either group, so
+    # head dims prune too
+    "gpt2": Expect(
+        [("head", 3), ("head_dim", 16), ("channel", 40)] * 2,
+        "transformer.h.0.attn.c_attn.weight",
+        False,
+    ),
     "gpt_neox": Expect(LAYER * 2, "gpt_neox.layers.0.attention.query_key_value.weight", False),
     "llama": LLAMA,
     "mistral": LLAMA,
@@ -124,10 +130,13 @@ def test_family_prunes_exactly_reloads_and_trains(name, tmp_path):
         q, q_width, k, k_width = expect.gqa
         heads = graph.groups[0]
         assert (heads.member(q).width, heads.member(k).width) == (q_width, k_width)
-    # head dims: found by the graph, blocked because q, k and v share one reshape size
-    assert any(expect.q in b.tensors and "trial prune failed" in b.reason for b in graph.blocked), [
-        (b.size, b.reason) for b in graph.blocked if expect.q in b.tensors
-    ]
+    # head dims: found by the graph; blocked where q, k and v share one stored head size
+    # (or rotary embeddings pair dims), a group of their own where that size is rewritten
+    if any(kind == "head_dim" for kind, _ in expect.groups):
+        assert any(m.name == expect.q for g in graph.groups for m in g.members)
+    else:
+        blocked = [(b.size, b.reason) for b in graph.blocked if expect.q in b.tensors]
+        assert any("trial prune failed" in reason for _, reason in blocked), blocked
     # the hidden size stays whole unless asked for (test_hidden_size_is_an_inexact_opt_in)
     assert any(b.size == 48 and "normalised over" in b.reason for b in graph.blocked)
 
@@ -166,9 +175,9 @@ def test_hidden_size_is_an_inexact_opt_in(name):
         for m in hidden.members
     )
     # the heads and FFN channels stay exact
+    kinds = ["head", "head_dim", "channel"] if name == "gpt2" else ["head", "channel"]
     assert [(g.kind, g.exact) for g in graph.groups if g is not hidden] == [
-        ("head", True),
-        ("channel", True),
+        (kind, True) for kind in kinds
     ] * 2
     result = check_prune_equivalence(model, graph, (), inputs, {hidden.id: [1, 5, 9]})
     assert embedding.weight.shape[1] == 45
@@ -207,12 +216,21 @@ def test_example_inputs_follow_the_model():
     assert mask[0].all() and mask[1].tolist() == [1] * 6 + [0] * 2  # a padded sample
 
 
-def test_family_adapter_keeps_per_layer_head_counts():
+def test_rewritten_sizes_follow_each_layer():
+    """GPT-2 splits its fused qkv by ``split_size`` (heads x head_dim): the trial prune finds
+    it, and pruning heads in one layer and heads and head dims in the other sets each
+    layer's own value."""
     model = FAMILIES["gpt2"]().eval()
     graph = geta.hf.trace(model)
-    heads = [g.id for g in graph.groups if g.kind == "head"]
-    geta.prune(model, graph, {heads[0]: [0], heads[1]: [0, 2]})
+    heads = [g for g in graph.groups if g.kind == "head"]
+    dims = [g for g in graph.groups if g.kind == "head_dim"]
+    assert [(r.attr, r.per_unit) for r in graph.rewrites_of(heads[0])] == [("split_size", 16)]
+    assert [(r.attr, r.per_unit) for r in graph.rewrites_of(dims[1])] == [
+        ("head_dim", 1),
+        ("split_size", 3),
+    ]
+    geta.prune(model, graph, {heads[0].id: [0], heads[1].id: [0, 2], dims[1].id: [1, 5, 9, 12]})
     attn = [block.attn for block in model.transformer.h]
-    assert [(a.num_heads, a.split_size) for a in attn] == [(2, 32), (1, 16)]
+    assert [(a.split_size, a.head_dim) for a in attn] == [(2 * 16, 16), (1 * 12, 12)]
     assert model.config.n_head == 3  # the config keeps the unpruned sizes
     model(**geta.hf.example_inputs(model))
