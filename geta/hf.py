@@ -26,6 +26,7 @@ import importlib
 import inspect
 import json
 from collections.abc import Iterator, Mapping
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -233,7 +234,78 @@ def _saved_config(model: nn.Module, layers: list[LayerFields]) -> tuple[Any, boo
             setattr(targets[target_id], key, next(iter(value)))
         if _float_shapes(_build(type(model), candidate)) == _float_shapes(model):
             return candidate, True
+    inferred = _inferred_config(model)
+    if inferred is not None:
+        return inferred, True
     return copy.deepcopy(model.config), False
+
+
+def _config_fields(config: Any) -> Iterator[tuple[Any, str, int]]:
+    """Every integer field of ``config`` and its sub-configs: (config, name, value)."""
+    pending, seen = [config], set()
+    while pending:
+        cfg = pending.pop()
+        if cfg is None or id(cfg) in seen:
+            continue
+        seen.add(id(cfg))
+        for key, value in sorted(vars(cfg).items()):
+            if not key.startswith("_") and isinstance(value, int) and not isinstance(value, bool):
+                yield cfg, key, value
+        pending.extend(getattr(cfg, key, None) for key in getattr(cfg, "sub_configs", {}))
+
+
+def _inferred_config(model: nn.Module, rounds: int = 4, builds: int = 64) -> Any | None:
+    """A config that builds the pruned model's exact shapes, found without a family adapter:
+    every dim that pruning changed did so by some ratio (kept / dense); a config field related
+    to such a dim (one divides the other) is scaled by its ratio where that makes more of the
+    model's tensors come out at their pruned shapes (built on the meta device), field by field,
+    until all do. None where no such config exists (layers pruned differently, or sizes the
+    config derives, such as BERT's head size = hidden / heads), or when ``builds`` models
+    did not find it (saving stays fast for layers pruned to different sizes)."""
+    target = _float_shapes(model)
+    config = copy.deepcopy(model.config)
+    spent = 0
+
+    def misses() -> int:
+        nonlocal spent
+        spent += 1
+        try:
+            built = _float_shapes(_build(type(model), config))
+        except Exception:  # a field combination the model class rejects
+            return len(target) + 1
+        return sum(built.get(name) != shape for name, shape in target.items()) + len(
+            set(built) - set(target)
+        )
+
+    dense = _float_shapes(_build(type(model), config))
+    changed: set[tuple[int, Any]] = set()
+    for name, shape in target.items():
+        for before, after in zip(dense.get(name, shape), shape, strict=False):
+            if before != after and before > 0:
+                changed.add((before, Fraction(after, before)))
+    best = misses()
+    for _ in range(rounds):
+        if best == 0 or not changed or spent >= builds:
+            break
+        improved = False
+        for cfg, key, value in list(_config_fields(config)):
+            options = {
+                value * ratio
+                for size, ratio in changed
+                if value and (size % value == 0 or value % size == 0)
+            }
+            for new in sorted(o for o in options if o.denominator == 1 and 0 < o != value):
+                if spent >= builds:
+                    break
+                setattr(cfg, key, int(new))
+                score = misses()
+                if score < best:
+                    best, improved = score, True
+                    break
+                setattr(cfg, key, value)
+        if not improved:
+            break
+    return config if best == 0 else None
 
 
 def _save_float_weights(model: nn.Module, file: Path) -> None:
