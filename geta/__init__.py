@@ -22,7 +22,7 @@ The pieces on their own::
     fast = geta.deploy(model)               # int8/int4 codes in RAM, integer kernels
 """
 
-from geta import deployment, distill, export, hf, optim, quant
+from geta import deployment, export, hf, optim, quant
 from geta.compressor import Compressor, CompressorConfig
 from geta.deployment import deploy
 from geta.errors import (
@@ -60,7 +60,6 @@ __all__ = [
     "TraceError",
     "deploy",
     "deployment",
-    "distill",
     "export",
     "hf",
     "optim",

@@ -3,10 +3,8 @@ its bit-packed artifact."""
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
-import sys
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +19,7 @@ from geta.deployment.latency import LatencyTable, time_call, timed_inputs
 from geta.errors import BudgetError, ConfigError, GetaError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
+from geta.graph.capture import capture_context
 from geta.optim.admm.config import AdmmConfig
 from geta.optim.alignment import check_channel_multiple
 from geta.optim.budget import Budget
@@ -45,17 +44,6 @@ __all__ = ["Compressor", "CompressorConfig"]
 log = logging.getLogger("geta")
 
 KERNEL_ACTIVATION_BITS = 8  # the int8 dynamic kernels' input width
-
-
-def _capture_context(model: nn.Module) -> contextlib.AbstractContextManager:
-    """A transformers model is captured with its KV cache off (:func:`geta.hf.capture_mode`);
-    any other model as it is."""
-    transformers = sys.modules.get("transformers")  # a PreTrainedModel implies it is imported
-    if transformers is not None and isinstance(model, transformers.PreTrainedModel):
-        from geta.hf import capture_mode
-
-        return capture_mode(model)
-    return contextlib.nullcontext()
 
 
 @dataclass
@@ -186,7 +174,7 @@ class Compressor:
             activations=cfg.quantize_activations,
         )
         metric = self.budget.metric if self.budget is not None else "size"
-        with _capture_context(model):
+        with capture_context(model):
             positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
             self.graph = graph if graph is not None else trace(model, args, example_kwargs)
         self.problem = CompressionProblem(
@@ -230,7 +218,7 @@ class Compressor:
         shape) for a latency budget: the kernels :func:`geta.deploy` will run them on."""
         cfg, (args, kwargs) = self.config, self.example_inputs
         lo, hi = cfg.bit_range
-        with _capture_context(self.model):
+        with capture_context(self.model):
             return LatencyTable.measure(
                 self.model,
                 args,
@@ -251,7 +239,7 @@ class Compressor:
         args, kwargs = self.example_inputs
         copied = copy.deepcopy(model)
         try:
-            with _capture_context(copied):
+            with capture_context(copied):
                 graph = trace(copied, args, kwargs)
             plan = {
                 g.id: list(range(g.size - max(1, round(g.size * fraction))))

@@ -130,6 +130,10 @@ assert sorted(g.kind for g in graph.groups) == ["channel", "head"]
 geta.prune(neox, graph, {next(g.id for g in graph.groups if g.kind == "head"): [0]})
 attention = neox.gpt_neox.layers[0].attention
 assert attention.num_attention_heads == 2 and attention.dense.in_features == 32
+assert [layer.fields for layer in adapt(neox)] == [
+    {"num_attention_heads": 2}, {"intermediate_size": 40}
+]
+geta.hf.families._FAMILIES.pop("gpt_neox")
 
 report = fixed.report()
 assert report.mode == "fixed-bits" and report.within_budget

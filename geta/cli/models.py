@@ -84,7 +84,7 @@ def _from_hf(spec: str) -> LoadedModel:
     path = Path(spec[len(HF_PREFIX) :]).expanduser()
     if not path.is_dir():
         raise ConfigError(f"{spec}: {path} is not a directory (hf:PATH names a local directory)")
-    if (path / geta.hf.META).exists():
+    if (path / geta.hf.checkpoint.META).exists():
 
         def factory() -> nn.Module:
             return geta.hf.from_pretrained(path)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import torch
@@ -17,7 +18,39 @@ from geta.graph.dependency_graph import DependencyGraph
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["trace", "export_program"]
+__all__ = ["trace", "export_program", "capture_context", "register_capture_context"]
+
+CaptureContext = Callable[[nn.Module], "contextlib.AbstractContextManager | None"]
+"""Given a model, the context to capture it in (``None``: this hook has nothing to do)."""
+
+_CAPTURE_CONTEXTS: list[CaptureContext] = []
+
+
+def register_capture_context(hook: CaptureContext) -> CaptureContext:
+    """Run ``hook(model)``'s context around every capture of a model (``geta.trace``, the
+    Compressor's example passes): :mod:`geta.hf` switches a transformers model's KV cache off
+    this way, so nothing outside it needs to know about transformers.
+
+    Example:
+        >>> @register_capture_context                                   # doctest: +SKIP
+        ... def no_cache(model):
+        ...     return my_library.cache_off(model) if my_library.owns(model) else None
+    """
+    if hook not in _CAPTURE_CONTEXTS:
+        _CAPTURE_CONTEXTS.append(hook)
+    return hook
+
+
+@contextlib.contextmanager
+def capture_context(model: nn.Module) -> Iterator[None]:
+    """The registered capture contexts of ``model``, entered in registration order."""
+    with contextlib.ExitStack() as stack:
+        for hook in _CAPTURE_CONTEXTS:
+            context = hook(model)
+            if context is not None:
+                stack.enter_context(context)
+        yield
+
 
 _HINTS = [
     (
@@ -53,11 +86,11 @@ def _hint(message: str) -> str:
 def export_program(
     model: nn.Module, example_args: tuple, example_kwargs: Mapping[str, Any] | None
 ) -> torch.export.ExportedProgram:
-    """``torch.export.export(strict=False)`` with geta's error handling; the model's
-    train/eval mode is left as found."""
+    """``torch.export.export(strict=False)`` in the model's :func:`capture_context`, with
+    geta's error handling; the model's train/eval mode is left as found."""
     was_training = {m: m.training for m in model.modules()}
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), capture_context(model):
             warnings.simplefilter("ignore")
             return torch.export.export(
                 model, tuple(example_args), dict(example_kwargs or {}), strict=False

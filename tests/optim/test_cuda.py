@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 import geta
 from geta.models import example_inputs, get_model
-from tests.models.hf.families import compress_llama
+from tests.hf.families import compress_llama
 from tests.optim.conftest import Blobs, mlp
 
 pytestmark = [

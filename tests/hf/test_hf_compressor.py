@@ -3,7 +3,7 @@
 
 import torch
 
-from tests.models.hf.families import compress_llama
+from tests.hf.families import compress_llama
 
 
 def test_compressor_captures_a_decoder_with_its_cache_on():

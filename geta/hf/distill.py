@@ -1,8 +1,8 @@
 """Knowledge distillation from the uncompressed model: a frozen teacher and the loss that pulls
 the compressed student towards it.
 
-    teacher = geta.distill.make_teacher(model)       # before geta.Compressor(model, ...)
-    kd = geta.distill.DistillationLoss(teacher, temperature=2.0, alpha=0.5)
+    teacher = geta.hf.distill.make_teacher(model)       # before geta.Compressor(model, ...)
+    kd = geta.hf.distill.DistillationLoss(teacher, temperature=2.0, alpha=0.5)
     loss = kd(model, batch)                          # task loss (if labels) mixed with KD
     loss.backward(); opt.step(); opt.zero_grad()
 
@@ -52,7 +52,7 @@ def make_teacher(model: nn.Module) -> nn.Module:
     in place with quantizers), so the teacher is the uncompressed float model.
 
     Example:
-        >>> teacher = geta.distill.make_teacher(model)               # doctest: +SKIP
+        >>> teacher = geta.hf.distill.make_teacher(model)               # doctest: +SKIP
         >>> c = geta.Compressor(model, (), "10x", example_kwargs=inputs)  # doctest: +SKIP
     """
     teacher = copy.deepcopy(model).eval()
@@ -153,8 +153,8 @@ class DistillationLoss:
     the last call are in ``kd.last`` (floats, for logging).
 
     Example:
-        >>> teacher = geta.distill.make_teacher(model)              # doctest: +SKIP
-        >>> kd = geta.distill.DistillationLoss(teacher, logits=0.0, embedding="cosine")  # doctest: +SKIP
+        >>> teacher = geta.hf.distill.make_teacher(model)              # doctest: +SKIP
+        >>> kd = geta.hf.distill.DistillationLoss(teacher, logits=0.0, embedding="cosine")  # doctest: +SKIP
         >>> kd(model, {"input_ids": ids, "attention_mask": mask}).backward()            # doctest: +SKIP
     """
 

@@ -17,8 +17,8 @@ import torch.multiprocessing as mp
 import transformers as T
 
 import geta
-from geta.hf_trainer import GetaCallback, GetaTrainer, with_geta
-from tests.models.hf.families import SIZES, TEXT
+from geta.hf.trainer import GetaCallback, GetaTrainer, with_geta
+from tests.hf.families import SIZES, TEXT
 
 SEQ = 12
 CONFIG = geta.CompressorConfig(quantize_embeddings=True, bit_range=(4, 8))
@@ -169,10 +169,10 @@ def test_distillation_trains_a_model_without_a_head(tmp_path):
     alone (mean-pooled embeddings, cosine), and the teacher stays as it was."""
     torch.manual_seed(0)
     model = tiny_bert().bert
-    teacher = geta.distill.make_teacher(model)
+    teacher = geta.hf.distill.make_teacher(model)
     teacher_state = state(teacher)
     c = compressor(model)
-    kd = geta.distill.DistillationLoss(teacher, logits=0.0, embedding="cosine", hidden="mse")
+    kd = geta.hf.distill.DistillationLoss(teacher, logits=0.0, embedding="cosine", hidden="mse")
     trainer = GetaTrainer(
         model=model,
         args=args(tmp_path, max_steps=8, gradient_accumulation_steps=2),

@@ -1,7 +1,8 @@
-"""Heads on any family without a family adapter: the trial prune finds the sizes each forward
-reads (module attributes, the config at run time) and rewrites them with the group. Families
-geta has no adapter for, and the covered families with their adapters switched off: heads
-found, zero -> prune exact, the checkpoint reloads to the same outputs, one training step."""
+"""Heads on any family, with no family adapter (geta ships none): the trial prune finds the
+sizes each forward reads (module attributes, the config at run time) and rewrites them with the
+group. Twelve families besides the sixteen of test_hf_coverage: heads found, zero -> prune
+exact, the checkpoint reloads to the same outputs, one training step; and the saved config of a
+uniform prune, inferred from the pruned shapes, loads in plain transformers."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ import torch
 
 import geta
 from geta.graph.equivalence import check_prune_equivalence, random_plan
-from geta.models.hf import registry
-from tests.models.hf.families import FAMILIES, OTHER_FAMILIES
-from tests.models.hf.test_hf_coverage import EXPECT, outputs, train_one_step
+from geta.hf import families
+from tests.hf.families import FAMILIES, OTHER_FAMILIES
+from tests.hf.test_hf_coverage import outputs, train_one_step
 
 # attention modules per model: one head group each (T5 and ALBERT share theirs across layers)
 ATTENTIONS = {name: 2 for name in OTHER_FAMILIES} | {"bart": 6}
@@ -44,20 +45,13 @@ def check_family(model, tmp_path) -> geta.DependencyGraph:
 @pytest.mark.parametrize("name", list(OTHER_FAMILIES))
 def test_heads_of_a_family_without_adapter(name, tmp_path):
     model = OTHER_FAMILIES[name]().eval()
-    assert registry.family_of(model.config.model_type) is None
+    assert families.family_of(model.config.model_type) is None
     graph = check_family(model, tmp_path)
     assert len(heads(graph)) == ATTENTIONS[name], [(g.kind, g.size) for g in graph.groups]
 
 
-@pytest.mark.parametrize("name", list(FAMILIES))
-def test_covered_families_need_no_adapter_to_prune_heads(name, tmp_path, monkeypatch):
-    monkeypatch.setattr(registry, "_FAMILIES", {})
-    graph = check_family(FAMILIES[name]().eval(), tmp_path)
-    assert [(g.kind, g.size) for g in graph.groups] == EXPECT[name].groups
-
-
-def test_rewrites_are_recorded_where_the_forward_reads_a_size(monkeypatch):
-    """OPT's attention reshapes by ``self.num_heads``; Phi-3 (its adapter off) slices its fused
+def test_rewrites_are_recorded_where_the_forward_reads_a_size():
+    """OPT's attention reshapes by ``self.num_heads``; Phi-3 slices its fused
     qkv by the config's head count, read at run time: each layer gets its own config copy."""
     opt = OTHER_FAMILIES["opt"]().eval()
     graph = geta.hf.trace(opt, geta.hf.example_inputs(opt, seq_len=6))
@@ -65,7 +59,6 @@ def test_rewrites_are_recorded_where_the_forward_reads_a_size(monkeypatch):
     assert [(r.module, r.attr) for r in graph.rewrites_of(first)] == [
         ("model.decoder.layers.0.self_attn", "num_heads")
     ]
-    monkeypatch.setattr(registry, "_FAMILIES", {})
     phi3 = FAMILIES["phi3"]().eval()
     graph = geta.hf.trace(phi3, geta.hf.example_inputs(phi3, seq_len=6))
     first, second = heads(graph)
@@ -78,12 +71,42 @@ def test_rewrites_are_recorded_where_the_forward_reads_a_size(monkeypatch):
     assert phi3.config.num_attention_heads == 6
 
 
-@pytest.mark.parametrize("name", ["qwen3", "llama"])
-def test_a_uniform_prune_saves_a_config_plain_transformers_loads(name, tmp_path, monkeypatch):
-    """Without a family adapter the saved config is inferred: config fields scaled by the
-    pruned dims' ratios until the model built from it has every pruned shape. Layers pruned
-    differently have no such config."""
-    monkeypatch.setattr(registry, "_FAMILIES", {})
+# uniform prunes no config can state: Whisper's frontend conv channels are d_model with no field
+# of their own, Swin's FFN width is a float ratio and its heads a list per stage
+CHANNELS_NOT_IN_A_CONFIG = {"whisper", "swin"}
+# a config states pruned heads where it has a head_dim field; elsewhere head size = hidden / heads
+HEADS_IN_A_CONFIG = {"llama", "mistral", "qwen2", "gemma", "phi3", "t5", "vit", "qwen3", "olmo"}
+
+
+@pytest.mark.parametrize("name", [*FAMILIES, "qwen3", "olmo", "opt", "bart"])
+# FFN channels come out as "channel" groups, or "block" ones for Phi-3's fused gate/up rows
+@pytest.mark.parametrize("kinds", [("channel", "block"), ("head", "channel", "block")])
+def test_a_uniform_prune_saves_a_config_plain_transformers_loads(name, kinds, tmp_path):
+    """The saved config is inferred: config fields scaled by the pruned dims' ratios (and sizes
+    the config otherwise derives, such as Qwen2's head_dim, named) until the model built from
+    it has every pruned shape; then plain transformers loads it to the same outputs."""
+    model = {**FAMILIES, **OTHER_FAMILIES}[name]().eval()
+    inputs = geta.hf.example_inputs(model, seq_len=6)
+    graph = geta.hf.trace(model, inputs)
+    plan = {g.id: [0] for g in graph.groups if g.kind in kinds}
+    assert plan
+    geta.prune(model, graph, plan)
+    saved = outputs(model, inputs)
+    geta.hf.save_pretrained(model, tmp_path / "uniform")
+    meta = json.loads((tmp_path / "uniform" / "geta.json").read_text())
+    stated = name not in CHANNELS_NOT_IN_A_CONFIG and (
+        "head" not in kinds or name in HEADS_IN_A_CONFIG
+    )
+    assert meta["loads_in_transformers"] is stated
+    if stated:
+        plain = type(model).from_pretrained(tmp_path / "uniform").eval()
+        assert all(torch.equal(a, b) for a, b in zip(saved, outputs(plain, inputs), strict=True))
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama", "qwen2"])
+def test_grouped_query_sizes_are_inferred(name, tmp_path):
+    """Every group, head_dim included: GQA head counts, head_dim and the FFN width land in the
+    config; one layer pruned differently leaves no config that states it."""
     model = {**FAMILIES, **OTHER_FAMILIES}[name]().eval()
     inputs = geta.hf.example_inputs(model, seq_len=6)
     graph = geta.hf.trace(model, inputs)
@@ -92,10 +115,10 @@ def test_a_uniform_prune_saves_a_config_plain_transformers_loads(name, tmp_path,
     geta.hf.save_pretrained(model, tmp_path / "uniform")
     meta = json.loads((tmp_path / "uniform" / "geta.json").read_text())
     assert meta["loads_in_transformers"] is True
-    config = type(model).from_pretrained(tmp_path / "uniform").config
+    plain = type(model).from_pretrained(tmp_path / "uniform").eval()
+    config = plain.config
     assert (config.num_attention_heads, config.num_key_value_heads) == (4, 2)
     assert config.intermediate_size == 39
-    plain = type(model).from_pretrained(tmp_path / "uniform").eval()
     assert all(torch.equal(a, b) for a, b in zip(saved, outputs(plain, inputs), strict=True))
 
     graph = geta.hf.trace(model, inputs)

@@ -1,12 +1,12 @@
 """Compress inside a HuggingFace ``Trainer`` run: geta's optimizer, distillation, and the
 compressed model saved when training ends.
 
-    teacher = geta.distill.make_teacher(model)                 # optional, before the Compressor
+    teacher = geta.hf.distill.make_teacher(model)                 # optional, before the Compressor
     c = geta.Compressor(model, (), "10x", example_kwargs=geta.hf.example_inputs(model))
     trainer = GetaTrainer(
         model=model, args=TrainingArguments("run", max_steps=1000, learning_rate=5e-5),
         train_dataset=ds, compressor=c,
-        distillation=geta.distill.DistillationLoss(teacher),     # or None: the model's own loss
+        distillation=geta.hf.distill.DistillationLoss(teacher),     # or None: the model's own loss
         save_dir="small/",                                      # geta.hf.save_pretrained at the end
     )
     trainer.train()           # ends finalized: c.model is pruned and quantized, c.report() holds
@@ -37,7 +37,7 @@ import transformers
 from torch import nn
 
 from geta.compressor import Compressor
-from geta.distill import DistillationLoss
+from geta.hf.distill import DistillationLoss
 
 __all__ = ["GetaCallback", "GetaTrainer", "GetaTrainerMixin", "optimizer_kwargs", "with_geta"]
 
@@ -102,7 +102,7 @@ class GetaTrainerMixin:
 
     - ``compressor``: the :class:`geta.Compressor` built on the Trainer's ``model``;
     - ``base``: the base optimizer (``"adamw"`` by default), ``optimizer_kwargs``: overrides;
-    - ``distillation``: a :class:`geta.distill.DistillationLoss` to train with instead of the
+    - ``distillation``: a :class:`geta.hf.distill.DistillationLoss` to train with instead of the
       model's own loss (it mixes in the task loss when the batch has labels);
     - ``finalize`` (default True): add a :class:`GetaCallback`; ``save_dir``: where it saves.
 

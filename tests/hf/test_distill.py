@@ -1,4 +1,4 @@
-"""geta.distill: zero at the teacher, gradients to the student only, Hinton's temperature
+"""geta.hf.distill: zero at the teacher, gradients to the student only, Hinton's temperature
 scaling, padding ignored, the task loss mixed in by alpha."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import torch.nn.functional as F
 import transformers as T
 
 import geta
-from geta.distill import DistillationLoss, hidden_loss, logits_kl, make_teacher, mean_pool
-from tests.models.hf.families import SIZES, TEXT
+from geta.hf.distill import DistillationLoss, hidden_loss, logits_kl, make_teacher, mean_pool
+from tests.hf.families import SIZES, TEXT
 
 
 def tiny_bert(head: bool = True):

@@ -1,20 +1,19 @@
-"""Model-family adapters for HuggingFace transformers.
+"""Model-family adapters for HuggingFace transformers: the extension point for a family whose
+sizes geta cannot work out by itself.
 
-The dependency graph finds heads and FFN channels from op semantics alone, and the trial prune
-rewrites the sizes a forward reads from attributes (:mod:`geta.graph.rewrites`), so no family
-needs an adapter to prune. What a rewrite cannot tell is which config fields a module's sizes
-stand for: a family adapter recomputes the module's size attributes from its new weight shapes
-and reports those fields, so that a uniformly pruned model is saved with a config plain
-``transformers`` loads.
-
-A family is keyed by its config's ``model_type`` and names the classes of its modeling module
-that need an adapter; one short file per family registers it::
+None ships with geta. The dependency graph finds heads and FFN channels from op semantics
+alone, the trial prune rewrites the sizes a forward reads from module or config attributes
+(:mod:`geta.graph.rewrites`), and the saved config's fields are inferred from the pruned shapes
+(:mod:`geta.hf.saved_config`). Those cover every family the test suite names. A family whose
+forward derives a size in a form neither can follow registers an adapter: it recomputes a
+module's size attributes from its new weight shapes after every prune and reports the config
+fields they stand for (a saved config then uses those)::
 
     register_family("gpt_neox", "transformers.models.gpt_neox.modeling_gpt_neox",
                     GPTNeoXAttention=attention, GPTNeoXMLP=mlp)
 
-Classes are resolved only once the user's model has imported its modeling module, so geta does
-not import transformers itself. Head counts live on each layer's module, so layers may differ.
+A family is keyed by its config's ``model_type``; classes are resolved only once the user's
+model has imported its modeling module, so geta does not import transformers itself.
 """
 
 from __future__ import annotations

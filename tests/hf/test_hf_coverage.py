@@ -12,7 +12,7 @@ import torch.utils._pytree as pytree
 
 import geta
 from geta.graph.equivalence import check_prune_equivalence, random_plan
-from tests.models.hf.families import FAMILIES
+from tests.hf.families import FAMILIES
 
 
 @dataclass(frozen=True)
@@ -197,6 +197,10 @@ def test_capture_switches_the_cache_off_and_restores_the_config():
     with pytest.raises(geta.TraceError):
         geta.hf.trace(model, {"input_ids": torch.zeros(2, 3)}, validate=False)  # float ids
     assert model.config.use_cache is True
+    seen.clear()  # geta.trace itself: geta.hf registers the capture context for every capture
+    graph = geta.trace(model, (), geta.hf.example_inputs(model))
+    assert seen[0] is False and model.config.use_cache is True  # the capture of the model
+    assert {g.kind for g in graph.groups} >= {"head", "channel"}
 
 
 def test_example_inputs_follow_the_model():

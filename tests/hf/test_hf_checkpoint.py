@@ -10,7 +10,7 @@ import torch
 import transformers
 
 import geta
-from tests.models.hf.families import FAMILIES
+from tests.hf.families import FAMILIES
 
 
 def logits(model, inputs) -> torch.Tensor:
@@ -44,10 +44,11 @@ def test_layers_of_different_shapes_reload_without_the_original(llama_setup, tmp
     geta.hf.save_pretrained(model, tmp_path)
     meta = json.loads((tmp_path / "geta.json").read_text())
     assert meta["loads_in_transformers"] is False
-    assert meta["layers"]["model.layers.0.self_attn"]["num_key_value_heads"] == 2
-    assert meta["layers"]["model.layers.1.self_attn"]["num_key_value_heads"] == 3
-    assert meta["layers"]["model.layers.0.mlp"]["intermediate_size"] == 35
-    assert meta["shapes"]["model.layers.0.self_attn.q_proj.weight"] == [32, 48]
+    shapes = meta["shapes"]
+    assert shapes["model.layers.0.self_attn.q_proj.weight"] == [32, 48]
+    assert shapes["model.layers.0.self_attn.k_proj.weight"] == [16, 48]
+    assert shapes["model.layers.1.self_attn.k_proj.weight"] == [24, 48]
+    assert shapes["model.layers.0.mlp.gate_proj.weight"] == [35, 48]
     config = json.loads((tmp_path / "config.json").read_text())
     assert config["num_key_value_heads"] == 3  # the unpruned sizes; geta.json has the rest
 
@@ -56,7 +57,7 @@ def test_layers_of_different_shapes_reload_without_the_original(llama_setup, tmp
     attn = loaded.model.layers[0].self_attn
     assert (attn.q_proj.out_features, attn.k_proj.out_features) == (32, 16)
     assert attn.num_key_value_groups == 2
-    assert loaded.model.layers[1].mlp.intermediate_size == 39
+    assert loaded.model.layers[1].mlp.down_proj.in_features == 39
     assert loaded.lm_head.weight.device.type == "cpu"
 
 
