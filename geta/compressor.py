@@ -33,6 +33,7 @@ from geta.optim.mode import (
     mode_named,
     registered_modes,
 )
+from geta.optim.oneshot.config import OneshotConfig
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import minimum_cost
 from geta.optim.report import CompressionReport, measure_layers, measured_cost
@@ -91,6 +92,7 @@ class CompressorConfig:
     - ``target_group_sparsity``: GETA's own target instead of a budget (share of all units).
     - ``admm``: the settings of ``mode="admm"`` / ``"admm-progressive"``
       (:class:`geta.AdmmConfig`); the stage and saliency settings above are GETA mode's.
+    - ``oneshot``: the settings of ``mode="oneshot"`` (:class:`geta.optim.OneshotConfig`).
     """
 
     bit_range: tuple[int, int] = (2, 8)
@@ -109,6 +111,7 @@ class CompressorConfig:
     target_group_sparsity: float | None = None
     channel_multiple: int = 1
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+    oneshot: OneshotConfig = field(default_factory=OneshotConfig)
 
     def __post_init__(self) -> None:
         try:

@@ -89,6 +89,10 @@ small.eval()(torch.randn(1, 3, 64, 64))
 for name in ("graph.html", "graph.svg", "graph.dot"):
     assert Path(name).stat().st_size > 0, name
 """,
+    "docs/oneshot.md": """
+assert c.report().mode == "oneshot" and c.search_result.to_dict()["units"] == 24
+assert small(torch.randn(3, 12)).shape == (3, 5)
+""",
     "docs/extending.md": """
 import transformers
 

@@ -403,7 +403,7 @@ class _Run:
             save_checkpoint(path, {"search": search_state})
 
         return SearchSetup(
-            SearchData(self.train_loader, self.validation_loader),
+            SearchData(self.train_loader, self.validation_loader or []),
             state=saved["search"] if saved is not None else None,
             on_episode=checkpoint,
             progress=self.progress,
@@ -418,7 +418,7 @@ def _searches(spec: CompressSpec) -> bool:
 def _check_search_data(spec: CompressSpec) -> None:
     """A mode that searches its policy scores it on held-out training data: refuse a run
     without a validation split before the dense baseline trains."""
-    if _searches(spec) and not spec.validation:
+    if _searches(spec) and mode_named(spec.mode).scores_on_heldout and not spec.validation:
         raise ConfigError(
             f"mode {spec.mode!r} scores candidate policies on held-out training data: pass "
             "--validation N (e.g. --validation 5000; never the test set)"

@@ -16,6 +16,7 @@ from geta.optim.mode import (
     register_mode,
     registered_modes,
 )
+from geta.optim.oneshot import OneshotConfig  # registers its mode
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import (
     Projection,
@@ -32,6 +33,7 @@ from geta.optim.schedule import Schedule
 __all__ = [
     "AdmmConfig",
     "AjpqConfig",
+    "OneshotConfig",
     "AdmmOptimizer",
     "LayerTarget",
     "allocate_bits",

@@ -121,6 +121,7 @@ class CompressionMode:
     config_field: str | None = None  # where CompressorConfig keeps it (serialized with runs)
     aliases: tuple[str, ...] = ()
     searches: bool = False  # chooses its policy by Compressor.search before training
+    scores_on_heldout: bool = True  # its search scores policies on held-out batches
     metrics: tuple[str, ...] = ("size", "bops")  # the Budget metrics its planning supports
 
     def settings(self, compressor: Compressor) -> Any:

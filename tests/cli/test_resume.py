@@ -119,3 +119,32 @@ def test_an_interrupted_search_resumes_to_the_same_search(tmp_path, monkeypatch)
     assert [r["reward"] for r in resumed] == [r["reward"] for r in expected]
     assert [r["cost"] for r in resumed] == [r["cost"] for r in expected]
     assert saves == 4 and not (out / "search.pt").exists()
+
+
+def test_oneshot_needs_no_validation_and_resumes_its_calibrated_state(tmp_path, monkeypatch):
+    """One-shot mode calibrates on training batches (no --validation); interrupted in its
+    fine-tuning epochs, --resume brings back the calibrated units and codes from the
+    checkpoint (no second calibration) and ends where the uninterrupted run did."""
+    monkeypatch.setenv("GETA_CACHE", str(tmp_path / "cache"))
+    args = ("compress", *TINY, "--mode", "oneshot", "--budget", "12x")
+    whole = tmp_path / "whole"
+    assert run_cli(*args, "--out", str(whole))[0] == 0
+    expected = json.loads((whole / "report.json").read_text())
+    assert expected["search"]["removed_units"] > 0
+    real = geta.cli.compress.train_epoch
+    calls = 0
+
+    def stop_in_first_compress_epoch(*a, **kw):
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the dense model comes from the baseline cache the first run filled
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(geta.cli.compress, "train_epoch", stop_in_first_compress_epoch)
+    out = tmp_path / "out"
+    assert run_cli(*args, "--out", str(out))[0] == 130
+    status, _, err = run_cli("compress", "--out", str(out), "--resume", "--quiet")
+    assert status == 0, err
+    report = json.loads((out / "report.json").read_text())
+    assert report["compressed"]["accuracy"] == expected["compressed"]["accuracy"]

@@ -124,7 +124,9 @@ def test_projection_meets_the_latency_target():
 def test_weight_only_kernels_cannot_buy_the_speed():
     """On CPUs the weight-only kernels run no faster than float; a budget that would need
     them to is refused up front, saying what the rest of the model costs."""
-    with pytest.raises(BudgetError, match="outside its prunable weights"):
+    # refused by the time outside the prunable weights alone, or (on a slower moment of a
+    # busy machine) by the fastest reachable model, which states that time too
+    with pytest.raises(BudgetError, match="outside (its|the) prunable weights"):
         compressor(Budget.latency(speedup=50, batch=64))
 
 
