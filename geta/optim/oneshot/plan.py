@@ -60,21 +60,21 @@ def unit_importance(
     by_tensor = {layer.tensor_name: i for i, layer in enumerate(cm.layers)}
     reads = torch.zeros(problem.units.count, dtype=torch.float64)
     writes = torch.zeros_like(reads)
+    scales = [output_energy(layer, s) or 1.0 for layer, s in zip(cm.layers, stats, strict=True)]
     for s in problem.stats.slices:
         i = by_tensor.get(s.tensor)
         if i is None or stats[i] is None:
             continue
         layer = cm.layers[i]
-        reading = s.dim != _out_axis(layer) or layer.kind.embedding
+        reading = s.dim != _out_axis(layer) and not layer.kind.embedding
         energy = stats[i].energy(layer, centred=reading and _centred(layer, cfg))
         if energy is None:
             continue
         w = layer.weight.detach().float()
-        scale = output_energy(layer, stats[i]) or 1.0
-        per_weight = energy.float() * w.square() / scale
+        per_weight = energy.float() * w.square() / scales[i]
         dims = [d for d in range(w.dim()) if d != s.dim]
         summed = per_weight.sum(dims).index_select(0, s.positions.to(w.device)).double().cpu()
-        (writes if layer.kind.embedding or not reading else reads).index_add_(0, s.unit_ids, summed)
+        (reads if reading else writes).index_add_(0, s.unit_ids, summed)
     return torch.where(reads > 0, reads, writes).numpy()
 
 
