@@ -95,10 +95,9 @@ def test_op_is_one_node_in_an_exported_graph_and_runs_on_meta():
     assert q(torch.randn(2, 4, device="meta")).is_meta
 
 
-def test_folding_the_step_gradient_is_the_chain_rule_through_the_tied_step():
-    from geta.quant.functional import step_for_bits
-    from geta.quant.ops import quantize
-
+def _tied_quantizer_with_gradients() -> tuple[torch.Tensor, Quantizer, torch.Tensor]:
+    """A 3-bit per-channel quantizer at ``t = 1.3`` (step tied to the clip), with the
+    gradients of ``sum(Q(x) * g)`` on its parameters."""
     torch.manual_seed(0)
     x = torch.randn(4, 6)
     q = Quantizer.for_tensor(x, bits=3, per_channel=True)
@@ -108,7 +107,34 @@ def test_folding_the_step_gradient_is_the_chain_rule_through_the_tied_step():
         q.set_bits(3)
     g = torch.randn(4, 6)
     (q(x) * g).sum().backward()
+    return x, q, g
+
+
+def test_a_tied_clip_moves_the_step_as_lsq_moves_it():
+    """After folding, one SGD step on the clip changes the tied step by lr x LSQ's gradient
+    of the step (the clip a function of the step at fixed levels), to first order."""
+    from geta.quant.ops import quantize
+
+    x, q, g = _tied_quantizer_with_gradients()
     q.fold_step_gradient()
+    assert q.d.grad is None
+    t = q.t.detach()
+    levels = q.q_m.detach().pow(t) / q.d.detach()
+    step = q.d.detach().clone().requires_grad_(True)
+    clip = (levels * step).pow(1 / t)  # the clip as a function of the step
+    (quantize(x, step, clip, t, 0) * g).sum().backward()
+    lr = 1e-4
+    new_clip = q.q_m.detach() - lr * q.q_m.grad
+    new_step = new_clip.pow(t) / levels
+    torch.testing.assert_close(new_step - q.d.detach(), -lr * step.grad, rtol=1e-3, atol=1e-9)
+
+
+def test_folding_without_lsq_rate_is_the_chain_rule_through_the_tied_step():
+    from geta.quant.functional import step_for_bits
+    from geta.quant.ops import quantize
+
+    x, q, g = _tied_quantizer_with_gradients()
+    q.fold_step_gradient(as_lsq=False)
     assert q.d.grad is None
     clip = q.q_m.detach().clone().requires_grad_(True)
     step = step_for_bits(3.0, clip, q.t.detach())  # d as a function of the clip

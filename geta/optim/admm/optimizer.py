@@ -456,9 +456,9 @@ class AdmmOptimizer(WrappedOptimizer):
 
     def _scale_clip_gradients(self) -> None:
         """Fine-tuning learns the clip of each projected layer, its step tied to it at fixed
-        bits (``d = q_m / L``, ``L`` the positive levels): LSQ's gradient, the clip's own (from
-        clipped values) plus the step's (rounding residuals) over ``L``, with LSQ's scale. Float
-        layers' quantizers are left to the projections."""
+        bits (``d = q_m / L``, ``L`` the positive levels), so that the step moves as LSQ's
+        learnable step would (:meth:`geta.quant.Quantizer.fold_step_gradient`), with LSQ's
+        scale. Float layers' quantizers are left to the projections."""
         for i, layer in enumerate(self.layers):
             q = layer.quantizer
             if q is None:

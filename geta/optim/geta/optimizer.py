@@ -129,7 +129,7 @@ class GetaOptimizer(WrappedOptimizer):
             if layer.quantizer is not None:
                 layer.quantizer.scale_gradients(layer.weight.numel())
                 if tied:
-                    layer.quantizer.fold_step_gradient()
+                    layer.quantizer.fold_step_gradient(as_lsq=self.frozen)
 
     def _after(self, step: int, stage: str) -> None:
         self._apply_masks(step, stage)
