@@ -203,6 +203,18 @@ class CompressionProblem:
         factor[torch.as_tensor(np.asarray(removed, dtype=bool))] = 0.0
         return self.keep_factors(factor)
 
+    def removed_indices(self, tensor_name: str, dim: int, removed: np.ndarray) -> torch.Tensor:
+        """Which indices of parameter ``tensor_name`` along ``dim`` a removal mask (one flag
+        per unit) removes, as a bool tensor (all False where no group masks that axis)."""
+        size = self.stats.params[tensor_name].shape[dim]
+        gone = torch.zeros(size, dtype=torch.bool)
+        removed_t = torch.as_tensor(np.asarray(removed, dtype=bool))
+        for mask in self.masks:
+            if mask.name == tensor_name and mask.dim == dim:
+                hit = mask.unit_of >= 0
+                gone[hit] |= removed_t[mask.unit_of[hit]]
+        return gone
+
     def keep_factors(self, factor_of_unit: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """For each masked (parameter, dim) with a factor other than 1: the parameter and the
         multiplier of each index along ``dim``, shaped to broadcast. ``factor_of_unit`` has

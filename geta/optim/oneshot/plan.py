@@ -142,7 +142,6 @@ def _compensate_biases(
     """FLAP's bias compensation: a removed input's mean times the weights that read it goes
     into the layer's bias, so the layer's mean output is unchanged."""
     cm = problem.cost_model
-    removed_t = torch.as_tensor(removed, dtype=torch.bool)
     for i, layer in enumerate(cm.layers):
         s = stats[i]
         if s is None or s.kind == "embedding" or not _centred(layer, cfg):
@@ -150,11 +149,7 @@ def _compensate_biases(
         w = layer.weight.detach().float()
         out_axis = _out_axis(layer)
         in_axis = 1 - out_axis if w.dim() == 2 else (1 if out_axis == 0 else 0)
-        gone = torch.zeros(w.shape[in_axis], dtype=torch.bool)
-        for mask in problem.masks:
-            if mask.name == layer.tensor_name and mask.dim == in_axis:
-                hit = mask.unit_of >= 0
-                gone[hit] = removed_t[mask.unit_of[hit]]
+        gone = problem.removed_indices(layer.tensor_name, in_axis, removed)
         if not bool(gone.any()) or s.mean.numel() != w.shape[in_axis]:
             continue  # grouped convolutions read a slice of the inputs: not compensated
         mean = torch.where(gone, s.mean, torch.zeros_like(s.mean)).to(w.device)
