@@ -100,9 +100,9 @@ class Quantizer(nn.Module):
         ``as_lsq=False`` keeps that chain-rule gradient: for a quantizer still at high bits
         (GETA mode before its bits freeze, 16 bits at the start) LSQ's rate moves the clip by
         a random walk ``sqrt(L)`` times its rounding noise and wrecks the run."""
-        t, q_m, d = self.t.detach(), self.q_m.detach(), self.d.detach()
         if self.d.grad is None and self.q_m.grad is None:
             return
+        t, q_m, d = self.t.detach(), self.q_m.detach(), self.d.detach()
         dq_dd = q_m / (t * d)
         step_grad = torch.zeros_like(d)
         if self.d.grad is not None:
