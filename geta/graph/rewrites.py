@@ -11,6 +11,10 @@ remove per unit (1, ``head_dim``, ...). It retries the trial with the fewest of 
 ``kept units x that width``; a group that then passes records its rewrites
 (``graph.rewrites``), and :func:`geta.prune` applies them with the group.
 
+Only the attributes the forward reads are candidates: the trial's unpruned fake run records
+every integer read from a module or its config (:class:`SizeReads`), which keeps the search to
+a few trials where a scope holds many sizes (a 7B model's layer and its shared config).
+
 A rewrite of a config field gives the module its own (shallow) copy of the config, so layers
 pruned to different head counts each keep their own count; :func:`geta.hf.save_pretrained`
 stores such per-module values.
@@ -18,9 +22,10 @@ stores such per-module values.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 
@@ -30,6 +35,7 @@ from geta.graph.groups import PruningGroup
 
 __all__ = [
     "AttributeRewrite",
+    "SizeReads",
     "apply_rewrites",
     "candidate_rewrites",
     "config_sizes",
@@ -125,12 +131,90 @@ def _sizes(holder: object) -> dict[str, int]:
     }
 
 
-def candidate_rewrites(model: nn.Module, group: PruningGroup) -> list[AttributeRewrite]:
+class SizeReads:
+    """The integer attributes a forward read, per module path (``"config.<field>"`` for a
+    field of the module's config), recorded by :meth:`record` on a model copy.
+
+    Modules whose reads could not be recorded (their class cannot be swapped) count as
+    reading everything."""
+
+    def __init__(self) -> None:
+        self._reads: set[tuple[int, str]] = set()
+        self._paths: dict[str, tuple[int, int | None]] = {}
+        self._blind: set[str] = set()
+
+    @classmethod
+    @contextlib.contextmanager
+    def record(cls, model: nn.Module) -> Iterator[SizeReads]:
+        """Record the integer reads of the module objects of ``model`` (a throwaway copy: their
+        classes are swapped for recording subclasses, which stay) made inside the block."""
+        reads = cls()
+        swapped: set[int] = set()
+        for path, module in model.named_modules():
+            config = config_of(module)
+            reads._paths[path] = (id(module), None if config is None else id(config))
+            for holder in (module, config):
+                if holder is None or id(holder) in swapped:
+                    continue
+                try:
+                    holder.__class__ = _reading_class(type(holder))
+                except TypeError:
+                    reads._blind.add(path)
+                    continue
+                swapped.add(id(holder))
+        _RECORDERS.append(reads._reads)
+        try:
+            yield reads
+        finally:
+            _RECORDERS.remove(reads._reads)
+
+    def was_read(self, path: str, attr: str) -> bool:
+        """Whether the forward read ``attr`` of the module at ``path``."""
+        if path in self._blind or path not in self._paths:
+            return True
+        module, config = self._paths[path]
+        if attr.startswith(CONFIG + "."):
+            return config is not None and (config, attr.partition(".")[2]) in self._reads
+        return (module, attr) in self._reads
+
+
+_RECORDERS: list[set[tuple[int, str]]] = []
+_READING_CLASSES: dict[type, type] = {}
+
+
+def _reading_class(cls: type) -> type:
+    """A subclass of ``cls`` (same name) that records each integer attribute read."""
+    if cls in _READING_CLASSES.values():
+        return cls
+    if cls not in _READING_CLASSES:
+
+        def __getattribute__(self, name, _base=cls):
+            value = _base.__getattribute__(self, name)
+            if type(value) is int and _RECORDERS:
+                _RECORDERS[-1].add((id(self), name))
+            return value
+
+        _READING_CLASSES[cls] = type(
+            cls.__name__,
+            (cls,),
+            {
+                "__getattribute__": __getattribute__,
+                "__qualname__": cls.__qualname__,
+                "__module__": cls.__module__,
+            },
+        )
+    return _READING_CLASSES[cls]
+
+
+def candidate_rewrites(
+    model: nn.Module, group: PruningGroup, reads: SizeReads | None = None
+) -> list[AttributeRewrite]:
     """Integer attributes in the group's scope (modules and their configs) whose value is the
     group's unit count times one of its widths: what its forward may read as a size (listed
-    once, with the smallest such width). The layers holding the group's tensors are left
-    out: module adapters size them from their tensors. None when the scope is the whole
-    model (a rewrite there would reach every layer)."""
+    once, with the smallest such width), and with ``reads`` only those the forward read.
+    The layers holding the group's tensors are left out: module adapters size them from
+    their tensors. None when the scope is the whole model (a rewrite there would reach every
+    layer)."""
     scope = group_scope(group)
     if not scope:
         return []
@@ -141,6 +225,8 @@ def candidate_rewrites(model: nn.Module, group: PruningGroup) -> list[AttributeR
         if name in layers:
             continue
         for attr, value in {**_sizes(module), **config_sizes(module)}.items():
+            if reads is not None and not reads.was_read(name, attr):
+                continue
             for width in widths:
                 if value == group.size * width:
                     found.append(AttributeRewrite(name, attr, width))

@@ -89,15 +89,17 @@ def zero_groups(
                 t.index_fill_(m.dim, pos, 0)
 
 
-def _owners(model: nn.Module, tensor: torch.Tensor) -> list[tuple[nn.Module, str, bool]]:
-    found = []
+def _owners(model: nn.Module) -> dict[int, list[tuple[nn.Module, str, bool]]]:
+    """Every (module, attribute, is buffer) holding each tensor, by the tensor's id (a tied
+    tensor has several owners)."""
+    found: dict[int, list[tuple[nn.Module, str, bool]]] = {}
     for module in model.modules():
         for attr, p in module._parameters.items():
-            if p is tensor:
-                found.append((module, attr, False))
+            if p is not None:
+                found.setdefault(id(p), []).append((module, attr, False))
         for attr, b in module._buffers.items():
-            if b is tensor:
-                found.append((module, attr, True))
+            if b is not None:
+                found.setdefault(id(b), []).append((module, attr, True))
     return found
 
 
@@ -141,6 +143,7 @@ def apply_plan(
         by_tensor.setdefault(name, []).append((dim, np.nonzero(mask)[0]))
 
     touched: dict[nn.Module, dict[str, int]] = {}
+    owners = _owners(model)
     with torch.no_grad():
         for name, dims in by_tensor.items():
             old = _tensor(model, name)
@@ -150,7 +153,7 @@ def apply_plan(
             new = new.contiguous()
             if isinstance(old, nn.Parameter):
                 new = nn.Parameter(new, requires_grad=old.requires_grad)
-            for module, attr, is_buffer in _owners(model, old):  # every owner of a tied tensor
+            for module, attr, is_buffer in owners.get(id(old), []):  # each owner of a tied one
                 (module._buffers if is_buffer else module._parameters)[attr] = new
                 touched.setdefault(module, {})
 

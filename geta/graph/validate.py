@@ -3,19 +3,24 @@
 The captured graph records shapes as numbers; it cannot tell whether the Python forward
 computed a size from the tensor (``x.view(b, s, -1, self.head_dim)``) or hard-coded it
 (``x.view(b, s, 12, 64)``, ``embed_dim // num_heads``). So after the groups are found, one unit
-of every group is removed from a meta-device copy of the model (no weights are copied or
-computed), the copy is captured again, and every node's shape is compared with the shape the
-channel analysis predicts. A group that makes the copy fail, or that makes a shape come out
-differently, is blocked. Groups with the same structure in modules of the same type (every
-attention layer of a transformer) are judged together, since they run the same code.
+of every group is removed from a fake-tensor copy of the model (no weights are copied or
+computed), the copy's forward runs, and every node's shape is compared with the shape the
+channel analysis predicts: the shapes are read from the run's aten calls
+(:mod:`geta.graph.dispatch_shapes`), or, where those cannot be matched with the graph, from a
+second capture of a meta-device copy. A group that makes the copy fail, or that makes a shape
+come out differently, is blocked, unless rewriting the sizes its forward reads makes it pass
+(:mod:`geta.graph.rewrites`). Groups with the same structure in modules of the same type
+(every attention layer of a transformer) are judged together, since they run the same code.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import traceback
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,8 +33,9 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from geta.errors import TraceError
 from geta.graph.capture import export_program
 from geta.graph.dependency_graph import DependencyGraph
+from geta.graph.dispatch_shapes import Call, DispatchShapes, recording
 from geta.graph.groups import PruningGroup
-from geta.graph.rewrites import candidate_rewrites, relocate, smallest_passing
+from geta.graph.rewrites import SizeReads, candidate_rewrites, relocate, smallest_passing
 from geta.graph.rules.indexing import slice_bounds
 
 logger = logging.getLogger(__name__)
@@ -71,11 +77,24 @@ def _signature(graph: DependencyGraph, model: nn.Module, group: PruningGroup) ->
     return (group.kind, group.size, tuple(sorted(parts)))
 
 
+@dataclass
+class _FakeRun:
+    """A pruned fake-tensor copy of the model, the exception its forward raised (if any) and
+    the aten calls it made (see :mod:`geta.graph.dispatch_shapes`)."""
+
+    trial: nn.Module
+    error: BaseException | None
+    calls: list[Call]
+    reads: SizeReads | None = None
+
+
 def _fake_run(
-    model: nn.Module, graph: DependencyGraph, resolved
-) -> tuple[nn.Module, BaseException | None]:
+    model: nn.Module, graph: DependencyGraph, resolved, *, record_reads: bool = False
+) -> _FakeRun:
     """Prune a fake-tensor copy of ``model`` and run it eagerly (no data: shapes only, about a
-    second for a 7B model). Returns the copy and the exception it raised, if any."""
+    second for a 7B model), in the grad mode of the capture (a forward may take another path
+    without grad, as ``nn.MultiheadAttention``'s fast path does). With ``record_reads`` the
+    integer attributes the forward reads are recorded too."""
     from geta.graph.surgery import apply_plan
 
     mode = FakeTensorMode(allow_non_fake_inputs=True)
@@ -86,18 +105,23 @@ def _fake_run(
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # a failing trial is expected; torch logs it as an error
-    try:
-        with mode, torch.no_grad():
-            if resolved:
+    with mode:
+        if resolved:
+            with torch.no_grad():
                 apply_plan(trial, graph, resolved)
-            trial(*args, **kwargs)
-    except MemoryError:
-        raise
-    except Exception as err:
-        return trial, err
-    finally:
-        fake_log.setLevel(level)
-    return trial, None
+        with (
+            SizeReads.record(trial) if record_reads else contextlib.nullcontext() as reads,
+            recording() as recorder,
+        ):
+            try:
+                trial(*args, **kwargs)
+            except MemoryError:
+                raise
+            except Exception as err:
+                return _FakeRun(trial, err, recorder.calls)
+            finally:
+                fake_log.setLevel(level)
+    return _FakeRun(trial, None, recorder.calls, reads)
 
 
 def _trial_failure(
@@ -108,26 +132,31 @@ def _trial_failure(
     *,
     eager: bool,
     capture: bool = True,
+    shapes: DispatchShapes | None = None,
 ) -> set[int] | None:
     """Prune one unit of each of ``groups`` on a meta copy; return the suspect group ids
-    (an empty set when the copy runs and, with ``capture``, captures with exactly the
+    (an empty set when the copy runs and, with ``capture``, comes out with exactly the
     predicted shapes; None when even the unpruned copy cannot be captured on meta).
 
     With ``eager`` a fake-tensor copy is first run eagerly, which finds crashes far faster
-    than a capture."""
+    than a capture; with ``shapes`` too, the shapes are read from that run's aten calls and
+    the copy is captured only when they cannot be (see :mod:`geta.graph.dispatch_shapes`)."""
     from geta.graph.surgery import apply_plan
 
     resolved = [(g, np.array([g.size - 1])) for g in groups]
+    removed = {graph.spaces.find(g.leaf): idx for g, idx in resolved}
     if eager:
-        fake, err = _fake_run(model, graph, resolved)
-        if err is not None:
-            return _suspects_from_error(err, fake, graph, groups) if groups else None
+        run = _fake_run(model, graph, resolved)
+        if run.error is not None:
+            return _suspects_from_error(run.error, run.trial, graph, groups) if groups else None
         if not capture:
             return set()
+        twins = shapes.trial_nodes(run.calls) if shapes is not None else None
+        if twins is not None:
+            return _suspects_from_shapes(graph, twins, removed, groups, complete=False)
     trial = meta_copy(model)
     if resolved:
         apply_plan(trial, graph, resolved)
-    removed = {graph.spaces.find(g.leaf): idx for g, idx in resolved}
     args, kwargs = inputs
     try:
         program = export_program(trial, args, kwargs)
@@ -137,7 +166,11 @@ def _trial_failure(
         if isinstance(err.__cause__, MemoryError):
             raise err.__cause__ from None
         return _suspects_from_error(err.__cause__, trial, graph, groups)
-    return _suspects_from_shapes(program, graph, removed, groups)
+    old = [n for n in graph.program.graph.nodes if n.op == "call_function"]
+    new = [n for n in program.graph.nodes if n.op == "call_function"]
+    trial_nodes = dict(zip(_node_keys(new), new, strict=True))
+    twins = {n.name: trial_nodes.get(key) for key, n in zip(_node_keys(old), old, strict=True)}
+    return _suspects_from_shapes(graph, twins, removed, groups, complete=True)
 
 
 def _groups_in_nodes(
@@ -214,7 +247,7 @@ def _slice_follows(
     if getattr(node.target, "overloadpacket", None) is not torch.ops.aten.slice:
         return True
     atoms = graph.analysis.node_atoms.get(node.args[0].name)
-    source = twin.args[0].meta.get("val") if isinstance(twin.args[0], fx.Node) else None
+    source = getattr(twin.args[0], "meta", {}).get("val") if twin.args else None
     if not isinstance(atoms, list) or not isinstance(source, torch.Tensor):
         return True
     dim = node.args[1] if len(node.args) > 1 else 0
@@ -235,13 +268,24 @@ def _slice_args(node: fx.Node) -> tuple[int | None, int | None]:
     return node.kwargs.get("start", args[2]), node.kwargs.get("end", args[3])
 
 
-def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> set[int]:
+def _suspects_from_shapes(
+    graph: DependencyGraph,
+    twins: dict[str, Any],
+    removed: dict[int, np.ndarray],
+    groups: list[PruningGroup],
+    *,
+    complete: bool,
+) -> set[int]:
+    """The groups whose trial made a node come out with another shape than predicted.
+
+    ``twins`` maps a node of the captured graph to its trial counterpart (a node of the
+    pruned copy's capture, or a :class:`TrialNode`; None where it vanished). With
+    ``complete`` every node must have one; otherwise nodes without an entry are not read."""
     spaces = graph.spaces
     candidates = {spaces.find(g.leaf) for g in groups}
-    old = [n for n in graph.program.graph.nodes if n.op == "call_function"]
-    new = [n for n in program.graph.nodes if n.op == "call_function"]
-    trial_nodes = dict(zip(_node_keys(new), new, strict=True))
-    for key, node in zip(_node_keys(old), old, strict=True):
+    for node in graph.program.graph.nodes:
+        if node.op != "call_function" or (not complete and node.name not in twins):
+            continue
         atoms = graph.analysis.node_atoms.get(node.name)
         flat = (
             [a for a in pytree.tree_leaves(atoms) if isinstance(a, int)]
@@ -253,7 +297,7 @@ def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> s
             flat += [a for a in pytree.tree_leaves(source) if isinstance(a, int)]
         if not any(leaf in candidates for a in flat for leaf in spaces.leaves(a)):
             continue
-        twin = trial_nodes.get(key)
+        twin = twins.get(node.name)
         suspects = _groups_in_nodes(graph, [node, *node.all_input_nodes], groups) or {
             g.id for g in groups
         }
@@ -277,7 +321,11 @@ def _suspects_from_shapes(program, graph: DependencyGraph, removed, groups) -> s
 def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     """Block the groups the model's forward code cannot be pruned along (see module doc)."""
     inputs = _to_meta(graph.example_inputs)
-    eager = _fake_run(model, graph, [])[1] is None
+    unpruned = _fake_run(model, graph, [], record_reads=True)
+    if unpruned.error is not None:  # perhaps the recording's: try without
+        unpruned = _fake_run(model, graph, [])
+    eager = unpruned.error is None
+    shapes = DispatchShapes.build(graph.program, unpruned.calls) if eager else None
     capturable: bool | None = True if eager else None
     blocked: dict[int, str] = {}
     verified: set[int] = set()
@@ -289,7 +337,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         ]
         if not candidates:
             break
-        suspects = _trial_failure(model, graph, candidates, inputs, eager=eager)
+        suspects = _trial_failure(model, graph, candidates, inputs, eager=eager, shapes=shapes)
         if suspects and capturable is None:  # is a failure ours, or does meta capture fail anyway?
             capturable = _trial_failure(model, graph, [], inputs, eager=False) is not None
         if suspects and not capturable:
@@ -312,7 +360,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
                 if gid in guilty:
                     continue
                 alone = _trial_failure(
-                    model, graph, [by_id[gid]], inputs, eager=eager, capture=capture
+                    model, graph, [by_id[gid]], inputs, eager=eager, capture=capture, shapes=shapes
                 )
                 logger.debug(
                     "group %d alone (capture=%s): %s", gid, capture, "fails" if alone else "passes"
@@ -324,7 +372,14 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         if not guilty:  # each passes alone: they only fail together, so block them all
             guilty = set(suspects)
         classes = _rescue(
-            model, graph, [by_id[g] for g in sorted(guilty)], inputs, eager, signature
+            model,
+            graph,
+            [by_id[g] for g in sorted(guilty)],
+            inputs,
+            eager,
+            signature,
+            shapes,
+            unpruned.reads,
         )
         rescued_classes += classes
         rescued = {gid for c in classes for gid in c}
@@ -344,7 +399,12 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     # the last rescued are given up until they do.
     by_id = {g.id: g for g in graph.groups}
     while rescued_classes and _trial_failure(
-        model, graph, [by_id[gid] for c in rescued_classes for gid in c], inputs, eager=eager
+        model,
+        graph,
+        [by_id[gid] for c in rescued_classes for gid in c],
+        inputs,
+        eager=eager,
+        shapes=shapes,
     ):
         for gid in rescued_classes.pop():
             graph.rewrites.pop(graph.spaces.find(by_id[gid].leaf), None)
@@ -360,7 +420,9 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
             )
             key = (signature[g.id], tuple(offsets))  # the same part of the same kind of layer
             if key not in tried:
-                tried[key] = bool(_trial_failure(model, graph, [g], inputs, eager=eager))
+                tried[key] = bool(
+                    _trial_failure(model, graph, [g], inputs, eager=eager, shapes=shapes)
+                )
             if tried[key]:
                 blocked[g.id] = "a slice's bounds follow the pruned size only with other groups"
     if blocked:
@@ -375,6 +437,8 @@ def _rescue(
     inputs,
     eager: bool,
     signature: dict[int, tuple],
+    shapes: DispatchShapes | None,
+    reads: SizeReads | None,
 ) -> list[list[int]]:
     """Try to make failing ``groups`` prunable by rewriting the sizes their forward reads
     (:mod:`geta.graph.rewrites`): per structure, the fewest attributes found on one group are
@@ -387,14 +451,14 @@ def _rescue(
         by_structure.setdefault(signature[g.id], []).append(g)
     for members in by_structure.values():
         first = members[0]
-        candidates = candidate_rewrites(model, first)
+        candidates = candidate_rewrites(model, first, reads)
         if not candidates:
             continue
         key = graph.spaces.find(first.leaf)
 
         def passes(subset, first=first, key=key) -> bool:
             graph.rewrites[key] = subset
-            return not _trial_failure(model, graph, [first], inputs, eager=eager)
+            return not _trial_failure(model, graph, [first], inputs, eager=eager, shapes=shapes)
 
         found = smallest_passing(candidates, passes)
         graph.rewrites.pop(key, None)
@@ -404,7 +468,7 @@ def _rescue(
         ok = [g for g in members if placed[g.id] is not None]
         for g in ok:
             graph.rewrites[graph.spaces.find(g.leaf)] = placed[g.id]
-        if ok and not _trial_failure(model, graph, ok, inputs, eager=eager):
+        if ok and not _trial_failure(model, graph, ok, inputs, eager=eager, shapes=shapes):
             rescued.append([g.id for g in ok])
             logger.debug("rewrites %s make %d group(s) prunable", found, len(ok))
         else:
