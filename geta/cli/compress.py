@@ -196,9 +196,9 @@ class _Run:
         )
         if self.loaded.hf:
             raise ConfigError(
-                "geta compress trains image classifiers; hf: models work with `geta graph` and "
-                "`geta inspect`. Compress a HuggingFace model with geta.Compressor in your own "
-                "training loop (docs/compress.md)"
+                "run_compress trains image classifiers; an hf: model on text runs through "
+                "geta.hf.run.run_hf_compress (on the command line: geta compress --model "
+                "hf:PATH --task ... --data FILE)"
             )
         self.data = _fit_data(self.loaded, data, spec)
         self.loaded.model.to(spec.device)  # batches follow the model (geta.training)

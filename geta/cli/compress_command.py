@@ -58,7 +58,49 @@ def _say(text: str) -> None:
     tqdm.write(text, file=sys.stderr)
 
 
+def _interrupted(checkpoint: Path) -> int:
+    """Say how to continue after Ctrl-C; the exit status of an interrupted run."""
+    if checkpoint.exists():
+        hint = f"resume with: geta compress --out {checkpoint.parent} --resume"
+    else:
+        hint = "no epoch had finished; run the command again"
+    print(f"geta: interrupted; {hint}", file=sys.stderr)
+    return 130
+
+
+def _is_hf_run(args: argparse.Namespace) -> bool:
+    from geta.hf.run import HF_PREFIX, SPEC
+
+    model = getattr(args, "model", None) or ""
+    return model.startswith(HF_PREFIX) or (args.resume and (Path(args.out) / SPEC).exists())
+
+
+def _run_hf(args: argparse.Namespace) -> int:
+    """``--model hf:PATH``: the HuggingFace path (:mod:`geta.hf.run`)."""
+    from geta.hf.run import CHECKPOINT, HfRunSpec, hf_result_table, run_hf_compress
+
+    out = Path(args.out)
+    names = ("model", "task", "data", "budget", "mode", "epochs", "lr", "batch_size", "seed")
+    options = {k: getattr(args, k, None) for k in (*names, "limit", "max_length")}
+    options.update(text_column=args.text_column, label_column=args.label_column)
+    given = {k: v for k, v in options.items() if v is not None}
+    if args.resume:
+        spec = None
+    else:
+        spec = HfRunSpec(**given)
+    try:
+        result = run_hf_compress(
+            spec, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else _say
+        )
+    except KeyboardInterrupt:
+        return _interrupted(out / CHECKPOINT)
+    print(hf_result_table(result, out))
+    return 0
+
+
 def _run(args: argparse.Namespace) -> int:
+    if _is_hf_run(args):
+        return _run_hf(args)
     from geta.cli.compress import prepare_out, run_compress
     from geta.cli.results import REPORT, result_table
     from geta.cli.run_state import CHECKPOINT
@@ -77,12 +119,7 @@ def _run(args: argparse.Namespace) -> int:
             spec, out, state=state, progress=not args.quiet, log=None if args.quiet else _say
         )
     except KeyboardInterrupt:
-        if (out / CHECKPOINT).exists():
-            hint = f"resume with: geta compress --out {out} --resume"
-        else:
-            hint = "no epoch had finished; run the command again"
-        print(f"geta: interrupted; {hint}", file=sys.stderr)
-        return 130
+        return _interrupted(out / CHECKPOINT)
     print(result_table(json.loads((out / REPORT).read_text()), out))
     return 0
 
@@ -104,12 +141,30 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
     )
     p.add_argument(
         "--model",
-        help=f"zoo name, torchvision classifier name, or module:callable (default {d.model})",
+        help=f"zoo name, torchvision classifier name, module:callable, or hf:PATH (a local "
+        f"HuggingFace model directory; then --task and --data FILE) (default {d.model})",
     )
     p.add_argument(
         "--data",
         help=f"{', '.join(DATASETS)}, or a directory of Fashion-MNIST-style idx files "
-        f"(default {d.data})",
+        f"(default {d.data}); with hf: models a .txt (a document per line), .csv or .jsonl file",
+    )
+    p.add_argument(
+        "--task",
+        choices=("embedding", "classification", "lm"),
+        help="hf: models: what the model is for; sets the model class, the distillation loss "
+        "and the score (default embedding)",
+    )
+    p.add_argument(
+        "--text-column", default="text", help="hf: models: the data's text column (default text)"
+    )
+    p.add_argument(
+        "--label-column",
+        default="label",
+        help="hf: models: the data's label column, if any (default label)",
+    )
+    p.add_argument(
+        "--max-length", type=int, help="hf: models: tokens kept per document (default 128)"
     )
     p.add_argument(
         "--budget",

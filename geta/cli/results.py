@@ -16,16 +16,25 @@ import torch
 
 from geta.cli.plots import PLOTS, SEARCH_PLOT, plot_cost, plot_layers, plot_search, plot_training
 
-__all__ = ["REPORT", "PLOT_DIR", "result_dict", "write_outputs", "result_table"]
+__all__ = [
+    "REPORT",
+    "PLOT_DIR",
+    "layer_rows",
+    "library_versions",
+    "result_dict",
+    "write_outputs",
+    "result_table",
+]
 
 if TYPE_CHECKING:
     from geta.cli.compress import RunResult
+    from geta.optim.report import CompressionReport
 
 REPORT = "report.json"
 PLOT_DIR = "plots"
 
 
-def _versions() -> dict[str, str]:
+def library_versions() -> dict[str, str]:
     import torchvision
 
     import geta
@@ -51,6 +60,24 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def layer_rows(report: CompressionReport) -> list[dict[str, Any]]:
+    """The report's per-layer rows as JSON-ready dicts (what the layers plot draws)."""
+    return [
+        {
+            "name": row.name,
+            "dense_shape": list(row.dense_shape),
+            "shape": list(row.shape),
+            "dense_numel": row.dense_numel,
+            "nonzeros": row.nonzeros,
+            "density": row.density,
+            "bits": row.bits,
+            "bit_histogram": {str(b): n for b, n in row.bit_histogram.items()},
+            "bits_label": row.bits_label,
+        }
+        for row in report.layers
+    ]
+
+
 def result_dict(result: RunResult) -> dict[str, Any]:
     """Everything in the result table, the per-layer rows, the history, the settings, the
     versions and the date, as JSON-ready values."""
@@ -61,7 +88,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
             "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
             "run": result.spec.to_dict(),
-            "versions": _versions(),
+            "versions": library_versions(),
             "data": {
                 "spec": result.spec.data,
                 "shape": list(result.data_shape),
@@ -90,20 +117,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
                 "real_ratio": r.real_ratio,
                 "removed_units": r.removed_units,
                 "total_units": r.total_units,
-                "layers": [
-                    {
-                        "name": row.name,
-                        "dense_shape": list(row.dense_shape),
-                        "shape": list(row.shape),
-                        "dense_numel": row.dense_numel,
-                        "nonzeros": row.nonzeros,
-                        "density": row.density,
-                        "bits": row.bits,
-                        "bit_histogram": {str(b): n for b, n in row.bit_histogram.items()},
-                        "bits_label": row.bits_label,
-                    }
-                    for row in r.layers
-                ],
+                "layers": layer_rows(r),
             },
             "plans": list(r.extra.get("history", [])),
             "search": r.extra.get("search"),

@@ -51,7 +51,7 @@ def test_a_directory_without_idx_files(tmp_path):
     assert f"{tmp_path} holds no idx files" in err
 
 
-def test_hf_models_are_refused_by_compress_with_a_reason(tmp_path):
+def test_an_hf_model_with_image_data_is_told_what_data_it_takes(tmp_path):
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(
         vocab_size=50, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
@@ -63,7 +63,7 @@ def test_hf_models_are_refused_by_compress_with_a_reason(tmp_path):
         "--out", str(tmp_path / "o"),
     )  # fmt: skip
     assert status == 2 and _one_line(err)
-    assert "geta compress trains image classifiers; hf: models work with `geta graph`" in err
+    assert "synthetic: expected a text (.txt, one document per line), CSV (.csv)" in err
 
 
 def test_debug_shows_the_traceback(tmp_path):

@@ -1,0 +1,429 @@
+"""``geta compress --model hf:PATH``: compress a HuggingFace model on a text file, distilling
+from the original model, and write the checkpoint, the artifact, ``report.json`` and plots.
+
+Three tasks, each with its model class, loss and score:
+
+- ``embedding`` (``AutoModel``): distil the mean-pooled sentence embedding and every token's
+  last hidden state (cosine); score: cosine of the student's embeddings to the original's on
+  the test documents and, when the file has labels, the accuracy of a logistic-regression probe
+  on the embeddings;
+- ``classification`` (``AutoModelForSequenceClassification``, one output per class of the
+  label column): cross-entropy on the labels mixed with distillation (of the logits when the
+  checkpoint has a trained head, else of the hidden states); score: test accuracy;
+- ``lm`` (``AutoModelForCausalLM``): next-token loss mixed with the logits' distillation;
+  score: perplexity on the test documents.
+
+Example:
+    >>> spec = HfRunSpec(model="hf:path/to/all-MiniLM-L6-v2", task="embedding",   # doctest: +SKIP
+    ...                  data="bbc.jsonl", budget="10x", epochs=2)
+    >>> report = run_hf_compress(spec, Path("geta-out"))                             # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from geta.cli.plots import PLOTS, plot_cost, plot_layers
+from geta.cli.results import PLOT_DIR, layer_rows, library_versions
+from geta.errors import CheckpointError, ConfigError
+from geta.hf.data import TextData, load_texts
+from geta.hf.distill import DistillationLoss, make_teacher, mean_pool
+
+__all__ = ["HfRunSpec", "TASKS", "run_hf_compress", "hf_result_table", "HF_PREFIX"]
+
+HF_PREFIX = "hf:"
+TASKS = ("embedding", "classification", "lm")
+SPEC, REPORT, CHECKPOINT = "hf_run.json", "report.json", "checkpoint.pt"
+MODEL_DIR, ARTIFACT = "model", "artifact"
+PROBE_C = 10.0
+
+
+@dataclass
+class HfRunSpec:
+    """A ``geta compress`` run of a HuggingFace model (serialised as ``hf_run.json``)."""
+
+    model: str
+    task: str = "embedding"
+    data: str = ""
+    budget: str = "10x"
+    mode: str = "geta"
+    epochs: int = 2
+    lr: float = 5e-5
+    lr_quant: float | None = None
+    batch_size: int = 16
+    max_length: int = 128
+    test_fraction: float = 0.2
+    seed: int = 0
+    limit: int | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    calibration: int = 128
+    quantize_embeddings: bool = True
+
+    def __post_init__(self) -> None:
+        if not self.model.startswith(HF_PREFIX):
+            raise ConfigError(f"an hf run needs --model {HF_PREFIX}PATH, got {self.model!r}")
+        if self.task not in TASKS:
+            raise ConfigError(f"--task must be one of {', '.join(TASKS)}, got {self.task!r}")
+        if not self.data:
+            raise ConfigError("an hf run needs --data FILE (text, CSV or JSON lines)")
+        if self.epochs < 0 or self.batch_size < 1 or self.max_length < 8:
+            raise ConfigError("--epochs >= 0, --batch-size >= 1 and a max length >= 8 please")
+
+    @property
+    def path(self) -> str:
+        return self.model[len(HF_PREFIX) :]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> HfRunSpec:
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+# ---------------------------------------------------------------------------- model
+def _load_model(spec: HfRunSpec, data: TextData) -> tuple[Any, nn.Module, bool]:
+    """Tokenizer, model and whether the checkpoint had every weight of the model (a
+    classification head made for the file's classes is new)."""
+    import transformers
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    try:
+        tokenizer = transformers.AutoTokenizer.from_pretrained(spec.path, **kwargs)
+        if spec.task == "classification":
+            cls = transformers.AutoModelForSequenceClassification
+            kwargs.update(
+                num_labels=len(data.classes),
+                id2label=dict(enumerate(data.classes)),
+                label2id={c: i for i, c in enumerate(data.classes)},
+            )
+        else:
+            cls = {"embedding": transformers.AutoModel, "lm": transformers.AutoModelForCausalLM}[
+                spec.task
+            ]
+        model, info = cls.from_pretrained(spec.path, output_loading_info=True, **kwargs)
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"cannot load {spec.path} for --task {spec.task}: {err}") from None
+    if tokenizer.pad_token is None:  # decoder tokenizers often have none
+        tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+    complete = not info.get("missing_keys")
+    return tokenizer, model.float().eval(), complete
+
+
+def _encode(tokenizer, texts: list[str], spec: HfRunSpec) -> dict[str, torch.Tensor]:
+    batch = tokenizer(
+        texts, padding=True, truncation=True, max_length=spec.max_length, return_tensors="pt"
+    )
+    return {k: batch[k] for k in ("input_ids", "attention_mask") if k in batch}
+
+
+def _batches(
+    tokenizer, texts: list[str], labels: np.ndarray | None, spec: HfRunSpec, order: np.ndarray
+) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for start in range(0, len(order), spec.batch_size):
+        idx = order[start : start + spec.batch_size]
+        batch = _encode(tokenizer, [texts[i] for i in idx], spec)
+        if spec.task == "classification":
+            batch["labels"] = torch.as_tensor(labels[idx])
+        elif spec.task == "lm":
+            batch["labels"] = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+        out.append(batch)
+    return out
+
+
+def _distillation(teacher: nn.Module, spec: HfRunSpec, complete: bool) -> DistillationLoss:
+    if spec.task == "embedding":
+        return DistillationLoss(teacher, logits=0.0, embedding="cosine", hidden="cosine")
+    if spec.task == "classification" and not complete:  # a new head: nothing to learn from
+        return DistillationLoss(teacher, logits=0.0, hidden="cosine")
+    return DistillationLoss(teacher)
+
+
+# ---------------------------------------------------------------------------- scores
+def _embeddings(model: nn.Module, tokenizer, texts: list[str], spec: HfRunSpec) -> torch.Tensor:
+    out = []
+    for start in range(0, len(texts), spec.batch_size):
+        batch = _encode(tokenizer, texts[start : start + spec.batch_size], spec)
+        hidden = model(**batch).last_hidden_state
+        out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1))
+    return torch.cat(out)
+
+
+def probe_accuracy(
+    train: torch.Tensor, train_y: np.ndarray, test: torch.Tensor, test_y: np.ndarray
+) -> float:
+    """Test accuracy of an L2-regularised multinomial logistic regression (``C = 10``, as
+    scikit-learn counts it) fitted on the training embeddings."""
+    classes = int(max(train_y.max(), test_y.max())) + 1
+    y = torch.as_tensor(train_y)
+    linear = nn.Linear(train.shape[1], classes).double()
+    x, xt = train.double(), test.double()
+    opt = torch.optim.LBFGS(linear.parameters(), max_iter=200, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        opt.zero_grad()
+        loss = F.cross_entropy(linear(x), y) + linear.weight.square().sum() / (2 * PROBE_C * len(y))
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    predicted = linear(xt).argmax(1).numpy()
+    return float((predicted == test_y).mean())
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    tokenizer,
+    data: TextData,
+    spec: HfRunSpec,
+    reference: torch.Tensor | None = None,
+) -> tuple[dict[str, float], torch.Tensor | None]:
+    """The task's scores on the test documents (and the test embeddings, for ``reference``)."""
+    model.eval()
+    if spec.task == "embedding":
+        test = _embeddings(model, tokenizer, data.test_texts, spec)
+        scores: dict[str, float] = {}
+        if reference is not None:
+            scores["cosine"] = float((test * reference).sum(-1).mean())
+        if data.labelled:
+            train = _embeddings(model, tokenizer, data.train_texts, spec)
+            scores["probe_accuracy"] = probe_accuracy(
+                train, data.train_labels, test, data.test_labels
+            )
+        return scores, test
+    order = np.arange(len(data.test_texts))
+    total, count, correct = 0.0, 0, 0
+    for batch in _batches(tokenizer, data.test_texts, data.test_labels, spec, order):
+        outputs = model(**batch)
+        if spec.task == "classification":
+            correct += int((outputs.logits.argmax(-1) == batch["labels"]).sum())
+            count += len(batch["labels"])
+        else:
+            tokens = int((batch["labels"][:, 1:] != -100).sum())
+            total += float(outputs.loss) * tokens
+            count += tokens
+    if spec.task == "classification":
+        return {"accuracy": correct / max(count, 1)}, None
+    return {"perplexity": math.exp(total / max(count, 1))}, None
+
+
+# ---------------------------------------------------------------------------- the run
+def _start(out: Path, spec: HfRunSpec | None, resume: bool) -> tuple[HfRunSpec, dict | None]:
+    from geta.cli.run_state import load_checkpoint
+
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / SPEC
+    if not resume:
+        if spec is None:
+            raise ConfigError("a new run needs its settings (an HfRunSpec)")
+        if (out / CHECKPOINT).exists():
+            raise ConfigError(
+                f"{out} holds an unfinished run ({CHECKPOINT}): pass --resume to continue it, or "
+                "choose another --out"
+            )
+        saved.write_text(json.dumps(spec.to_dict(), indent=2) + "\n")
+        return spec, None
+    if not saved.exists():
+        raise CheckpointError(f"nothing to resume in {out}: it has no {SPEC}")
+    spec = HfRunSpec.from_dict(json.loads(saved.read_text()))
+    state = load_checkpoint(out / CHECKPOINT) if (out / CHECKPOINT).exists() else None
+    return spec, state
+
+
+def run_hf_compress(
+    spec: HfRunSpec | None,
+    out: Path,
+    *,
+    resume: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Compress ``spec.model`` on ``spec.data`` and write the outputs into ``out``; returns the
+    report (also ``out/report.json``). With ``resume`` the run in ``out`` continues after its
+    last finished epoch with its own settings (``out/hf_run.json``; ``spec`` may be None)."""
+    import geta
+    from geta.cli.run_state import save_checkpoint
+
+    say = log or (lambda _: None)
+    spec, state = _start(out, spec, resume)
+    torch.manual_seed(spec.seed)
+    data = load_texts(
+        spec.data,
+        text_column=spec.text_column,
+        label_column=spec.label_column,
+        test_fraction=spec.test_fraction,
+        seed=spec.seed,
+        limit=spec.limit,
+    )
+    if spec.task == "classification" and not data.labelled:
+        raise ConfigError(
+            f"--task classification needs labels: {spec.data} has no column "
+            f"{spec.label_column!r} (name it with --label-column)"
+        )
+    tokenizer, model, complete = _load_model(spec, data)
+    teacher = make_teacher(model)
+    say(f"{spec.path}: {len(data.train_texts)} training and {len(data.test_texts)} test documents")
+    original, reference = evaluate(teacher, tokenizer, data, spec)
+    if reference is not None:
+        original["cosine"] = 1.0
+
+    config = geta.CompressorConfig(quantize_embeddings=spec.quantize_embeddings)
+    example = _encode(tokenizer, data.train_texts[:2], spec)
+    start = time.perf_counter()
+    c = geta.Compressor(
+        model, (), spec.budget, mode=spec.mode, config=config, example_kwargs=example
+    )
+    if c.handler.searches:  # the one-shot mode calibrates on training documents
+        order = np.random.default_rng(spec.seed).permutation(len(data.train_texts))
+        calibration = _batches(
+            tokenizer, data.train_texts, data.train_labels, spec, order[: spec.calibration]
+        )
+        c.search(calibration, [], progress=progress)
+    steps_per_epoch = math.ceil(len(data.train_texts) / spec.batch_size)
+    opt = c.optimizer(
+        "adamw",
+        lr=spec.lr,
+        total_steps=max(spec.epochs * steps_per_epoch, 1),
+        lr_quant=spec.lr_quant,
+        weight_decay=0.0,
+    )
+    kd = _distillation(teacher, spec, complete)
+    history: list[dict[str, Any]] = []
+    first = 0
+    if state is not None:
+        model.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng"])  # dropout; batch order is fixed per seed and epoch
+        history, first = state["history"], state["epoch"]
+        say(f"resuming {out} after epoch {first}")
+    for epoch in range(first, spec.epochs):
+        model.train()
+        order = np.random.default_rng([spec.seed, epoch]).permutation(len(data.train_texts))
+        batches = _batches(tokenizer, data.train_texts, data.train_labels, spec, order)
+        bar = tqdm(batches, desc=f"epoch {epoch + 1}/{spec.epochs}", disable=not progress)
+        losses, began = [], time.perf_counter()
+        for batch in bar:
+            loss = kd(model, batch)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", stage=getattr(opt, "stage", "") or "")
+        history.append(
+            {
+                "epoch": epoch + 1,
+                "loss": float(np.mean(losses)),
+                "cost": c.current_cost(),
+                "stage": getattr(opt, "stage", None),
+                "seconds": time.perf_counter() - began,
+            }
+        )
+        save_checkpoint(
+            out / CHECKPOINT,
+            {
+                "model": model.state_dict(),
+                "optimizer": opt.state_dict(),
+                "rng": torch.get_rng_state(),
+                "history": history,
+                "epoch": epoch + 1,
+            },
+        )
+    student = c.finalize()
+    geta.hf.save_pretrained(student, out / MODEL_DIR)
+    tokenizer.save_pretrained(out / MODEL_DIR)
+    c.export(out / ARTIFACT)
+    seconds = time.perf_counter() - start
+    scores, _ = evaluate(student, tokenizer, data, spec, reference)
+    report = c.report()
+    result = {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
+        "spec": spec.to_dict(),
+        "task": spec.task,
+        "documents": {"train": len(data.train_texts), "test": len(data.test_texts)},
+        "classes": data.classes,
+        "original": original,
+        "compressed": scores,
+        "distillation": {"from_logits": kd.logits > 0, "head_from_checkpoint": complete},
+        "report": {**report.to_dict(), "layers": layer_rows(report)},
+        "plans": list(report.extra.get("history", [])),
+        "history": history,
+        "steps_per_epoch": steps_per_epoch,
+        "seconds": seconds,
+        "versions": library_versions(),
+    }
+    (out / REPORT).write_text(json.dumps(result, indent=1, default=_plain) + "\n")
+    _plots(result, out)
+    (out / CHECKPOINT).unlink(missing_ok=True)  # finished: nothing left to resume
+    return result
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _plots(result: dict[str, Any], out: Path) -> None:
+    """``plots/layers.png`` (bits and density per layer) and ``plots/cost.png`` (the cost per
+    epoch against the budget), as the image path draws them."""
+    plots = out / PLOT_DIR
+    plots.mkdir(exist_ok=True)
+    report = result["report"]
+    title = f"{result['spec']['model']} ({result['task']})"
+    plot_layers(
+        report["layers"],
+        plots / PLOTS["layers"],
+        f"{title}: {report['ratio']:.1f}x ({report['budget']})",
+    )
+    trace = [{"phase": "compress", **row} for row in result["history"]]
+    plot_cost(
+        trace,
+        result["plans"],
+        report["target"],
+        report["dense_cost"],
+        result["steps_per_epoch"],
+        report["metric"],
+        plots / PLOTS["cost"],
+        f"{title}: cost against the budget ({report['budget']})",
+    )
+
+
+def hf_result_table(result: dict[str, Any], out: Path) -> str:
+    """The run's scores and sizes as the text table ``geta compress`` prints."""
+    report = result["report"]
+    lines = [f"{'':<26} {'original':>12} {'compressed':>12}"]
+    for key, value in result["compressed"].items():
+        before = result["original"].get(key)
+        fmt = "{:.2%}" if "accuracy" in key else "{:.4f}" if key == "cosine" else "{:.2f}"
+        shown = fmt.format(before) if before is not None else "-"
+        lines.append(f"{key.replace('_', ' '):<26} {shown:>12} {fmt.format(value):>12}")
+    lines.append(
+        f"{'papers ratio':<26} {'1.00x':>12} {report['ratio']:>11.2f}x"
+        f"  ({'within' if report['within_budget'] else 'OVER'} budget {report['budget']})"
+    )
+    if report.get("real_ratio"):
+        lines.append(f"{'real ratio (artifact)':<26} {'1.00x':>12} {report['real_ratio']:>11.2f}x")
+    lines.append(f"model: {out / MODEL_DIR}  artifact: {out / ARTIFACT}  report: {out / REPORT}")
+    return "\n".join(lines)
