@@ -13,7 +13,8 @@ import geta
 from geta.cli import main, run_state
 from geta.errors import CheckpointError, ConfigError
 from geta.hf.data import load_texts
-from geta.hf.run import HfRunSpec, probe_accuracy, run_hf_compress
+from geta.hf.run import HfRunSpec, run_hf_compress
+from geta.hf.tasks import probe_accuracy
 
 WORDS = {
     "sport": "ball goal team match score win player coach".split(),
