@@ -211,7 +211,7 @@ def table(study: str, rows: list[dict[str, Any]], notes: str = "") -> str:
             )
             lines.append(f"- {c.method} {c.budget}: {text}")
     lines += ["", "## Commands", "", *commands(rows)]
-    lines += ["", f"![frontier]({PLOT})", ""]
+    lines += ["", f"![frontier]({PLOT})", ""] if cs else [""]
     return "\n".join(lines)
 
 
@@ -322,7 +322,8 @@ def write(study_dir: Path) -> Path:
     notes = study_dir / NOTES
     text = table(study, rows, notes.read_text() if notes.is_file() else "")
     (study_dir / "README.md").write_text(text)
-    plot(study, rows, study_dir / PLOT)
+    if cells(rows):  # a study of infeasible runs only has nothing to plot
+        plot(study, rows, study_dir / PLOT)
     return study_dir / "README.md"
 
 
