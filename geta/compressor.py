@@ -81,6 +81,9 @@ class CompressorConfig:
       are the bound itself: the plan's integer bits from the end of bit reduction on, so the
       freeze changes nothing and training sees the final quantization throughout.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
+    - ``keep_layers``: module names (a layer, or a block: every layer in it) whose output
+      channels are never pruned (every group with a unit among them is held whole; their bits
+      are still chosen), as Torch-Pruning's ``ignored_layers``.
     - ``channel_multiple``: every dimension pruning narrows keeps a multiple of this many
       indices (or stays whole), in every mode's plan, so pruned layers keep the widths fast
       kernels want (8 or 16; ``1``: any width). A group of channels keeps a multiple of N
@@ -108,6 +111,7 @@ class CompressorConfig:
     count_zero_codes: bool = True
     learned_bits: bool = False
     max_group_sparsity: float = 0.9
+    keep_layers: tuple[str, ...] = ()
     target_group_sparsity: float | None = None
     channel_multiple: int = 1
     admm: AdmmConfig = field(default_factory=AdmmConfig)
@@ -180,6 +184,7 @@ class Compressor:
         with capture_context(model):
             positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
             self.graph = graph if graph is not None else trace(model, args, example_kwargs)
+        self._hold_kept_layers()
         self.problem = CompressionProblem(
             model,
             self.graph,
@@ -302,6 +307,37 @@ class Compressor:
             if isinstance(module, Quantizer)
             for p in module.parameters(recurse=False)
         ]
+
+    def _hold_kept_layers(self) -> None:
+        """Block the groups with a unit among the output channels of ``keep_layers``."""
+        names = set(self.config.keep_layers)
+        if not names:
+            return
+        modules = {name for name, _ in self.model.named_modules()}
+        unknown = sorted(names - modules)
+        if unknown:
+            raise ConfigError(
+                f"keep_layers: {type(self.model).__name__} has no module named "
+                f"{', '.join(map(repr, unknown))}; names are those of model.named_modules()"
+            )
+        kept = {  # a layer's tensors, wherever they sit (a parametrized weight's original)
+            id(t)
+            for name in names
+            for part in (
+                self.model.get_submodule(name).parameters,
+                self.model.get_submodule(name).buffers,
+            )
+            for t in part()
+        }
+        tensors = {**dict(self.model.named_parameters()), **dict(self.model.named_buffers())}
+        reason = "held whole: an output channel of a layer in CompressorConfig.keep_layers"
+        held = {
+            g.id: reason
+            for g in self.graph.groups
+            if any(m.role == "producer" and id(tensors.get(m.name)) in kept for m in g.members)
+        }
+        if held:
+            self.graph.block_groups(held)
 
     def search(
         self,
