@@ -151,7 +151,9 @@ def run_hf_compress(
     tokenizer, model, complete = load_model(spec, data)
     teacher = make_teacher(model)
     say(f"{spec.path}: {len(data.train_texts)} training and {len(data.test_texts)} test documents")
-    original, reference = evaluate(teacher, tokenizer, data, spec)
+    original, reference = evaluate(
+        teacher, tokenizer, data, spec, progress=progress, desc="scoring the original"
+    )
     if reference is not None:
         original["cosine"] = 1.0
 
@@ -221,7 +223,9 @@ def run_hf_compress(
     tokenizer.save_pretrained(out / MODEL_DIR)
     c.export(out / ARTIFACT)
     seconds = time.perf_counter() - start
-    scores, _ = evaluate(student, tokenizer, data, spec, reference)
+    scores, _ = evaluate(
+        student, tokenizer, data, spec, reference, progress=progress, desc="scoring the result"
+    )
     report = c.report()
     result = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 
 from geta.errors import ConfigError
 from geta.hf.data import TextData
@@ -83,12 +84,15 @@ def distillation(teacher: nn.Module, spec: HfRunSpec, complete: bool) -> Distill
 
 
 # ---------------------------------------------------------------------------- scores
-def _embeddings(model: nn.Module, tokenizer, texts: list[str], spec: HfRunSpec) -> torch.Tensor:
+def _embeddings(
+    model: nn.Module, tokenizer, texts: list[str], spec: HfRunSpec, bar: tqdm
+) -> torch.Tensor:
     out = []
     for start in range(0, len(texts), spec.batch_size):
         batch = encode(tokenizer, texts[start : start + spec.batch_size], spec)
         hidden = model(**batch).last_hidden_state
         out.append(F.normalize(mean_pool(hidden, batch["attention_mask"]), dim=-1))
+        bar.update(1)
     return torch.cat(out)
 
 
@@ -122,23 +126,32 @@ def evaluate(
     data: TextData,
     spec: HfRunSpec,
     reference: torch.Tensor | None = None,
+    *,
+    progress: bool = False,
+    desc: str = "scoring",
 ) -> tuple[dict[str, float], torch.Tensor | None]:
-    """The task's scores on the test documents (and the test embeddings, for ``reference``)."""
+    """The task's scores on the test documents (and the test embeddings, for ``reference``);
+    ``progress`` shows a bar over the batches."""
     model.eval()
     if spec.task == "embedding":
-        test = _embeddings(model, tokenizer, data.test_texts, spec)
-        scores: dict[str, float] = {}
-        if reference is not None:
-            scores["cosine"] = float((test * reference).sum(-1).mean())
+        steps = math.ceil(len(data.test_texts) / spec.batch_size)
         if data.labelled:
-            train = _embeddings(model, tokenizer, data.train_texts, spec)
-            scores["probe_accuracy"] = probe_accuracy(
-                train, data.train_labels, test, data.test_labels
-            )
+            steps += math.ceil(len(data.train_texts) / spec.batch_size)
+        with tqdm(total=steps, desc=desc, disable=not progress, leave=False) as bar:
+            test = _embeddings(model, tokenizer, data.test_texts, spec, bar)
+            scores: dict[str, float] = {}
+            if reference is not None:
+                scores["cosine"] = float((test * reference).sum(-1).mean())
+            if data.labelled:
+                train = _embeddings(model, tokenizer, data.train_texts, spec, bar)
+                scores["probe_accuracy"] = probe_accuracy(
+                    train, data.train_labels, test, data.test_labels
+                )
         return scores, test
     order = np.arange(len(data.test_texts))
     total, count, correct = 0.0, 0, 0
-    for batch in batches(tokenizer, data.test_texts, data.test_labels, spec, order):
+    test_batches = batches(tokenizer, data.test_texts, data.test_labels, spec, order)
+    for batch in tqdm(test_batches, desc=desc, disable=not progress, leave=False):
         outputs = model(**batch)
         if spec.task == "classification":
             correct += int((outputs.logits.argmax(-1) == batch["labels"]).sum())
