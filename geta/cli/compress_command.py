@@ -81,13 +81,9 @@ def _run_hf(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     names = ("model", "task", "data", "budget", "mode", "epochs", "lr", "batch_size", "seed")
-    options = {k: getattr(args, k, None) for k in (*names, "limit", "max_length")}
-    options.update(text_column=args.text_column, label_column=args.label_column)
-    given = {k: v for k, v in options.items() if v is not None}
-    if args.resume:
-        spec = None
-    else:
-        spec = HfRunSpec(**given)
+    names += ("limit", "max_length", "text_column", "label_column")
+    given = {k: v for k in names if (v := getattr(args, k, None)) is not None}
+    spec = None if args.resume else HfRunSpec(**given)
     try:
         result = run_hf_compress(
             spec, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else _say

@@ -24,6 +24,7 @@ __all__ = [
     "result_dict",
     "write_outputs",
     "result_table",
+    "run_stamp",
 ]
 
 if TYPE_CHECKING:
@@ -60,6 +61,14 @@ def _finite(value: Any) -> Any:
     return value
 
 
+def run_stamp() -> dict[str, str]:
+    """The date (UTC) and the ``geta`` command line of this run, for its report."""
+    return {
+        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+        "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
+    }
+
+
 def layer_rows(report: CompressionReport) -> list[dict[str, Any]]:
     """The report's per-layer rows as JSON-ready dicts (what the layers plot draws)."""
     return [
@@ -85,8 +94,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
     dense = {k: v for k, v in result.dense.items() if k != "history"}
     return _finite(
         {
-            "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
+            **run_stamp(),
             "run": result.spec.to_dict(),
             "versions": library_versions(),
             "data": {

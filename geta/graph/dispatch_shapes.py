@@ -20,9 +20,7 @@ or on the training mode) there is no attribution and the trial captures again, a
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,7 +32,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["Call", "DispatchShapes", "TrialNode", "recording"]
+__all__ = ["Call", "CallRecorder", "DispatchShapes", "TrialNode"]
 
 _NOT_CALLS = {"_assert_tensor_metadata", "_assert_scalar", "sym_constrain_range_for_size"}
 
@@ -58,8 +56,9 @@ def _shape(x: Any) -> tuple[int, ...] | None:
     return tuple(int(s) for s in x.shape) if isinstance(x, torch.Tensor) else None
 
 
-class _Recorder(TorchDispatchMode):
-    """Record every aten call (and, during a graph interpretation, the node it belongs to)."""
+class CallRecorder(TorchDispatchMode):
+    """Record every aten call made inside ``with CallRecorder() as r:`` (enter it inside the
+    fake mode), and during a graph interpretation the node each belongs to."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -81,15 +80,8 @@ class _Recorder(TorchDispatchMode):
         return out
 
 
-@contextlib.contextmanager
-def recording() -> Iterator[_Recorder]:
-    """Record the aten calls made inside the block (enter it inside the fake mode)."""
-    with _Recorder() as recorder:
-        yield recorder
-
-
 class _Interpreter(fx.Interpreter):
-    def __init__(self, module: fx.GraphModule, recorder: _Recorder) -> None:
+    def __init__(self, module: fx.GraphModule, recorder: CallRecorder) -> None:
         super().__init__(module)
         self.recorder = recorder
 
@@ -109,7 +101,7 @@ def _fake_like(val: Any) -> Any:
     return out.requires_grad_(val.requires_grad)
 
 
-def _graph_calls(program: torch.export.ExportedProgram) -> _Recorder | None:
+def _graph_calls(program: torch.export.ExportedProgram) -> CallRecorder | None:
     """The aten calls of the captured graph run on fake tensors, each with its node."""
     mode = FakeTensorMode(allow_non_fake_inputs=True)
     try:
@@ -119,7 +111,7 @@ def _graph_calls(program: torch.export.ExportedProgram) -> _Recorder | None:
                 for node in program.graph_module.graph.nodes
                 if node.op == "placeholder"
             ]
-            with recording() as recorder:
+            with CallRecorder() as recorder:
                 _Interpreter(program.graph_module, recorder).run(*inputs)
     except Exception as err:  # an unusual graph: the trial captures instead
         logger.debug("captured graph does not run on fake tensors: %s", err, exc_info=True)

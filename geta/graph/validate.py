@@ -33,7 +33,7 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from geta.errors import TraceError
 from geta.graph.capture import export_program
 from geta.graph.dependency_graph import DependencyGraph
-from geta.graph.dispatch_shapes import Call, DispatchShapes, recording
+from geta.graph.dispatch_shapes import Call, CallRecorder, DispatchShapes
 from geta.graph.groups import PruningGroup
 from geta.graph.rewrites import SizeReads, candidate_rewrites, relocate, smallest_passing
 from geta.graph.rules.indexing import slice_bounds
@@ -105,22 +105,22 @@ def _fake_run(
     fake_log = logging.getLogger("torch._subclasses.fake_tensor")
     level = fake_log.level
     fake_log.setLevel(logging.CRITICAL)  # a failing trial is expected; torch logs it as an error
-    with mode:
-        if resolved:
-            with torch.no_grad():
-                apply_plan(trial, graph, resolved)
-        with (
-            SizeReads.record(trial) if record_reads else contextlib.nullcontext() as reads,
-            recording() as recorder,
-        ):
-            try:
+    recorder = CallRecorder()  # the forward's calls only, not the surgery's
+    reads = None
+    try:
+        with mode:
+            if resolved:  # a plan the surgery refuses is a failing trial too
+                with torch.no_grad():
+                    apply_plan(trial, graph, resolved)
+            reading = SizeReads.record(trial) if record_reads else contextlib.nullcontext()
+            with reading as reads, recorder:
                 trial(*args, **kwargs)
-            except MemoryError:
-                raise
-            except Exception as err:
-                return _FakeRun(trial, err, recorder.calls)
-            finally:
-                fake_log.setLevel(level)
+    except MemoryError:
+        raise
+    except Exception as err:
+        return _FakeRun(trial, err, recorder.calls)
+    finally:
+        fake_log.setLevel(level)
     return _FakeRun(trial, None, recorder.calls, reads)
 
 

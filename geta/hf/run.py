@@ -21,10 +21,8 @@ Example:
 
 from __future__ import annotations
 
-import datetime
 import json
 import math
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
@@ -36,7 +34,7 @@ import torch
 from tqdm.auto import tqdm
 
 from geta.cli.plots import PLOTS, plot_cost, plot_layers
-from geta.cli.results import PLOT_DIR, layer_rows, library_versions
+from geta.cli.results import PLOT_DIR, layer_rows, library_versions, run_stamp
 from geta.errors import CheckpointError, ConfigError
 from geta.hf.data import load_texts
 from geta.hf.distill import make_teacher
@@ -228,8 +226,7 @@ def run_hf_compress(
     )
     report = c.report()
     result = {
-        "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "command": " ".join(["geta", *sys.argv[1:]]) if sys.argv else "geta compress",
+        **run_stamp(),
         "spec": spec.to_dict(),
         "task": spec.task,
         "documents": {"train": len(data.train_texts), "test": len(data.test_texts)},
