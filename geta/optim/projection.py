@@ -544,7 +544,8 @@ def keep_top(
     flat = torch.cat(scores)
     order = torch.argsort(flat, descending=True, stable=True)
     running = torch.cumsum(torch.cat(costs)[order], 0)
-    count = int(torch.searchsorted(running, torch.tensor(budget * (1 + 1e-12)), right=True))
+    limit = torch.tensor(budget * (1 + 1e-12), dtype=running.dtype)  # float32 rounds by ~8 at 1e8
+    count = int(torch.searchsorted(running, limit, right=True))
     count = min(count, int((flat > -torch.inf).sum()))
     keep = torch.zeros(flat.numel(), dtype=torch.bool)
     keep[order[:count]] = True

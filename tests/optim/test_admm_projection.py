@@ -69,6 +69,13 @@ def test_sparsity_step_within_the_greedy_bound_with_mixed_bits(seed):
     assert best - largest - 1e-9 <= _kept_energy(z, masks) <= best + 1e-9
 
 
+def test_sparsity_step_holds_budgets_float32_cannot_represent():
+    # A transformer's budget (~7e7 bits) lies between float32 values 8 apart: compared in
+    # float32, 200000013 rounds up to 200000016 and a second weight of cost 100000007 fits.
+    masks = keep_top([torch.ones(3)], np.array([100000007.0]), 200000013.0)
+    assert int(masks[0].sum()) == 1
+
+
 def test_sparsity_step_keeps_the_minimum_and_never_frozen_weights():
     z = [torch.tensor([0.1, 0.2, 0.05]), torch.tensor([5.0, 4.0, 3.0, 2.0])]
     frozen = [None, torch.tensor([True, False, False, False])]
