@@ -16,6 +16,7 @@ from torch.nn import functional as F
 
 from geta import config
 from geta.deployment.latency import LatencyTable, time_call, timed_inputs
+from geta.distributed import is_sharded, structure_copy, unsharded_copy
 from geta.errors import BudgetError, ConfigError, GetaError
 from geta.export import artifact
 from geta.graph import DependencyGraph, prune, trace
@@ -185,19 +186,10 @@ class Compressor:
             positions = output_positions(model, args, example_kwargs) if metric == "bops" else None
             self.graph = graph if graph is not None else trace(model, args, example_kwargs)
         self._hold_kept_layers()
-        self.problem = CompressionProblem(
-            model,
-            self.graph,
-            self.budget,
-            bit_range=cfg.bit_range,
-            positions=positions,
-            max_group_sparsity=cfg.max_group_sparsity,
-            target_group_sparsity=cfg.target_group_sparsity,
-            saliency=cfg.saliency,
-            count_zero_codes=cfg.count_zero_codes and not self._latency,
-            channel_multiple=self.handler.channel_multiple(self),
-            latency=self.latency_table,
-        )
+        self._positions = positions
+        self.problem = self._build_problem(model)
+        # what finalize fills if the model gets sharded (FSDP2): modules only, no tensors
+        self._structure = structure_copy(model) if self.handler.shards else None
         self._check_feasible()
         learned = {id(p) for p in self._learned_quantizer_params()}
         for p in self._quantizer_params():  # fixed now, before any DDP wrap
@@ -207,6 +199,37 @@ class Compressor:
         self.finalized = False
         self.measured_latency_ms: float | None = None  # the deployed model, timed at finalize
         self.artifact_path: Path | None = None
+
+    def _build_problem(self, model: nn.Module) -> CompressionProblem:
+        cfg = self.config
+        return CompressionProblem(
+            model,
+            self.graph,
+            self.budget,
+            bit_range=cfg.bit_range,
+            positions=self._positions,
+            max_group_sparsity=cfg.max_group_sparsity,
+            target_group_sparsity=cfg.target_group_sparsity,
+            saliency=cfg.saliency,
+            count_zero_codes=cfg.count_zero_codes and not self._latency,
+            channel_multiple=self.handler.channel_multiple(self),
+            latency=self.latency_table,
+        )
+
+    def _check_sharding(self) -> None:
+        if not self.handler.shards and is_sharded(self.model):
+            supported = ", ".join(n for n in registered_modes() if mode_named(n).shards)
+            raise ConfigError(
+                f"mode {self.mode!r} does not run on a sharded (FSDP2) model; use "
+                f"DistributedDataParallel with it, or one of the modes that shard: {supported}"
+            )
+
+    def _unshard(self) -> None:
+        """Replace the sharded model by a plain one holding its full values (on every rank),
+        which surgery can shrink; the problem is rebuilt on it."""
+        self.model = unsharded_copy(self.model, self._structure)
+        self._structure = None
+        self.problem = self._build_problem(self.model)
 
     @property
     def _latency(self) -> bool:
@@ -360,6 +383,7 @@ class Compressor:
             >>> c.search(train_loader, heldout_loader)                              # doctest: +SKIP
             >>> opt = c.optimizer(lr=0.01, total_steps=steps)  # trains the best policy # doctest: +SKIP
         """
+        self._check_sharding()
         self.search_result = self.handler.search(
             self,
             SearchData(train, heldout, loss),
@@ -387,6 +411,7 @@ class Compressor:
         projections set them, and masked fine-tuning trains the clips at ``lr_quant``
         (``AdmmConfig.learn_clip``).
         """
+        self._check_sharding()
         quant_params = self._quantizer_params()
         seen = {id(p) for p in quant_params}
         weights = [p for p in self.model.parameters() if id(p) not in seen and p.requires_grad]
@@ -418,11 +443,15 @@ class Compressor:
     def finalize(self) -> nn.Module:
         """Bring the model to its final state (removed units zero, bits frozen; done already
         when training ran to the end) and remove the zero groups physically. Returns the same
-        model object, now smaller; its outputs equal the zeroed model's."""
+        model object, now smaller; its outputs equal the zeroed model's. A sharded (FSDP2)
+        model is gathered first: every rank gets a new plain model holding the full values
+        (``Compressor.model`` from then on), the sharded one is left as it was."""
         if self.finalized:
             return self.model
         opt = self._optimizer or self.optimizer(lr=0.0, total_steps=1)
         opt.finish()
+        if is_sharded(self.model):
+            self._unshard()
         plan = self.problem.units.to_plan(opt.zeroed)
         if plan:
             prune(self.model, self.graph, plan)

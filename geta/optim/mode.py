@@ -123,6 +123,9 @@ class CompressionMode:
     searches: bool = False  # chooses its policy by Compressor.search before training
     scores_on_heldout: bool = True  # its search scores policies on held-out batches
     metrics: tuple[str, ...] = ("size", "bops")  # the Budget metrics its planning supports
+    # works on FSDP2-sharded models: its optimizer touches the model only inside
+    # geta.distributed.gathered (WrappedOptimizer._full_parameters)
+    shards: bool = False
 
     def settings(self, compressor: Compressor) -> Any:
         """This mode's settings: its field of ``compressor.config``, the mode config given to

@@ -116,6 +116,13 @@ class CompressionProblem:
     def units(self):
         return self.cost_model.units
 
+    def rebind(self, params: dict[str, torch.Tensor]) -> None:
+        """Hold ``params`` (qualified name -> tensor) in place of the parameters of those
+        names: a sharded model's parameters are gathered and put back around each step
+        (:func:`geta.distributed.gathered`)."""
+        for held in (self.stats.params, self.curvature.params):
+            held.update({name: p for name, p in params.items() if name in held})
+
     def aligned_min_keep(self, max_sparsity: float) -> np.ndarray:
         """The fewest units each group keeps when at most ``max_sparsity`` of it may go: at
         least one, rounded up to the group's :attr:`unit_multiple` (capped at its size)."""

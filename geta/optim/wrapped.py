@@ -4,11 +4,13 @@ parameter groups and state: what every geta mode's optimizer builds on."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from typing import Any
 
 import torch
 from torch import nn
 
+from geta.distributed import gathered
 from geta.errors import DivergenceError
 
 __all__ = ["WrappedOptimizer", "BASE_OPTIMIZERS"]
@@ -50,13 +52,27 @@ class WrappedOptimizer(torch.optim.Optimizer):
     def _closure_loss(self, closure: Callable[[], Any] | None) -> Any:
         """Run the closure (if any) with gradients on and, when ``self.check_finite_values``,
         check the loss and gradients of ``self.problem.model`` at ``self.step_count``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
+        loss = self._run_closure(closure)
+        with self._full_parameters():
+            self._check_step(loss)
+        return loss
+
+    @staticmethod
+    def _run_closure(closure: Callable[[], Any] | None) -> Any:
+        if closure is None:
+            return None
+        with torch.enable_grad():
+            return closure()
+
+    def _check_step(self, loss: Any) -> None:
+        """:meth:`check_finite` of this step, when ``self.check_finite_values``."""
         if self.check_finite_values:
             self.check_finite(loss, self.problem.model, self.step_count)
-        return loss
+
+    def _full_parameters(self) -> AbstractContextManager[bool]:
+        """The model's parameters in full for the block, when it is sharded (FSDP2); what the
+        mode does to the model between base steps runs inside it."""
+        return gathered(self.problem.model, self.problem.rebind)
 
     def check_finite(self, loss: Any, model: nn.Module, step: int) -> None:
         """Raise :class:`geta.DivergenceError` on a non-finite loss or gradient, before the
@@ -66,15 +82,10 @@ class WrappedOptimizer(torch.optim.Optimizer):
                 f"the loss is {loss.item()} at step {step}; lower the learning rate "
                 "(or lr_quant), clip gradients, or check the data"
             )
-        grads = [p.grad for g in self.param_groups for p in g["params"] if p.grad is not None]
+        named = [(n, p) for n, p in model.named_parameters() if p.grad is not None]
+        grads = [p.grad for _, p in named]
         if grads and not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all()):
-            names = {id(p): n for n, p in model.named_parameters()}
-            bad = next(
-                names.get(id(p), "?")
-                for g in self.param_groups
-                for p in g["params"]
-                if p.grad is not None and not bool(p.grad.isfinite().all())
-            )
+            bad = next(n for n, p in named if not bool(p.grad.isfinite().all()))
             raise DivergenceError(
                 f"non-finite gradient in {bad} at step {step}; the model was not "
                 "updated. Lower the learning rate (or lr_quant), clip gradients, or check the data"

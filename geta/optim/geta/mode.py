@@ -23,6 +23,7 @@ class GetaMode(CompressionMode):
 
     name = "geta"
     metrics = ("size", "bops", "latency")
+    shards = True
 
     def check(self, compressor: Compressor) -> None:
         if compressor.budget is None and compressor.config.target_group_sparsity is None:

@@ -95,15 +95,18 @@ class GetaOptimizer(WrappedOptimizer):
     # ------------------------------------------------------------ the step
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
-        loss = self._closure_loss(closure)
+        loss = self._run_closure(closure)
         step = self.step_count
         stage = self.schedule.stage(step)
-        if self.problem.saliency in LOSS_SCALED and not self.frozen:
-            self.problem.curvature.observe()
-        self._before(step, stage)
-        self._scale_quantizer_grads()
+        with self._full_parameters():  # a sharded model's parameters, in full for geta's part
+            self._check_step(loss)
+            if self.problem.saliency in LOSS_SCALED and not self.frozen:
+                self.problem.curvature.observe()
+            self._before(step, stage)
+            self._scale_quantizer_grads()
         self.base.step()
-        self._after(step, stage)
+        with self._full_parameters():
+            self._after(step, stage)
         self.step_count += 1
         return loss
 
@@ -362,6 +365,10 @@ class GetaOptimizer(WrappedOptimizer):
     def finish(self) -> None:
         """Bring the model to its final state now: every planned unit zero, bits frozen
         (what the end of the run does; :meth:`geta.Compressor.finalize` calls it)."""
+        with self._full_parameters():
+            self._finish()
+
+    def _finish(self) -> None:
         if not self.frozen:
             self._finish_marking()
             self._apply_masks(self.step_count, COOLDOWN)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geta.distributed import sum_across_ranks
 from geta.quant.prepare import QuantizableLayer
 
 __all__ = ["InputStats", "calibrate", "run_batch"]
@@ -100,6 +101,18 @@ class _Collector:
         self.sq = squares if self.sq is None else self.sq + squares
         self.count += rows
 
+    def reduce_across_ranks(self) -> None:
+        """Sum the statistics over the ranks of a process group (each rank calibrated on
+        its own batches), so every rank plans from the same numbers."""
+        count = torch.tensor([float(self.count)], dtype=torch.float64)
+        kinds = torch.tensor([self.kind == k for k in ("linear", "conv")], dtype=torch.float64)
+        count, kinds, self.sum, self.sq, self.hessian = sum_across_ranks(
+            [count, kinds, self.sum, self.sq, self.hessian]
+        )
+        self.count = int(count.item())
+        if self.kind is None and bool(kinds.any()):
+            self.kind = "linear" if kinds[0] > 0 else "conv"
+
     def stats(self) -> InputStats | None:
         if self.kind is None or self.count == 0:
             return None
@@ -128,7 +141,8 @@ def calibrate(
     model: nn.Module, layers: list[QuantizableLayer], batches: Iterable, limit: int
 ) -> list[InputStats | None]:
     """The input statistics of each of ``layers`` over the first ``limit`` batches (``None``
-    for a layer that saw no input)."""
+    for a layer that saw no input). In a process group of several ranks each rank runs its
+    own batches and the statistics are summed over the ranks."""
     collectors = [_Collector(layer) for layer in layers]
     handles = [c.layer.module.register_forward_pre_hook(c) for c in collectors]
     was_training = model.training
@@ -140,4 +154,6 @@ def calibrate(
         for handle in handles:
             handle.remove()
         model.train(was_training)
+    for c in collectors:
+        c.reduce_across_ranks()
     return [c.stats() for c in collectors]

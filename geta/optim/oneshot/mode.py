@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from geta.distributed import gathered
 from geta.errors import ConfigError
 from geta.optim.ajpq.hold import apply_held, hold_codes
 from geta.optim.mode import CompressionMode, SearchData, register_mode
@@ -113,9 +114,10 @@ class HeldOptimizer(WrappedOptimizer):
     @torch.no_grad()
     def finish(self) -> None:
         removed, keep = self._calibrated()
-        for p, factor in self.problem.removal_factors(removed):
-            p.mul_(factor)
-        apply_held(self.problem, keep)
+        with self._full_parameters():
+            for p, factor in self.problem.removal_factors(removed):
+                p.mul_(factor)
+            apply_held(self.problem, keep)
 
     def state_dict(self) -> dict[str, Any]:
         state = super().state_dict()
@@ -150,6 +152,7 @@ class OneshotMode(CompressionMode):
     config_field = "oneshot"
     searches = True
     scores_on_heldout = False  # it calibrates on the training batches alone
+    shards = True  # each rank calibrates on its batches; the statistics are summed
 
     def check(self, compressor: Compressor) -> None:
         if compressor.budget is None:
@@ -174,9 +177,10 @@ class OneshotMode(CompressionMode):
                 "mode 'oneshot' saw no calibration input: give Compressor.search batches the "
                 "model runs on (inputs, or (inputs, targets) pairs)"
             )
-        chosen = plan(problem, stats, cfg)
-        apply_plan(problem, stats, chosen, cfg)
-        hold_codes(problem)
+        with gathered(compressor.model, problem.rebind):  # every rank: the same plan
+            chosen = plan(problem, stats, cfg)
+            apply_plan(problem, stats, chosen, cfg)
+            hold_codes(problem)
         return OneshotResult(
             chosen.removed,
             chosen.bits,
@@ -191,5 +195,6 @@ class OneshotMode(CompressionMode):
         found = compressor.search_result
         if not isinstance(found, OneshotResult):  # resuming: load_state_dict brings the state
             return HeldOptimizer(groups, compressor.problem, None, None, **kwargs)
-        keep = hold_codes(compressor.problem)
+        with gathered(compressor.model, compressor.problem.rebind):
+            keep = hold_codes(compressor.problem)
         return HeldOptimizer(groups, compressor.problem, found.removed, keep, **kwargs)
