@@ -17,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from geta.cli.spec import read_spec_file
+from geta.cli.spec import read_description, read_spec_file
+from geta.hf.run import HF_PREFIX, HfRunSpec
 
 REPO = Path(__file__).resolve().parents[1]
 PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
@@ -214,13 +215,18 @@ def test_doc_blocks_run(page, tmp_path):
 
 
 def test_toml_run_descriptions_read(tmp_path):
-    """Every ```toml block of the pages is a run description `geta compress --config` reads."""
+    """Every ```toml block of the pages is a run description `geta compress --config` reads
+    (a HuggingFace run's when its model is ``hf:...``)."""
     blocks = [code for page in PAGES for code, _ in fenced(page, "toml")]
-    assert blocks
+    assert len(blocks) >= 2
     for i, code in enumerate(blocks):
         path = tmp_path / f"run{i}.toml"
         path.write_text(code)
-        read_spec_file(path)
+        data = read_description(path)
+        if str(data.get("model", "")).startswith(HF_PREFIX):
+            HfRunSpec.from_dict(data)
+        else:
+            read_spec_file(path)
 
 
 LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)\)")

@@ -68,22 +68,32 @@ def _interrupted(checkpoint: Path) -> int:
     return 130
 
 
+def _description(args: argparse.Namespace) -> dict | None:
+    """The settings in ``--config FILE``, if given."""
+    from geta.cli.spec import read_description
+
+    return read_description(args.config_file) if args.config_file else None
+
+
 def _is_hf_run(args: argparse.Namespace) -> bool:
     from geta.hf.run import HF_PREFIX, SPEC
 
     model = getattr(args, "model", None) or ""
+    if not model and args.config_file:
+        model = str((_description(args) or {}).get("model", ""))
     return model.startswith(HF_PREFIX) or (args.resume and (Path(args.out) / SPEC).exists())
 
 
 def _run_hf(args: argparse.Namespace) -> int:
-    """``--model hf:PATH``: the HuggingFace path (:mod:`geta.hf.run`)."""
+    """``--model hf:PATH`` (or a ``--config`` naming one): the HuggingFace path
+    (:mod:`geta.hf.run`); flags override the file's settings."""
     from geta.hf.run import CHECKPOINT, HfRunSpec, hf_result_table, run_hf_compress
 
     out = Path(args.out)
     names = ("model", "task", "data", "budget", "mode", "epochs", "lr", "batch_size", "seed")
     names += ("limit", "max_length", "text_column", "label_column")
     given = {k: v for k in names if (v := getattr(args, k, None)) is not None}
-    spec = None if args.resume else HfRunSpec(**given)
+    spec = None if args.resume else HfRunSpec.from_dict({**(_description(args) or {}), **given})
     try:
         result = run_hf_compress(
             spec, out, resume=args.resume, progress=not args.quiet, log=None if args.quiet else _say
@@ -151,12 +161,9 @@ def add_parser(sub: argparse._SubParsersAction, parents: list) -> None:
         help="hf: models: what the model is for; sets the model class, the distillation loss "
         "and the score (default embedding)",
     )
-    p.add_argument(
-        "--text-column", default="text", help="hf: models: the data's text column (default text)"
-    )
+    p.add_argument("--text-column", help="hf: models: the data's text column (default text)")
     p.add_argument(
         "--label-column",
-        default="label",
         help="hf: models: the data's label column, if any (default label)",
     )
     p.add_argument(

@@ -86,6 +86,41 @@ def plot_training(history: dict[str, Any], dense_epochs: int, path: Path, title:
     return path
 
 
+def plot_scores(
+    epochs: list[dict[str, Any]],
+    original: dict[str, float],
+    final: dict[str, float],
+    path: Path,
+    title: str,
+) -> Path:
+    """A task's scores after each epoch (the training model, zeroed but not yet pruned) with
+    the original model's (dashed) and the finished model's (a star past the last epoch), and
+    the training loss per epoch."""
+    fig, (ax_score, ax_loss) = _figure(2)
+    xs = [row["epoch"] for row in epochs]
+    for k, name in enumerate(sorted(final)):
+        color = f"C{k}"
+        label = name.replace("_", " ")
+        ys = [row.get("scores", {}).get(name) for row in epochs]
+        ax_score.plot(xs, [float("nan") if y is None else y for y in ys], "o-", color=color,
+                      label=label)  # fmt: skip
+        if original.get(name) is not None:
+            ax_score.axhline(original[name], color=color, linestyle="--", linewidth=1,
+                             label=f"{label}, original")  # fmt: skip
+        ax_score.plot([xs[-1] + 0.25], [final[name]], "*", color=color, markersize=11,
+                      label=f"{label}, finished")  # fmt: skip
+    ax_score.set_ylabel("score (test split)")
+    ax_score.set_title(title)
+    ax_loss.plot(xs, [row["loss"] for row in epochs], "o-", color="#c44e52")
+    ax_loss.set_ylabel("training loss")
+    ax_loss.set_xlabel("epoch")
+    for ax in (ax_score, ax_loss):
+        ax.grid(alpha=0.3)
+    ax_score.legend(loc="best", fontsize="small")
+    fig.savefig(path)
+    return path
+
+
 def plot_cost(
     trace: list[dict[str, Any]],
     plans: list[dict[str, Any]],

@@ -50,14 +50,14 @@ def library_versions() -> dict[str, str]:
     }
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """JSON without NaN/Infinity: non-finite floats become null."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: finite_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
+        return [finite_json(v) for v in value]
     return value
 
 
@@ -92,7 +92,7 @@ def result_dict(result: RunResult) -> dict[str, Any]:
     versions and the date, as JSON-ready values."""
     r = result.report
     dense = {k: v for k, v in result.dense.items() if k != "history"}
-    return _finite(
+    return finite_json(
         {
             **run_stamp(),
             "run": result.spec.to_dict(),

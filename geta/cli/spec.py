@@ -22,7 +22,7 @@ from geta.errors import ConfigError
 from geta.optim.budget import Budget
 from geta.optim.wrapped import BASE_OPTIMIZERS
 
-__all__ = ["CompressSpec", "OptimizerSpec", "SCHEDULES", "read_spec_file"]
+__all__ = ["CompressSpec", "OptimizerSpec", "SCHEDULES", "read_description", "read_spec_file"]
 
 SCHEDULES = ("cosine", "constant")
 
@@ -155,12 +155,12 @@ class CompressSpec:
         return asdict(self)
 
 
-def read_spec_file(path: str | Path) -> CompressSpec:
-    """A run description from a TOML or JSON file, or from a run's ``report.json`` (its
-    ``"run"`` entry).
+def read_description(path: str | Path) -> dict[str, Any]:
+    """The table of settings in a TOML or JSON file, or in a run's ``report.json`` (its
+    ``"run"`` entry, or ``"spec"`` for a HuggingFace run).
 
     Raises:
-        ConfigError: the file cannot be read, or holds unknown or invalid settings.
+        ConfigError: the file cannot be read or parsed, or holds no table.
     """
     path = Path(path)
     try:
@@ -173,9 +173,22 @@ def read_spec_file(path: str | Path) -> CompressSpec:
         raise ConfigError(
             f"{path} is not valid {path.suffix.lstrip('.') or 'JSON'}: {err}"
         ) from None
-    if isinstance(data, dict) and isinstance(data.get("run"), dict):
-        data = data["run"]  # a report.json
-    return CompressSpec.from_dict(data)
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} holds no table of settings")
+    for entry in ("run", "spec"):  # a report.json: the image path's, a HuggingFace run's
+        if isinstance(data.get(entry), dict):
+            return data[entry]
+    return data
+
+
+def read_spec_file(path: str | Path) -> CompressSpec:
+    """A run description from a TOML or JSON file, or from a run's ``report.json`` (its
+    ``"run"`` entry).
+
+    Raises:
+        ConfigError: the file cannot be read, or holds unknown or invalid settings.
+    """
+    return CompressSpec.from_dict(read_description(path))
 
 
 def _check_device(name: str) -> None:

@@ -25,7 +25,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,8 +33,10 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from geta.cli.plots import PLOTS, plot_cost, plot_layers
-from geta.cli.results import PLOT_DIR, layer_rows, library_versions, run_stamp
+from geta import config
+from geta.cli.plots import PLOTS, plot_cost, plot_layers, plot_scores
+from geta.cli.results import PLOT_DIR, finite_json, layer_rows, library_versions, run_stamp
+from geta.compressor import CompressorConfig
 from geta.errors import CheckpointError, ConfigError
 from geta.hf.data import load_texts
 from geta.hf.distill import make_teacher
@@ -50,7 +52,9 @@ MODEL_DIR, ARTIFACT = "model", "artifact"
 
 @dataclass
 class HfRunSpec:
-    """A ``geta compress`` run of a HuggingFace model (serialised as ``hf_run.json``)."""
+    """A ``geta compress`` run of a HuggingFace model: its full description (serialised as
+    ``hf_run.json`` and into ``report.json``'s ``"spec"``; ``geta compress --config`` reads
+    either back). ``config`` is the Compressor's (embeddings quantized by default)."""
 
     model: str
     task: str = "embedding"
@@ -68,7 +72,9 @@ class HfRunSpec:
     text_column: str = "text"
     label_column: str = "label"
     calibration: int = 128
-    quantize_embeddings: bool = True
+    config: CompressorConfig = field(
+        default_factory=lambda: CompressorConfig(quantize_embeddings=True)
+    )
 
     def __post_init__(self) -> None:
         if not self.model.startswith(HF_PREFIX):
@@ -85,12 +91,12 @@ class HfRunSpec:
         return self.model[len(HF_PREFIX) :]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return config.to_dict(self)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> HfRunSpec:
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in known})
+        """The spec :meth:`to_dict` wrote; unknown keys raise :class:`geta.ConfigError`."""
+        return config.from_dict(cls, data)
 
 
 # ---------------------------------------------------------------------------- the run
@@ -155,11 +161,10 @@ def run_hf_compress(
     if reference is not None:
         original["cosine"] = 1.0
 
-    config = geta.CompressorConfig(quantize_embeddings=spec.quantize_embeddings)
     example = encode(tokenizer, data.train_texts[:2], spec)
     start = time.perf_counter()
     c = geta.Compressor(
-        model, (), spec.budget, mode=spec.mode, config=config, example_kwargs=example
+        model, (), spec.budget, mode=spec.mode, config=spec.config, example_kwargs=example
     )
     if c.handler.searches:  # the one-shot mode calibrates on training documents
         order = np.random.default_rng(spec.seed).permutation(len(data.train_texts))
@@ -197,13 +202,18 @@ def run_hf_compress(
             opt.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
             bar.set_postfix(loss=f"{losses[-1]:.4f}", stage=getattr(opt, "stage", "") or "")
+        seconds = time.perf_counter() - began
+        scores, _ = evaluate(  # the model as training left it: zeroed, not yet pruned
+            model, tokenizer, data, spec, reference, progress=progress, desc="scoring the epoch"
+        )
         history.append(
             {
                 "epoch": epoch + 1,
                 "loss": float(np.mean(losses)),
+                "scores": scores,
                 "cost": c.current_cost(),
                 "stage": getattr(opt, "stage", None),
-                "seconds": time.perf_counter() - began,
+                "seconds": seconds,
             }
         )
         save_checkpoint(
@@ -241,7 +251,8 @@ def run_hf_compress(
         "seconds": seconds,
         "versions": library_versions(),
     }
-    (out / REPORT).write_text(json.dumps(result, indent=1, default=_plain) + "\n")
+    text = json.dumps(finite_json(result), indent=1, default=_plain, allow_nan=False)
+    (out / REPORT).write_text(text + "\n")
     _plots(result, out)
     (out / CHECKPOINT).unlink(missing_ok=True)  # finished: nothing left to resume
     return result
@@ -256,8 +267,9 @@ def _plain(value: Any) -> Any:
 
 
 def _plots(result: dict[str, Any], out: Path) -> None:
-    """``plots/layers.png`` (bits and density per layer) and ``plots/cost.png`` (the cost per
-    epoch against the budget), as the image path draws them."""
+    """``plots/layers.png`` (bits and density per layer), ``plots/cost.png`` (the cost per
+    epoch against the budget), as the image path draws them, and ``plots/training.png`` (the
+    task's scores and the training loss per epoch) when an epoch ran."""
     plots = out / PLOT_DIR
     plots.mkdir(exist_ok=True)
     report = result["report"]
@@ -267,6 +279,14 @@ def _plots(result: dict[str, Any], out: Path) -> None:
         plots / PLOTS["layers"],
         f"{title}: {report['ratio']:.1f}x ({report['budget']})",
     )
+    if result["history"]:
+        plot_scores(
+            result["history"],
+            result["original"],
+            result["compressed"],
+            plots / PLOTS["training"],
+            f"{title}: scores per epoch ({report['budget']})",
+        )
     trace = [{"phase": "compress", **row} for row in result["history"]]
     plot_cost(
         trace,

@@ -72,8 +72,9 @@ def test_an_embedding_model_compresses_within_budget_with_all_outputs(files, tmp
     assert 0.5 < report["compressed"]["cosine"] <= 1.0 + 1e-6
     assert 0.0 <= report["compressed"]["probe_accuracy"] <= 1.0
     assert [row["epoch"] for row in report["history"]] == [1]
+    assert set(report["history"][0]["scores"]) == {"cosine", "probe_accuracy"}
     assert result["compressed"] == report["compressed"]
-    for png in ("layers.png", "cost.png"):
+    for png in ("layers.png", "cost.png", "training.png"):
         assert (tmp_path / "plots" / png).read_bytes()[:4] == b"\x89PNG"
     assert not (tmp_path / "checkpoint.pt").exists()  # finished
     reloaded = geta.hf.from_pretrained(tmp_path / "model")
@@ -95,6 +96,29 @@ def test_classification_runs_from_the_command_line(files, tmp_path, capsys):
     assert report["distillation"] == {"from_logits": False, "head_from_checkpoint": False}
     assert 0.0 <= report["compressed"]["accuracy"] <= 1.0
     assert report["report"]["within_budget"]
+
+
+def test_a_run_description_file_and_a_report_run_again(files, tmp_path, capsys):
+    described = tmp_path / "run.toml"
+    described.write_text(
+        f'model = "hf:{files / "bert"}"\ndata = "{files / "docs.jsonl"}"\n'
+        'task = "embedding"\nbudget = "6x"\nepochs = 0\nbatch_size = 8\n'
+        "[config]\nbit_range = [4, 8]\nquantize_embeddings = true\n"
+    )
+    first = tmp_path / "first"
+    assert main(["compress", "--config", str(described), "--out", str(first), "--quiet"]) == 0
+    report = json.loads((first / "report.json").read_text())
+    assert report["spec"]["config"]["bit_range"] == [4, 8]
+    assert {row["bits"] for row in report["report"]["layers"]} <= {4, 5, 6, 7, 8}
+    again = tmp_path / "again"
+    args = ["compress", "--config", str(first / "report.json"), "--budget", "7x"]
+    assert main([*args, "--out", str(again), "--quiet"]) == 0  # flags override the file
+    rerun = json.loads((again / "report.json").read_text())["spec"]
+    assert rerun == {**report["spec"], "budget": "7x"}
+    described.write_text(described.read_text().replace("epochs = 0", "epoks = 0"))
+    capsys.readouterr()
+    assert main(["compress", "--config", str(described), "--out", str(tmp_path / "bad")]) != 0
+    assert "unknown setting(s) epoks" in capsys.readouterr().err
 
 
 def test_a_decoder_in_one_shot_mode_reports_perplexity(files, tmp_path):
