@@ -35,7 +35,6 @@ import json
 import logging
 import math
 import os
-import tempfile
 import time
 from pathlib import Path
 
@@ -45,13 +44,11 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import record  # noqa: E402
-from minilm_bbc import bbc_news, dir_bytes  # noqa: E402
+from _oneshot import METHODS, compress, settings  # noqa: E402
+from minilm_bbc import bbc_news  # noqa: E402
 
-import geta  # noqa: E402
 from geta.data.cache import cache_dir  # noqa: E402
-from geta.optim import OneshotConfig  # noqa: E402
 
-METHODS = ("rtn", "gptq", "geta-bits", "geta")
 WINDOW = 128
 VOCAB = 4096
 MODEL = {"n_layer": 4, "n_embd": 256, "n_head": 4, "n_positions": 256}
@@ -148,47 +145,11 @@ def perplexity(model, data: torch.Tensor) -> float:
     return math.exp(total / count)
 
 
-def settings(method: str, ratio: float, batches: int) -> geta.CompressorConfig:
-    bits = round(32 / ratio)
-    fixed = method in ("rtn", "gptq")
-    return geta.CompressorConfig(
-        bit_range=(bits, bits) if fixed else (2, 8),
-        quantize_embeddings=True,
-        max_group_sparsity=0.0 if method != "geta" else 0.5,
-        oneshot=OneshotConfig(calibration_batches=batches, gptq=method != "rtn"),
-    )
-
-
 def run(method: str, ratio: float, dense, calibration: torch.Tensor, test: torch.Tensor) -> dict:
-    model = copy.deepcopy(dense)
     batches = [{"input_ids": calibration[i : i + 8]} for i in range(0, len(calibration), 8)]
-    start = time.perf_counter()
-    c = geta.Compressor(
-        model,
-        (),
-        f"{ratio}x",
-        mode="oneshot",
-        config=settings(method, ratio, len(batches)),
-        example_kwargs={"input_ids": calibration[:2]},
-    )
-    c.search(batches, [])
-    student = c.finalize()
-    seconds = time.perf_counter() - start
-    report = c.report()
-    with tempfile.TemporaryDirectory() as tmp:
-        geta.hf.save_pretrained(student, Path(tmp) / "s")
-        files = dir_bytes(Path(tmp) / "s")
-        reloaded = geta.hf.from_pretrained(Path(tmp) / "s")
-    return {
-        "perplexity": perplexity(reloaded, test),
-        "papers_ratio": report.ratio,
-        "within_budget": report.within_budget,
-        "removed_units": report.removed_units,
-        "total_units": report.total_units,
-        "bits": sorted({layer.bits for layer in report.layers}),
-        "checkpoint_bytes": sum(files.values()),
-        "seconds": round(seconds, 1),
-    }
+    example = {"input_ids": calibration[:2]}
+    reloaded, sizes = compress(copy.deepcopy(dense), method, ratio, batches, example)
+    return {"perplexity": perplexity(reloaded, test), **sizes}
 
 
 def main() -> None:

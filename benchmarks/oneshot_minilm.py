@@ -31,9 +31,6 @@ import copy
 import json
 import logging
 import os
-import tempfile
-import time
-from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -41,10 +38,10 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from _common import record  # noqa: E402
+from _oneshot import METHODS, compress, settings  # noqa: E402
 from minilm_bbc import (  # noqa: E402
     MAX_TOKENS,
     bbc_news,
-    dir_bytes,
     embed,
     model_path,
     probe,
@@ -53,21 +50,6 @@ from minilm_bbc import (  # noqa: E402
 )
 
 import geta  # noqa: E402
-from geta.optim import OneshotConfig  # noqa: E402
-
-METHODS = ("rtn", "gptq", "geta-bits", "geta")
-
-
-def settings(method: str, ratio: float) -> geta.CompressorConfig:
-    """The Compressor settings of ``method`` at a papers' budget of ``ratio``."""
-    bits = round(32 / ratio)
-    fixed = method in ("rtn", "gptq")
-    return geta.CompressorConfig(
-        bit_range=(bits, bits) if fixed else (2, 8),
-        quantize_embeddings=True,
-        max_group_sparsity=0.0 if method != "geta" else 0.5,
-        oneshot=OneshotConfig(gptq=method != "rtn"),
-    )
 
 
 def calibration_batches(tokenizer, texts: list[str], count: int, seed: int) -> list[dict]:
@@ -91,40 +73,17 @@ def calibration_batches(tokenizer, texts: list[str], count: int, seed: int) -> l
 
 def run(method, ratio, teacher, tokenizer, batches, data, t_test) -> dict:
     (train_x, train_y), (test_x, test_y) = data
-    model = copy.deepcopy(teacher)
     example = dict(
         tokenizer(
             train_x[:2], truncation=True, max_length=MAX_TOKENS, padding=True, return_tensors="pt"
         )
     )
-    start = time.perf_counter()
-    c = geta.Compressor(
-        model,
-        (),
-        f"{ratio}x",
-        mode="oneshot",
-        config=settings(method, ratio),
-        example_kwargs=example,
-    )
-    c.search(batches, [])
-    student = c.finalize()
-    seconds = time.perf_counter() - start
-    report = c.report()
-    with tempfile.TemporaryDirectory() as tmp:
-        geta.hf.save_pretrained(student, Path(tmp) / "s")
-        files = dir_bytes(Path(tmp) / "s")
-        reloaded = geta.hf.from_pretrained(Path(tmp) / "s")
+    reloaded, sizes = compress(copy.deepcopy(teacher), method, ratio, batches, example)
     s_train, s_test = embed(reloaded, tokenizer, train_x), embed(reloaded, tokenizer, test_x)
     return {
         "probe_accuracy": probe(s_train, train_y, s_test, test_y),
         "cosine_to_teacher": float((s_test * t_test).sum(axis=1).mean()),
-        "papers_ratio": report.ratio,
-        "within_budget": report.within_budget,
-        "removed_units": report.removed_units,
-        "total_units": report.total_units,
-        "bits": sorted({layer.bits for layer in report.layers}),
-        "checkpoint_bytes": sum(files.values()),
-        "seconds": round(seconds, 1),
+        **sizes,
     }
 
 
