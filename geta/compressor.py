@@ -82,6 +82,10 @@ class CompressorConfig:
       are the bound itself: the plan's integer bits from the end of bit reduction on, so the
       freeze changes nothing and training sees the final quantization throughout.
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
+    - ``equalise_groups``: rescale the unit importances of every group to the same mean
+      before the budget projection, so units compete with their own group's on saliency and
+      across groups on cost alone (Torch-Pruning's uniform ratio is the limit where every
+      unit costs the same); off (default), one global ranking of importance per bit of cost.
     - ``keep_layers``: module names (a layer, or a block: every layer in it) whose output
       channels are never pruned (every group with a unit among them is held whole; their bits
       are still chosen), as Torch-Pruning's ``ignored_layers``.
@@ -112,6 +116,7 @@ class CompressorConfig:
     count_zero_codes: bool = True
     learned_bits: bool = False
     max_group_sparsity: float = 0.9
+    equalise_groups: bool = False
     keep_layers: tuple[str, ...] = ()
     target_group_sparsity: float | None = None
     channel_multiple: int = 1
@@ -211,6 +216,7 @@ class Compressor:
             max_group_sparsity=cfg.max_group_sparsity,
             target_group_sparsity=cfg.target_group_sparsity,
             saliency=cfg.saliency,
+            equalise_groups=cfg.equalise_groups,
             count_zero_codes=cfg.count_zero_codes and not self._latency,
             channel_multiple=self.handler.channel_multiple(self),
             latency=self.latency_table,

@@ -28,7 +28,7 @@ from geta.quant.ratio import FLOAT_BITS
 if TYPE_CHECKING:
     from geta.deployment.latency import LatencyTable
 
-__all__ = ["CompressionProblem", "TensorMask"]
+__all__ = ["CompressionProblem", "TensorMask", "equalised"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,19 @@ class TensorMask:
     name: str
     dim: int
     unit_of: torch.Tensor
+
+
+def equalised(importance: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """``importance`` with every group's units (``offsets[g]:offsets[g + 1]``) rescaled to the
+    same mean, the mean over all units (so the scale against bit distortion is kept); a group
+    whose units all have zero importance stays zero."""
+    out = importance.astype(np.float64, copy=True)
+    overall = float(out.mean()) if out.size else 0.0
+    for start, end in zip(offsets[:-1], offsets[1:], strict=True):
+        mean = float(out[start:end].mean()) if end > start else 0.0
+        if mean > 0:
+            out[start:end] *= overall / mean
+    return out
 
 
 class CompressionProblem:
@@ -68,6 +81,7 @@ class CompressionProblem:
         max_group_sparsity: float = 0.9,
         target_group_sparsity: float | None = None,
         saliency: str = "geta",
+        equalise_groups: bool = False,
         count_zero_codes: bool = False,
         channel_multiple: int = 1,
         latency: LatencyTable | None = None,
@@ -88,6 +102,7 @@ class CompressionProblem:
         self.target = self._target(budget) if budget else None
         self.target_group_sparsity = target_group_sparsity
         self.saliency = saliency
+        self.equalise_groups = equalise_groups
         self.count_zero_codes = count_zero_codes
         self.channel_multiple = channel_multiple
         self.unit_multiple = unit_multiples(
@@ -152,7 +167,8 @@ class CompressionProblem:
         has_grad = bool(stats["g2"].sum() > 0)
         if crit in LOSS_SCALED and not self.curvature.steps:
             has_grad = False  # no gradient seen yet: fall back to the weights alone
-        return importance(stats, crit if has_grad else "magnitude")
+        imp = importance(stats, crit if has_grad else "magnitude")
+        return equalised(imp, self.units.offsets) if self.equalise_groups else imp
 
     def layer_curvature(self) -> np.ndarray:
         """Each counted layer's mean curvature over its weights (its squared-gradient mean):

@@ -86,3 +86,38 @@ def test_fisher_saliency_runs_end_to_end_and_meets_the_budget():
     train(model, opt, Blobs(), 120)
     c.finalize()
     assert c.report().within_budget and c.problem.curvature.steps > 0
+
+
+def test_equalised_groups_share_one_mean_and_keep_their_order():
+    from geta.optim.problem import equalised
+
+    imp = np.array([1.0, 3.0, 10.0, 30.0, 50.0, 0.0, 0.0])
+    offsets = np.array([0, 2, 5, 7])
+    out = equalised(imp, offsets)
+    overall = imp.mean()
+    assert out[0:2].mean() == pytest.approx(overall) and out[2:5].mean() == pytest.approx(overall)
+    assert out[0] / out[1] == pytest.approx(1 / 3) and list(np.argsort(out[2:5])) == [0, 1, 2]
+    assert (out[5:] == 0).all()  # an all-zero group stays zero
+
+
+def test_equalised_importance_ignores_a_groups_overall_scale():
+    from geta.optim.problem import equalised
+
+    rng = np.random.default_rng(0)
+    imp, offsets = rng.random(12), np.array([0, 5, 12])
+    scaled = imp.copy()
+    scaled[:5] *= 400.0  # one group's weights 20x larger: its magnitudes 400x
+    np.testing.assert_allclose(
+        equalised(scaled, offsets) / equalised(scaled, offsets).mean(),
+        equalised(imp, offsets) / equalised(imp, offsets).mean(),
+    )
+
+
+def test_equalise_groups_reaches_the_plan():
+    x = torch.randn(2, 16)
+    cfg = geta.CompressorConfig(saliency="magnitude", equalise_groups=True)
+    c = geta.Compressor(mlp(), (x,), "40x", config=cfg)
+    imp, offsets = c.problem.importance(), c.problem.units.offsets
+    means = [imp[a:b].mean() for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    assert means == pytest.approx([imp.mean()] * len(means))
+    assert c.problem.plan().cost <= c.problem.target
