@@ -41,6 +41,10 @@ class AjpqConfig:
     - ``recovery``: after a policy is applied, ``"finetune"`` (``recovery_steps`` SGD steps at
       ``recovery_lr`` on training batches, masks held), ``"bn"`` (BatchNorm statistics
       re-estimated on ``recovery_steps`` training batches) or ``"none"``.
+    - ``fill``: the action wall also raises the bits of a policy under the budget (most
+      quantization error removed per bit of cost first) until no raise fits, so every
+      evaluated policy spends its budget; off, the controllers' bits are only ever lowered
+      (HAQ's and AMC's wall) and the best policies can land well under the budget.
     - ``eval_batches``: held-out batches the reward is measured on; ``reward`` is the
       held-out ``"accuracy"`` or minus the ``"loss"`` (the budget is a hard wall, so nothing
       else enters the reward).
@@ -59,6 +63,7 @@ class AjpqConfig:
     recovery: str = "finetune"
     recovery_steps: int = 50
     recovery_lr: float = 0.01
+    fill: bool = True
     eval_batches: int = 10
     reward: str = "accuracy"
     saliency: str = "magnitude"

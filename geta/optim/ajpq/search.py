@@ -85,7 +85,13 @@ class AjpqSearch:
         )
         distortion, self.share = channel_tables(self.layout, levels)
         self.wall = ActionWall(
-            self.layout, self.importance, distortion, levels, self.policy.min_keep, self.share
+            self.layout,
+            self.importance,
+            distortion,
+            levels,
+            self.policy.min_keep,
+            self.share,
+            fill=config.fill,
         )
         self.features = static_features(problem, self.order, positions)
         self.target = float(problem.target)

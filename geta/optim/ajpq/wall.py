@@ -13,6 +13,12 @@ budget projection of the other modes (:func:`geta.optim.projection.project`):
 
 A lazy heap takes the cheapest move until the cost is within the budget (a move's ratio is
 recomputed when it reaches the top, since removals change what later moves save).
+
+With ``fill``, a plan under the budget is then raised the other way: one level of bits at a
+time for a unit's channels (or a layer's free channels), most quantization error removed per
+unit of cost added first, while the raise fits. Removed units stay removed (what to prune is
+the controllers' choice); the plan ends within one raise of the budget instead of wherever the
+controllers left it.
 """
 
 from __future__ import annotations
@@ -82,8 +88,11 @@ class ActionWall:
         bit_levels: tuple[int, ...],
         min_keep: np.ndarray,
         share: CodeShare | None = None,
+        *,
+        fill: bool = False,
     ) -> None:
         self.layout = layout
+        self.fill = fill
         self.share = share
         self.cm = layout.problem.cost_model
         self.units = layout.problem.units
@@ -135,6 +144,8 @@ class ActionWall:
         coef = self.coef if scale is None else self.coef * np.asarray(scale, dtype=np.float64)
         state = _WallState(self, unit_bits, layer_bits, coef)
         if state.cost <= budget:
+            if self.fill:
+                self._fill(state, budget)
             return ChannelPlan(unit_bits, layer_bits)
         low = self.levels[0]
         left = np.diff(self.units.offsets) - np.bincount(
@@ -213,9 +224,9 @@ class ActionWall:
                 heapq.heappush(heap, (fresh, kind, index))
                 continue
             if kind == _BITS:
-                state.lower_unit(index, self.levels[self._level(unit_bits[index]) - 1])
+                state.set_unit_bits(index, self.levels[self._level(unit_bits[index]) - 1])
             elif kind == _FREE:
-                state.lower_free(index, self.levels[self._level(layer_bits[index]) - 1])
+                state.set_free_bits(index, self.levels[self._level(layer_bits[index]) - 1])
             elif kind == _BLOCK:
                 units = block(index)
                 state.remove(*units.tolist())
@@ -239,7 +250,56 @@ class ActionWall:
                 "lower the bit range",
                 min_cost=state.cost,
             )
+        if self.fill:
+            self._fill(state, budget)
         return ChannelPlan(unit_bits, layer_bits)
+
+    def _fill(self, state: _WallState, budget: float) -> None:
+        """Raise kept channels' bits, most error removed per cost added first, while each
+        raise fits in ``budget`` (a raise that does not fit now never will: costs only
+        grow). Raising bits leaves the layers' widths alone, so every raise keeps its price."""
+        top = len(self.levels) - 1
+
+        def move(kind: int, index: int) -> tuple[float, float, int, int] | None:
+            if kind == _BITS:
+                b = state.unit_bits[index]
+                if b <= 0 or not self.owners[index] or self._level(b) >= top:
+                    return None
+                j = self._level(b)
+                gain = self.unit_distortion[index, j] - self.unit_distortion[index, j + 1]
+                added = state.bits_saving(index, j + 1)
+            else:
+                b = state.layer_bits[index]
+                if not self.free[index] or self._level(b) >= top:
+                    return None
+                j = self._level(b)
+                gain = self.free_distortion[index, j] - self.free_distortion[index, j + 1]
+                drop = self.free_cost[index, j + 1] - self.free_cost[index, j]
+                added = state.coef[index] * state.weights[index] * drop
+            if added <= 0 or gain <= 0:
+                return None
+            return (-gain / added, added, kind, index)
+
+        heap = [
+            m
+            for kind, count in ((_BITS, self.units.count), (_FREE, self.layout.layer_count))
+            for index in range(count)
+            if (m := move(kind, index)) is not None
+        ]
+        heapq.heapify(heap)
+        cost = state.cost
+        while heap:
+            _, added, kind, index = heapq.heappop(heap)
+            if cost + added > budget:
+                continue
+            if kind == _BITS:
+                up = self.levels[self._level(state.unit_bits[index]) + 1]
+                state.set_unit_bits(index, up)
+            else:
+                state.set_free_bits(index, self.levels[self._level(state.layer_bits[index]) + 1])
+            cost += added
+            if (m := move(kind, index)) is not None:
+                heapq.heappush(heap, m)
 
 
 class _WallState:
@@ -290,13 +350,13 @@ class _WallState:
                 saved += layer_cost * width / kept[a]
         return float(saved)
 
-    def lower_unit(self, u: int, bits: float) -> None:
+    def set_unit_bits(self, u: int, bits: float) -> None:
         j, k = self.wall._level(self.unit_bits[u]), self.wall._level(bits)
         for i, table in self.wall.owners[u]:
             self.sums[i] -= table[j] - table[k]
         self.unit_bits[u] = bits
 
-    def lower_free(self, layer: int, bits: float) -> None:
+    def set_free_bits(self, layer: int, bits: float) -> None:
         j, k = self.wall._level(self.layer_bits[layer]), self.wall._level(bits)
         self.sums[layer] -= self.wall.free_cost[layer, j] - self.wall.free_cost[layer, k]
         self.layer_bits[layer] = bits

@@ -19,7 +19,7 @@ from geta.quant import prepare
 LEVELS = (2, 3, 4, 5, 6, 7, 8)
 
 
-def _setup(model, x, ratio, count_codes=False):
+def _setup(model, x, ratio, count_codes=False, fill=False):
     prepare(model, init_bits=16, per_channel=True)
     problem = CompressionProblem(model, geta.trace(model, (x,)), geta.Budget.size(ratio=ratio))
     layout = ChannelLayout(problem)
@@ -27,7 +27,7 @@ def _setup(model, x, ratio, count_codes=False):
     policy = LayerPolicy(layout, layer_order(problem), importance, LEVELS, 0.8, 1)
     distortion, share = channel_tables(layout, LEVELS)
     share = share if count_codes else None
-    wall = ActionWall(layout, importance, distortion, LEVELS, policy.min_keep, share)
+    wall = ActionWall(layout, importance, distortion, LEVELS, policy.min_keep, share, fill=fill)
     return problem, layout, policy, wall
 
 
@@ -63,6 +63,35 @@ def test_a_plan_within_the_budget_is_left_as_it_is():
     assert layout.cost(plan) <= problem.target
     walled = wall(plan, problem.target)
     assert np.array_equal(walled.unit_bits, plan.unit_bits)
+
+
+@pytest.mark.parametrize("ratio", [8, 30, 100])
+def test_filling_raises_bits_until_no_raise_fits(ratio):
+    """With ``fill``, a policy under the budget gets bits until no further one-level raise of
+    a unit with something to gain fits; what is removed stays removed."""
+    problem, layout, policy, wall = _setup(lenet5(), torch.randn(2, 1, 28, 28), ratio, fill=True)
+    rng = np.random.default_rng(ratio)
+    for _ in range(10):
+        plan = policy.start()
+        for layer in policy.order:
+            policy.decide(plan, layer, rng.random(2))
+        filled = wall(plan, problem.target)
+        wall.fill = False
+        reduced = wall(plan, problem.target)
+        wall.fill = True
+        cost = layout.cost(filled)
+        assert layout.cost(reduced) <= cost <= problem.target * (1 + 1e-9)
+        assert np.array_equal(filled.removed, reduced.removed)
+        assert np.all(filled.unit_bits >= reduced.unit_bits)
+        for u in np.nonzero(~filled.removed)[0].tolist():
+            level = LEVELS.index(int(filled.unit_bits[u]))
+            if level + 1 == len(LEVELS) or not wall.owners[u]:
+                continue
+            if wall.unit_distortion[u, level] <= wall.unit_distortion[u, level + 1]:
+                continue  # nothing to gain from a raise
+            raised = type(filled)(filled.unit_bits.copy(), filled.layer_bits.copy())
+            raised.unit_bits[u] = LEVELS[level + 1]
+            assert layout.cost(raised) > problem.target
 
 
 def test_the_wall_spends_the_least_importance():
