@@ -20,7 +20,7 @@ import copy
 import logging
 import traceback
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -171,6 +171,31 @@ def _trial_failure(
     trial_nodes = dict(zip(_node_keys(new), new, strict=True))
     twins = {n.name: trial_nodes.get(key) for key, n in zip(_node_keys(old), old, strict=True)}
     return _suspects_from_shapes(graph, twins, removed, groups, complete=True)
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """What every trial prune of one validation shares: the model and its graph, the meta
+    inputs, whether fake-tensor runs of the model work (``eager``), and the unpruned run's
+    aten calls to read trial shapes from (``shapes``)."""
+
+    model: nn.Module
+    graph: DependencyGraph
+    inputs: Any
+    eager: bool
+    shapes: DispatchShapes | None
+
+    def failure(self, groups: list[PruningGroup], *, capture: bool = True) -> set[int] | None:
+        """:func:`_trial_failure` of ``groups`` with these settings."""
+        return _trial_failure(
+            self.model,
+            self.graph,
+            groups,
+            self.inputs,
+            eager=self.eager,
+            capture=capture,
+            shapes=self.shapes,
+        )
 
 
 def _groups_in_nodes(
@@ -326,6 +351,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         unpruned = _fake_run(model, graph, [])
     eager = unpruned.error is None
     shapes = DispatchShapes.build(graph.program, unpruned.calls) if eager else None
+    trials = _Trials(model, graph, inputs, eager, shapes)
     capturable: bool | None = True if eager else None
     blocked: dict[int, str] = {}
     verified: set[int] = set()
@@ -337,9 +363,9 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
         ]
         if not candidates:
             break
-        suspects = _trial_failure(model, graph, candidates, inputs, eager=eager, shapes=shapes)
+        suspects = trials.failure(candidates)
         if suspects and capturable is None:  # is a failure ours, or does meta capture fail anyway?
-            capturable = _trial_failure(model, graph, [], inputs, eager=False) is not None
+            capturable = replace(trials, eager=False).failure([]) is not None
         if suspects and not capturable:
             warnings.warn(
                 "geta: the model cannot be captured on the meta device, so groups were not "
@@ -359,9 +385,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
             for gid in sorted(suspects):
                 if gid in guilty:
                     continue
-                alone = _trial_failure(
-                    model, graph, [by_id[gid]], inputs, eager=eager, capture=capture, shapes=shapes
-                )
+                alone = trials.failure([by_id[gid]], capture=capture)
                 logger.debug(
                     "group %d alone (capture=%s): %s", gid, capture, "fails" if alone else "passes"
                 )
@@ -371,16 +395,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
                 break
         if not guilty:  # each passes alone: they only fail together, so block them all
             guilty = set(suspects)
-        classes = _rescue(
-            model,
-            graph,
-            [by_id[g] for g in sorted(guilty)],
-            inputs,
-            eager,
-            signature,
-            shapes,
-            unpruned.reads,
-        )
+        classes = _rescue(trials, [by_id[g] for g in sorted(guilty)], signature, unpruned.reads)
         rescued_classes += classes
         rescued = {gid for c in classes for gid in c}
         verified |= rescued
@@ -398,14 +413,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
     # Groups rescued apart (a layer's heads and its head dims) must pass pruned together too:
     # the last rescued are given up until they do.
     by_id = {g.id: g for g in graph.groups}
-    while rescued_classes and _trial_failure(
-        model,
-        graph,
-        [by_id[gid] for c in rescued_classes for gid in c],
-        inputs,
-        eager=eager,
-        shapes=shapes,
-    ):
+    while rescued_classes and trials.failure([by_id[gid] for c in rescued_classes for gid in c]):
         for gid in rescued_classes.pop():
             graph.rewrites.pop(graph.spaces.find(by_id[gid].leaf), None)
             blocked[gid] = "its size attributes cannot follow it with the groups around it"
@@ -420,9 +428,7 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
             )
             key = (signature[g.id], tuple(offsets))  # the same part of the same kind of layer
             if key not in tried:
-                tried[key] = bool(
-                    _trial_failure(model, graph, [g], inputs, eager=eager, shapes=shapes)
-                )
+                tried[key] = bool(trials.failure([g]))
             if tried[key]:
                 blocked[g.id] = "a slice's bounds follow the pruned size only with other groups"
     if blocked:
@@ -431,13 +437,9 @@ def validate_groups(model: nn.Module, graph: DependencyGraph) -> None:
 
 
 def _rescue(
-    model: nn.Module,
-    graph: DependencyGraph,
+    trials: _Trials,
     groups: list[PruningGroup],
-    inputs,
-    eager: bool,
     signature: dict[int, tuple],
-    shapes: DispatchShapes | None,
     reads: SizeReads | None,
 ) -> list[list[int]]:
     """Try to make failing ``groups`` prunable by rewriting the sizes their forward reads
@@ -445,6 +447,7 @@ def _rescue(
     carried to the others of that structure, and all of them are trial-pruned together (and
     captured, so every shape comes out as predicted). Returns the ids of the groups that now
     pass, per structure; their rewrites are recorded in ``graph.rewrites``."""
+    model, graph = trials.model, trials.graph
     rescued: list[list[int]] = []
     by_structure: dict[tuple, list[PruningGroup]] = {}
     for g in groups:
@@ -458,7 +461,7 @@ def _rescue(
 
         def passes(subset, first=first, key=key) -> bool:
             graph.rewrites[key] = subset
-            return not _trial_failure(model, graph, [first], inputs, eager=eager, shapes=shapes)
+            return not trials.failure([first])
 
         found = smallest_passing(candidates, passes)
         graph.rewrites.pop(key, None)
@@ -468,7 +471,7 @@ def _rescue(
         ok = [g for g in members if placed[g.id] is not None]
         for g in ok:
             graph.rewrites[graph.spaces.find(g.leaf)] = placed[g.id]
-        if ok and not _trial_failure(model, graph, ok, inputs, eager=eager, shapes=shapes):
+        if ok and not trials.failure(ok):
             rescued.append([g.id for g in ok])
             logger.debug("rewrites %s make %d group(s) prunable", found, len(ok))
         else:
