@@ -40,3 +40,11 @@ def train(model, opt, blobs: Blobs, steps: int, on_step=None) -> None:
         opt.zero_grad()
         if on_step:
             on_step()
+
+
+def random_plan(policy, rng):
+    """An AJPQ policy of random layer actions, as the agent's exploring episodes take."""
+    plan = policy.start()
+    for layer in policy.order:
+        policy.decide(plan, layer, rng.random(2))
+    return plan

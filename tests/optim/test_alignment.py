@@ -27,7 +27,7 @@ from geta.optim.alignment import (
 from geta.optim.channel_bits import ChannelLayout
 from geta.optim.problem import CompressionProblem
 from geta.quant import prepare
-from tests.optim.conftest import Blobs, train
+from tests.optim.conftest import Blobs, random_plan, train
 
 
 def odd_mlp() -> nn.Module:
@@ -244,9 +244,7 @@ def test_ajpq_controllers_and_wall_keep_aligned_counts(name, ratio):
     sizes = np.diff(problem.units.offsets)
     rng = np.random.default_rng(ratio)
     for _ in range(10):
-        plan = policy.start()
-        for layer in policy.order:
-            policy.decide(plan, layer, rng.random(2))
+        plan = random_plan(policy, rng)
         walled = wall(plan, problem.target)
         for chosen in (plan, walled):
             kept = kept_counts(chosen.removed, problem.units.group_of, sizes)

@@ -15,6 +15,7 @@ from geta.optim.ajpq.wall import ActionWall, channel_tables
 from geta.optim.channel_bits import ChannelLayout
 from geta.optim.problem import CompressionProblem
 from geta.quant import prepare
+from tests.optim.conftest import random_plan
 
 LEVELS = (2, 3, 4, 5, 6, 7, 8)
 
@@ -43,9 +44,7 @@ def test_random_actions_always_meet_the_budget_by_reductions_only(model, x, rati
     rng = np.random.default_rng(ratio)
     units = problem.units
     for _ in range(25):
-        plan = policy.start()
-        for layer in policy.order:
-            policy.decide(plan, layer, rng.random(2))
+        plan = random_plan(policy, rng)
         walled = wall(plan, problem.target)
         assert layout.cost(walled, wall.share) <= problem.target * (1 + 1e-9)
         assert np.all(walled.unit_bits <= plan.unit_bits)
@@ -72,9 +71,7 @@ def test_filling_raises_bits_until_no_raise_fits(ratio):
     problem, layout, policy, wall = _setup(lenet5(), torch.randn(2, 1, 28, 28), ratio, fill=True)
     rng = np.random.default_rng(ratio)
     for _ in range(10):
-        plan = policy.start()
-        for layer in policy.order:
-            policy.decide(plan, layer, rng.random(2))
+        plan = random_plan(policy, rng)
         filled = wall(plan, problem.target)
         wall.fill = False
         reduced = wall(plan, problem.target)
