@@ -10,6 +10,7 @@ from geta.quant.prepare import (
     prepare,
     quantizable_layers,
     register_layer_kind,
+    register_lazy_layer_kind,
     weight_quantizers,
 )
 from geta.quant.quantizer import Quantizer
@@ -26,6 +27,7 @@ __all__ = [
     "quantizable_layers",
     "quantize",
     "register_layer_kind",
+    "register_lazy_layer_kind",
     "step_for_bits",
     "weight_quantizers",
 ]

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import copy
+import sys
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -50,13 +52,36 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
     return kind
 
 
+_LAZY_KINDS: list[tuple[str, str, dict[str, Any]]] = []
+
+
+def register_lazy_layer_kind(module_path: str, type_name: str, **fields: Any) -> None:
+    """Teach ``prepare`` a module type of an optional library without importing it: the
+    type is resolved (and registered with ``LayerKind(type, **fields)``) once its module has
+    been imported, as it is by any model that holds one."""
+    _LAZY_KINDS.append((module_path, type_name, fields))
+
+
+def _resolve_lazy_kinds() -> None:
+    for entry in list(_LAZY_KINDS):
+        module_path, type_name, fields = entry
+        library = sys.modules.get(module_path)
+        if library is not None and hasattr(library, type_name):
+            register_layer_kind(LayerKind(getattr(library, type_name), **fields))
+            _LAZY_KINDS.remove(entry)
+
+
 register_layer_kind(LayerKind(nn.Linear))
 register_layer_kind(LayerKind(nn.modules.conv._ConvNd))
 register_layer_kind(LayerKind(nn.modules.conv._ConvTransposeNd, channel_axis=1))
 register_layer_kind(LayerKind(nn.Embedding, embedding=True))
+# transformers' GPT-2-style Conv1D: a linear layer stored as [in, out], outputs along dim 1
+register_lazy_layer_kind("transformers.pytorch_utils", "Conv1D", channel_axis=1)
 
 
 def _kind_of(module: nn.Module) -> LayerKind | None:
+    if _LAZY_KINDS:
+        _resolve_lazy_kinds()
     for kind in _KINDS:
         if isinstance(module, kind.module_type):
             return kind
@@ -83,8 +108,12 @@ class QuantizableLayer:
 
 
 def quantizable_layers(model: nn.Module) -> list[QuantizableLayer]:
-    """Every layer of a registered kind (conv, linear, embedding, ...), in module order."""
+    """Every layer of a registered kind (conv, linear, embedding, ...), in module order; a
+    layer whose weight is tied to an earlier one's (a language model's output layer sharing
+    the token embedding) is listed once, under the first: it is one tensor, stored and
+    counted once."""
     out = []
+    seen: set[int] = set()
     for name, module in model.named_modules():
         kind = _kind_of(module)
         if kind is None or not isinstance(getattr(module, kind.param, None), torch.Tensor):
@@ -95,8 +124,13 @@ def quantizable_layers(model: nn.Module) -> list[QuantizableLayer]:
                 (p for p in module.parametrizations[kind.param] if isinstance(p, Quantizer)), None
             )
             stored = f"parametrizations.{kind.param}.original"
-        prefix = f"{name}." if name else ""
-        out.append(QuantizableLayer(name, prefix + stored, module, kind, quantizer))
+        layer = QuantizableLayer(
+            name, (f"{name}." if name else "") + stored, module, kind, quantizer
+        )
+        if id(layer.weight) in seen:
+            continue
+        seen.add(id(layer.weight))
+        out.append(layer)
     return out
 
 
@@ -131,14 +165,23 @@ def prepare(
         >>> geta.quant.bits(model)["conv1"]                                        # doctest: +SKIP
         8.0
     """
+    tied: dict[int, tuple[Quantizer, int]] = {}  # weight tensor -> its quantizer and axis
     for module in list(model.modules()):
         kind = _kind_of(module)
         if kind is None or (kind.embedding and not embeddings):
             continue
         if weights and not parametrize.is_parametrized(module, kind.param):
             w = getattr(module, kind.param)
-            q = Quantizer.for_tensor(w.detach(), init_bits, per_channel, kind.channel_axis)
+            shared = tied.get(id(w))
+            if shared is not None and shared[1] != kind.channel_axis % w.dim():
+                continue  # tied along another channel axis: one quantizer cannot serve both
+            q = (
+                shared[0]
+                if shared is not None
+                else Quantizer.for_tensor(w.detach(), init_bits, per_channel, kind.channel_axis)
+            )
             parametrize.register_parametrization(module, kind.param, q)
+            tied[id(w)] = (q, kind.channel_axis % w.dim())
         if activations and not kind.embedding and not hasattr(module, "input_quantizer"):
             q = Quantizer(1)
             with torch.no_grad():
