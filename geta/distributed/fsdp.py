@@ -38,6 +38,10 @@ def is_sharded(model: nn.Module) -> bool:
     return dtensor is not None and any(isinstance(p, dtensor) for p in model.parameters())
 
 
+def _qualified(prefix: str, leaf: str) -> str:
+    return f"{prefix}.{leaf}" if prefix else leaf
+
+
 def _sharded_slots(model: nn.Module) -> list[tuple[nn.Module, str, str, nn.Parameter]]:
     """``(module, attribute, qualified name, parameter)`` of every registration of a
     sharded parameter (a tied parameter appears once per module holding it)."""
@@ -46,7 +50,7 @@ def _sharded_slots(model: nn.Module) -> list[tuple[nn.Module, str, str, nn.Param
     for prefix, module in model.named_modules(remove_duplicate=False):
         for leaf, p in module._parameters.items():
             if dtensor is not None and isinstance(p, dtensor):
-                slots.append((module, leaf, f"{prefix}.{leaf}" if prefix else leaf, p))
+                slots.append((module, leaf, _qualified(prefix, leaf), p))
     return slots
 
 
@@ -126,18 +130,15 @@ def unsharded_copy(model: nn.Module, structure: nn.Module) -> nn.Module:
     dtensor = _dtensor_type()
     values: dict[int, nn.Parameter] = {}
     params = dict(model.named_parameters(remove_duplicate=False))
+    buffers = dict(model.named_buffers(remove_duplicate=False))
     for prefix, module in structure.named_modules(remove_duplicate=False):
         for leaf in list(module._parameters):
-            name = f"{prefix}.{leaf}" if prefix else leaf
-            source = params[name]
+            source = params[_qualified(prefix, leaf)]
             if id(source) not in values:
                 data = source.full_tensor() if isinstance(source, dtensor) else source.detach()
                 values[id(source)] = nn.Parameter(data.clone(), source.requires_grad)
             module._parameters[leaf] = values[id(source)]
-    buffers = dict(model.named_buffers(remove_duplicate=False))
-    for prefix, module in structure.named_modules(remove_duplicate=False):
-        for leaf in list(module._buffers):
-            name = f"{prefix}.{leaf}" if prefix else leaf
-            if module._buffers[leaf] is not None:
-                module._buffers[leaf] = buffers[name].detach().clone()
+        for leaf, buffer in list(module._buffers.items()):
+            if buffer is not None:
+                module._buffers[leaf] = buffers[_qualified(prefix, leaf)].detach().clone()
     return structure

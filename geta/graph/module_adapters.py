@@ -14,10 +14,11 @@ the whole model after the module adapters, in a real prune and in the trial prun
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
 
 from torch import nn
+
+from geta.lazy_types import LazyTypes
 
 __all__ = [
     "register_module_adapter",
@@ -39,7 +40,7 @@ def register_module_adapter(module_type: type) -> Callable[[ModuleAdapter], Modu
     return deco
 
 
-_LAZY: list[tuple[str, str, ModuleAdapter]] = []
+_LAZY: LazyTypes[ModuleAdapter] = LazyTypes()
 
 
 def register_lazy_module_adapter(
@@ -49,25 +50,16 @@ def register_lazy_module_adapter(
     is resolved only once its module has been imported (by the user's model)."""
 
     def deco(fn: ModuleAdapter) -> ModuleAdapter:
-        _LAZY.append((module_path, type_name, fn))
+        _LAZY.add(module_path, type_name, fn)
         return fn
 
     return deco
 
 
-def _resolve_lazy() -> None:
-    for entry in list(_LAZY):
-        module_path, type_name, fn = entry
-        library = sys.modules.get(module_path)
-        if library is not None and hasattr(library, type_name):
-            register_module_adapter(getattr(library, type_name))(fn)
-            _LAZY.remove(entry)
-
-
 def adapt_module(module: nn.Module, quantities: dict[str, int]) -> bool:
     """Run the adapter for ``module``'s type; False if there is none."""
     if _LAZY:
-        _resolve_lazy()
+        _LAZY.resolve(lambda module_type, fn: register_module_adapter(module_type)(fn))
     for module_type, fn in _ADAPTERS:
         if isinstance(module, module_type):
             fn(module, quantities)

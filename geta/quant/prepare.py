@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +10,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from geta.lazy_types import LazyTypes
 from geta.quant.quantizer import Quantizer
 
 __all__ = [
@@ -52,23 +52,14 @@ def register_layer_kind(kind: LayerKind) -> LayerKind:
     return kind
 
 
-_LAZY_KINDS: list[tuple[str, str, dict[str, Any]]] = []
+_LAZY_KINDS: LazyTypes[dict[str, Any]] = LazyTypes()
 
 
 def register_lazy_layer_kind(module_path: str, type_name: str, **fields: Any) -> None:
     """Teach ``prepare`` a module type of an optional library without importing it: the
     type is resolved (and registered with ``LayerKind(type, **fields)``) once its module has
     been imported, as it is by any model that holds one."""
-    _LAZY_KINDS.append((module_path, type_name, fields))
-
-
-def _resolve_lazy_kinds() -> None:
-    for entry in list(_LAZY_KINDS):
-        module_path, type_name, fields = entry
-        library = sys.modules.get(module_path)
-        if library is not None and hasattr(library, type_name):
-            register_layer_kind(LayerKind(getattr(library, type_name), **fields))
-            _LAZY_KINDS.remove(entry)
+    _LAZY_KINDS.add(module_path, type_name, fields)
 
 
 register_layer_kind(LayerKind(nn.Linear))
@@ -81,7 +72,9 @@ register_lazy_layer_kind("transformers.pytorch_utils", "Conv1D", channel_axis=1)
 
 def _kind_of(module: nn.Module) -> LayerKind | None:
     if _LAZY_KINDS:
-        _resolve_lazy_kinds()
+        _LAZY_KINDS.resolve(
+            lambda module_type, fields: register_layer_kind(LayerKind(module_type, **fields))
+        )
     for kind in _KINDS:
         if isinstance(module, kind.module_type):
             return kind

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from geta.distributed import is_distributed
 from geta.optim.landing import HEADROOM, quantized_values, trim_steps, trim_to_budget
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import keep_top
@@ -23,10 +24,6 @@ from geta.quant.codes import code_bits, quantized_codes
 __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 
 log = logging.getLogger("geta")
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 class GetaOptimizer(WrappedOptimizer):
@@ -148,7 +145,7 @@ class GetaOptimizer(WrappedOptimizer):
             forced=self.zeroed | self.marked, importance=self._importance
         )
         removed, bits = projection.removed, projection.bits
-        if _distributed():
+        if is_distributed():  # every rank takes rank 0's plan
             payload = [removed, bits]
             torch.distributed.broadcast_object_list(payload, src=0)
             removed, bits = payload
