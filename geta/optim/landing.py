@@ -5,18 +5,29 @@ jitters some kept weights into the zero bin, where they stay: on LeNet-5 at 300x
 of the kept codes within a few dozen steps (0.999 -> 0.88 of the budget). A plan made to the
 budget exactly therefore delivers 10-20% more compression than asked, budget given away. So
 the plan at the freeze spends :data:`HEADROOM` times the budget, and :func:`trim_to_budget`
-enforces the budget exactly at a few points after it and at the end.
+enforces the budget exactly at a few points after it and at the end. When the jitter runs the
+other way (weights drifting into the zero bin leave the cost under the budget),
+:func:`raise_bits_within_budget` spends the room on bits.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from geta.optim.cost import CostModel
 from geta.optim.projection import keep_top
 from geta.optim.report import measure_layers, measured_cost
+from geta.quant.codes import channel_code_bits, quantized_codes
+from geta.quant.prepare import QuantizableLayer
 
-__all__ = ["HEADROOM", "quantized_values", "trim_to_budget", "trim_steps"]
+__all__ = [
+    "HEADROOM",
+    "quantized_values",
+    "trim_to_budget",
+    "raise_bits_within_budget",
+    "trim_steps",
+]
 
 HEADROOM = 1.1
 
@@ -42,6 +53,102 @@ def trim_to_budget(
         return None
     keep = keep_top(quantized_values(cost_model), cost_model.coefficients() * bits, target)
     return [h.bool() & k.to(h.device) for h, k in zip(held, keep, strict=True)]
+
+
+def _channel_state(layer: QuantizableLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Each channel's payload (its bits x its nonzero codes) and squared quantization error,
+    with the layer's quantizer as it is now (one channel for a per-tensor quantizer)."""
+    w, q = layer.weight.detach(), layer.quantizer
+    codes, _ = quantized_codes(w, q)
+    bits = channel_code_bits(codes, q)
+    error = (q(w) - w).double().square()
+    if q.per_channel:
+        axis = q.axis % w.dim()
+        nonzeros = np.count_nonzero(np.moveaxis(codes, axis, 0).reshape(len(bits), -1), 1)
+        error = error.movedim(axis, 0).reshape(len(bits), -1).sum(1)
+    else:
+        nonzeros, error = np.array([np.count_nonzero(codes)]), error.sum().reshape(1)
+    return (bits * nonzeros).astype(np.float64), error.cpu().numpy()
+
+
+def _set_channel_bits(layer: QuantizableLayer, bits: torch.Tensor, raised: torch.Tensor) -> None:
+    """Give the ``raised`` channels ``bits`` with their clips re-fitted to them; the other
+    channels keep their clips (learned ones stay learned)."""
+    q, w = layer.quantizer, layer.weight.detach()
+    kept_clip = q.q_m.detach().clone()
+    q.calibrate(w, bits)
+    q.q_m.copy_(torch.where(raised.to(q.q_m.device), q.q_m, kept_clip))
+    q.set_bits(bits)
+
+
+@torch.no_grad()
+def raise_bits_within_budget(
+    cost_model: CostModel,
+    bits: list[torch.Tensor | None],  # one entry per counted layer
+    limit: float,
+    top: float,
+    *,
+    per_channel: bool = False,
+) -> list[torch.Tensor | None]:
+    """Spend the room zero codes left under ``limit`` on bits: raise bits one at a time, the
+    largest drop of squared quantization error per unit of measured cost first, while the
+    measured cost stays within ``limit``; a raised channel's clip is re-fitted to its new bits.
+
+    ``bits``: each counted layer's bits now (one value per channel of its quantizer, as
+    :meth:`geta.quant.Quantizer.bits` gives them); a layer without a quantizer, or whose
+    entry is ``None``, is left as it is.
+    ``per_channel=False`` raises a layer's channels together (one bit width per layer, GETA
+    mode's); ``True`` raises single channels (mixed precision, AJPQ's). Each round offers
+    every layer (channel) one bit more, up to ``top``; rounds repeat while one is taken.
+    Returns the new bits; the quantizers are left at them. A latency budget is left alone
+    (its cost does not follow the zero codes).
+
+    Example:
+        >>> bits = raise_bits_within_budget(cm, bits, target, 8.0)  # doctest: +SKIP
+    """
+    bits = list(bits)
+    if cost_model.metric == "latency":
+        return bits
+    coef, layers = cost_model.coefficients(), cost_model.layers
+    while True:
+        total = measured_cost(cost_model)
+        offers = []  # (gain, extra cost, layer, channels raised)
+        for i, layer in enumerate(layers):
+            now, q = bits[i], layer.quantizer
+            if now is None or q is None:
+                continue
+            up = (now + 1).clamp_max(top)
+            if not bool((up > now).any()):
+                continue
+            cost, error = _channel_state(layer)
+            saved = (q.d.detach().clone(), q.q_m.detach().clone())
+            q.calibrate(layer.weight.detach(), up)
+            cost_up, error_up = _channel_state(layer)
+            q.d.copy_(saved[0])
+            q.q_m.copy_(saved[1])
+            extra, drop = float(coef[i]) * (cost_up - cost), error - error_up
+            movable = (up > now).cpu().numpy().reshape(-1)
+            if not per_channel:
+                extra, drop = extra.sum(keepdims=True), drop.sum(keepdims=True)
+                movable = movable.any(keepdims=True)
+            for c in np.flatnonzero(movable & (extra > 0) & (drop > 0)):
+                offers.append((drop[c] / extra[c], float(extra[c]), i, c))
+        taken: dict[int, torch.Tensor] = {}
+        for _, extra, i, c in sorted(offers, key=lambda o: -o[0]):
+            if total + extra > limit:
+                continue
+            total += extra
+            mask = taken.setdefault(i, torch.zeros_like(bits[i], dtype=torch.bool))
+            if per_channel:
+                mask.view(-1)[c] = True
+            else:
+                mask.fill_(True)
+        if not taken:
+            return bits
+        for i, mask in taken.items():
+            up = torch.where(mask, (bits[i] + 1).clamp_max(top), bits[i])
+            _set_channel_bits(layers[i], up, mask)
+            bits[i] = up
 
 
 def trim_steps(start: int, end: int) -> set[int]:

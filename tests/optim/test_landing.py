@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import geta
-from geta.optim.landing import trim_steps, trim_to_budget
+from geta.optim.landing import raise_bits_within_budget, trim_steps, trim_to_budget
 from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
 
@@ -51,3 +51,56 @@ def test_trim_narrows_the_masks_only_when_over_the_budget():
     assert measured_cost(cm) <= now / 3
     kept = sum(int(k.sum()) for k in narrowed)
     assert 0 < kept < sum(k.numel() for k in held)
+
+
+def _at_two_bits():
+    """An MLP's counted layers at 2 bits per channel (clips fitted), and their bits."""
+    c = geta.Compressor(mlp(), (torch.randn(2, 16),), "20x")
+    cm = c.problem.cost_model
+    for layer in cm.layers:
+        layer.quantizer.calibrate(layer.weight.detach(), 2.0)
+    return cm, [layer.quantizer.bits().detach().round() for layer in cm.layers]
+
+
+@torch.no_grad()
+def _error(cm):
+    return sum(
+        float((layer.quantizer(layer.weight) - layer.weight).square().sum()) for layer in cm.layers
+    )
+
+
+@pytest.mark.parametrize("per_channel", [False, True])
+def test_raising_bits_spends_the_room_within_the_budget(per_channel):
+    cm, bits = _at_two_bits()
+    before, error = measured_cost(cm), _error(cm)
+    clips = [layer.quantizer.q_m.detach().clone() for layer in cm.layers]
+    limit = 1.5 * before
+    raised = raise_bits_within_budget(cm, bits, limit, 8.0, per_channel=per_channel)
+    spent = measured_cost(cm)
+    assert spent <= limit
+    assert _error(cm) < error
+    for layer, b, old, clip in zip(cm.layers, raised, bits, clips, strict=True):
+        assert torch.equal(layer.quantizer.bits().detach().round(), b)  # quantizers left at them
+        assert bool((b >= old).all()) and bool((b <= old + 4).all())
+        same = b == old
+        assert torch.equal(layer.quantizer.q_m.detach()[same], clip[same])  # clips kept
+        if not per_channel:
+            assert b.unique().numel() == 1  # one width per layer
+    if per_channel:  # single channels are small steps: the room is nearly all spent
+        assert spent >= 0.97 * limit
+        assert any(b.unique().numel() > 1 for b in raised)  # mixed precision within a layer
+    else:
+        assert spent > before
+
+
+def test_raising_bits_without_room_changes_nothing():
+    cm, bits = _at_two_bits()
+    before = measured_cost(cm)
+    clips = [layer.quantizer.q_m.detach().clone() for layer in cm.layers]
+    raised = raise_bits_within_budget(cm, bits, before, 8.0, per_channel=True)
+    assert all(torch.equal(a, b) for a, b in zip(raised, bits, strict=True))
+    assert measured_cost(cm) == before
+    assert all(
+        torch.equal(layer.quantizer.q_m.detach(), clip)
+        for layer, clip in zip(cm.layers, clips, strict=True)
+    )

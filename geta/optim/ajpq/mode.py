@@ -92,5 +92,6 @@ class AjpqMode(ClipLearningMode):
             total_steps,
             learn_clip=cfg.learn_clip,
             low_bits=cfg.bit_range[0],
+            high_bits=cfg.bit_range[1],
             **kwargs,
         )

@@ -12,14 +12,19 @@ import numpy as np
 import torch
 
 from geta.distributed import is_distributed
-from geta.optim.landing import HEADROOM, quantized_values, trim_steps, trim_to_budget
+from geta.optim.landing import (
+    HEADROOM,
+    quantized_values,
+    raise_bits_within_budget,
+    trim_steps,
+    trim_to_budget,
+)
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import keep_top
-from geta.optim.report import measure_layers, measured_cost
+from geta.optim.report import measure_layers
 from geta.optim.saliency import LOSS_SCALED
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
 from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
-from geta.quant.codes import code_bits, quantized_codes
 
 __all__ = ["GetaOptimizer", "BASE_OPTIMIZERS"]
 
@@ -269,60 +274,6 @@ class GetaOptimizer(WrappedOptimizer):
         if self.problem.count_zero_codes and self.problem.target is not None:
             self._hold_zero_codes()
 
-    def _layer_cost(self, i: int, coef: np.ndarray) -> tuple[float, float]:
-        """Layer ``i``'s measured cost (nonzero codes x bits x ``coef[i]``) and squared
-        quantization error, with its quantizer as it is now."""
-        layer = self.problem.cost_model.layers[i]
-        w, q = layer.weight.detach(), layer.quantizer
-        codes, _ = quantized_codes(w, q)
-        cost = code_bits(codes, q.storage_bits()) * float(np.count_nonzero(codes))
-        error = float((q(w) - w).double().square().sum())
-        return float(coef[i]) * cost, error
-
-    def _raise_bits_within_budget(self, limit: float) -> None:
-        """At the freeze, measured (not planned) cost: where zero codes left the budget room,
-        raise layers' bits one at a time (clip re-fitted), the largest error drop per cost
-        first, while the measured cost stays within the budget."""
-        cm = self.problem.cost_model
-        layers, top, coef = cm.layers, float(self.problem.bit_options[-1]), cm.coefficients()
-
-        def one_bit_up(i: int) -> tuple[float, float] | None:
-            """Layer ``i``'s cost and error one bit higher (its quantizer left as it was)."""
-            bits = float(self.frozen_bits[i].max())
-            if bits >= top:
-                return None
-            q = layers[i].quantizer
-            saved = (q.d.clone(), q.q_m.clone())
-            q.calibrate(layers[i].weight.detach(), bits + 1)
-            result = self._layer_cost(i, coef)
-            q.d.copy_(saved[0])
-            q.q_m.copy_(saved[1])
-            return result
-
-        quantized = [i for i, layer in enumerate(layers) if layer.quantizer is not None]
-        now = {i: self._layer_cost(i, coef) for i in quantized}
-        up = {i: one_bit_up(i) for i in quantized}  # only the raised layer's changes
-        total = measured_cost(cm)
-        while True:
-            best = None
-            for i, candidate in up.items():
-                if candidate is None:
-                    continue
-                extra = candidate[0] - now[i][0]
-                if extra <= 0 or total + extra > limit:
-                    continue
-                gain = (now[i][1] - candidate[1]) / extra
-                if gain > 0 and (best is None or gain > best[0]):
-                    best = (gain, i)
-            if best is None:
-                return
-            i = best[1]
-            q = layers[i].quantizer
-            q.calibrate(layers[i].weight.detach(), float(self.frozen_bits[i].max()) + 1)
-            self.frozen_bits[i] = q.bits().detach().round()
-            total += up[i][0] - now[i][0]
-            now[i], up[i] = up[i], one_bit_up(i)
-
     def _hold_zero_codes(self) -> None:
         """Keep masks of the weights with nonzero codes now, within the budget plus a
         headroom (:data:`geta.optim.landing.HEADROOM`): bits are raised where the measured
@@ -333,7 +284,12 @@ class GetaOptimizer(WrappedOptimizer):
         the end) makes the budget hold exactly."""
         self._apply_masks(self.step_count, COOLDOWN)  # the planned units are zero from now on
         limit = float(self.problem.target) * HEADROOM
-        self._raise_bits_within_budget(limit)
+        self.frozen_bits = raise_bits_within_budget(
+            self.problem.cost_model,
+            self.frozen_bits,
+            limit,
+            float(self.problem.bit_options[-1]),
+        )
         cm = self.problem.cost_model
         _, _, bits = measure_layers(cm)
         keep = keep_top(quantized_values(cm), cm.coefficients() * bits, limit)

@@ -195,3 +195,41 @@ def test_qat_enforces_the_budget_when_codes_revive():
     for layer, zero in zip(c.problem.cost_model.layers, held, strict=True):
         assert bool((layer.weight[zero] == 0).all())
     assert c.report().within_budget
+
+
+def test_qat_spends_the_budget_zero_codes_leave():
+    """Kept weights drifting into the zero bin leave the measured cost under the budget; the
+    trims raise single channels' bits until it is nearly spent, never over it, and a resumed
+    optimizer keeps the raised bits."""
+    from geta.optim.report import measured_cost
+
+    model, c = _compressor()
+    search = AjpqSearch(c.problem, c.handler.settings(c))
+    chosen, _, _ = search.rollout(lambda state: np.array([0.0, 1.0]))
+    search.best_plan = search.fit(chosen)
+    search.land(search.best_plan)
+    c.search_result = search
+    opt = c.optimizer(lr=0.0, total_steps=4)
+    layers, target = c.problem.cost_model.layers, c.problem.target
+    with torch.no_grad():  # weights shrink toward zero, as weight decay pulls them: codes die
+        for layer in layers:
+            layer.weight.mul_(0.4)
+    before = measured_cost(c.problem.cost_model)
+    assert before < 0.8 * target
+    opt.finish()
+    after = measured_cost(c.problem.cost_model)
+    assert 0.95 * target <= after <= target * (1 + 1e-9)
+    raised = [layer.quantizer.bits().detach().round().clone() for layer in layers]
+    assert any(b.unique().numel() > 1 for b in raised)  # channel by channel
+    assert c.report().within_budget
+
+    state = opt.state_dict()
+    for layer in layers:
+        layer.quantizer.set_bits(2.0)
+    resumed = c.optimizer(lr=0.0, total_steps=4)
+    resumed.load_state_dict(state)
+    x, y = _data(32)[0]
+    F.cross_entropy(model(x), y).backward()
+    resumed.step()
+    for layer, bits in zip(layers, raised, strict=True):
+        assert torch.equal(layer.quantizer.bits().detach().round(), bits)
