@@ -333,6 +333,7 @@ class Runner:
         return self.rows.get(row_key(job.row(self.study)))
 
     def run(self, jobs: list[Job]) -> None:
+        self.rows.update({row_key(r): r for r in read_rows(self.path)})  # another runner's too
         todo = [j for j in jobs if self._done(j) is None]
         if not todo:
             return
@@ -387,8 +388,12 @@ class Runner:
                 options = [_merge(current, c) for c in method.rounds[index]] or [current]
                 if index > 0:
                     options = [current, *options]
+                if len(options) == 1:  # nothing to choose: its runs wait for the seeds' batch
+                    best[(method.label, budget)] = options[0]
+                    continue
                 round_jobs[(method.label, budget)] = [Job(method, budget, seed, c) for c in options]
-            self.run([j for jobs in round_jobs.values() for j in jobs])
+            if round_jobs:
+                self.run([j for jobs in round_jobs.values() for j in jobs])
             for key, jobs in round_jobs.items():
                 scores = [_score(self._done(j)) for j in jobs]
                 best[key] = jobs[max(range(len(jobs)), key=lambda i: (scores[i], -i))].choice

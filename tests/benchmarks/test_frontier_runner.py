@@ -1,0 +1,61 @@
+"""The frontier runner's schedule: free choices are picked on the first seed before the seeds
+run; a method with nothing to choose runs all its seeds in one batch (in parallel)."""
+
+import frontier
+
+
+def _batches(monkeypatch, tmp_path, methods, seeds=(0, 1, 2)):
+    """The batches of jobs the runner submits, each as (method, seed, choice) triples; every
+    run "scores" its bits as validation accuracy, so the most bits win a round of bits."""
+    batches = []
+
+    def fake_run(self, jobs):
+        batches.append([(j.method.label, j.seed, j.choice) for j in jobs])
+        for j in jobs:
+            bits = j.choice.get("method", {}).get("bits", 0)
+            row = j.row(self.study)
+            row["result"] = {"validation_accuracy": bits / 10, "accuracy": 0.5}
+            self.rows[frontier.row_key(row)] = row
+
+    monkeypatch.setattr(frontier.Runner, "run", fake_run)
+    monkeypatch.setattr(frontier, "train_dense", lambda base, threads: None)
+    study = frontier.STUDIES["lenet5-fashion-mnist"]
+    study = frontier.replace(study, seeds=seeds)
+    runner = frontier.Runner(study, jobs=2, threads=1, out=tmp_path)
+    runner.study_methods([frontier.METHODS[m] for m in methods], ["30x"])
+    return batches
+
+
+def test_a_method_without_choices_runs_every_seed_in_one_batch(monkeypatch, tmp_path):
+    batches = _batches(monkeypatch, tmp_path, ["geta"])
+    assert batches == [[("geta", 0, {}), ("geta", 1, {}), ("geta", 2, {})]]
+
+
+def test_choices_are_made_on_the_first_seed_then_every_seed_runs_the_winner(monkeypatch, tmp_path):
+    batches = _batches(monkeypatch, tmp_path, ["qat-only", "geta"])
+    first = batches[0]
+    assert {seed for _, seed, _ in first} == {0} and {m for m, _, _ in first} == {"qat-only"}
+    assert len(first) == len(frontier.METHODS["qat-only"].rounds[0])
+    last = batches[-1]
+    assert ("geta", 2, {}) in last
+    winner = {"method": {"bits": max(frontier.BITS)}}
+    assert [(s, c) for m, s, c in last if m == "qat-only"] == [
+        (0, winner),
+        (1, winner),
+        (2, winner),
+    ]
+
+
+def test_runs_another_runner_wrote_since_are_not_run_again(monkeypatch, tmp_path):
+    study = frontier.STUDIES["lenet5-fashion-mnist"]
+    runner = frontier.Runner(study, jobs=1, threads=1, out=tmp_path)
+    job = frontier.Job(frontier.METHODS["geta"], "30x", 0, {})
+    row = job.row(study) | {"result": {"accuracy": 0.9}}
+    runner.path.write_text(frontier.json.dumps(row) + "\n")  # after the runner read the file
+
+    def no_pool(*args, **kwargs):
+        raise AssertionError("a finished run was submitted again")
+
+    monkeypatch.setattr(frontier.concurrent.futures, "ProcessPoolExecutor", no_pool)
+    runner.run([job])
+    assert runner._done(job)["result"] == {"accuracy": 0.9}
