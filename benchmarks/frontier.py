@@ -90,7 +90,11 @@ BITS = (2, 3, 4, 8)
 METHODS = {
     m.label: m
     for m in (
-        Method("geta", STRUCTURED, "geta"),
+        # GETA mode's saliency, picked on validation: Taylor's ranks units by |<x, g>| alone
+        # (their size cancels against their cost), Fisher's by their loss estimate; on
+        # ResNet-20 at 100x Fisher's thinned the last stage to 7 of 64 channels, Taylor's kept
+        # 8-26 (resnet20-fashion-mnist-ablations: geta[taylor])
+        Method("geta", STRUCTURED, "geta", rounds=(({}, {"config": {"saliency": "taylor"}}),)),
         Method(
             "geta-allocation",
             STRUCTURED,

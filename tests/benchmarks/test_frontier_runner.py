@@ -27,17 +27,17 @@ def _batches(monkeypatch, tmp_path, methods, seeds=(0, 1, 2)):
 
 
 def test_a_method_without_choices_runs_every_seed_in_one_batch(monkeypatch, tmp_path):
-    batches = _batches(monkeypatch, tmp_path, ["geta"])
-    assert batches == [[("geta", 0, {}), ("geta", 1, {}), ("geta", 2, {})]]
+    batches = _batches(monkeypatch, tmp_path, ["geta-allocation"])
+    assert batches == [[("geta-allocation", s, {}) for s in (0, 1, 2)]]
 
 
 def test_choices_are_made_on_the_first_seed_then_every_seed_runs_the_winner(monkeypatch, tmp_path):
-    batches = _batches(monkeypatch, tmp_path, ["qat-only", "geta"])
+    batches = _batches(monkeypatch, tmp_path, ["qat-only", "geta-allocation"])
     first = batches[0]
     assert {seed for _, seed, _ in first} == {0} and {m for m, _, _ in first} == {"qat-only"}
     assert len(first) == len(frontier.METHODS["qat-only"].rounds[0])
     last = batches[-1]
-    assert ("geta", 2, {}) in last
+    assert ("geta-allocation", 2, {}) in last
     winner = {"method": {"bits": max(frontier.BITS)}}
     assert [(s, c) for m, s, c in last if m == "qat-only"] == [
         (0, winner),
