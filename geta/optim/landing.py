@@ -18,7 +18,7 @@ import torch
 from geta.optim.cost import CostModel
 from geta.optim.projection import keep_top
 from geta.optim.report import measure_layers, measured_cost
-from geta.quant.codes import channel_code_bits, quantized_codes
+from geta.quant.codes import channel_code_bits, channel_nonzeros, quantized_codes
 from geta.quant.prepare import QuantizableLayer
 
 __all__ = [
@@ -60,14 +60,12 @@ def _channel_state(layer: QuantizableLayer) -> tuple[np.ndarray, np.ndarray]:
     with the layer's quantizer as it is now (one channel for a per-tensor quantizer)."""
     w, q = layer.weight.detach(), layer.quantizer
     codes, _ = quantized_codes(w, q)
-    bits = channel_code_bits(codes, q)
+    bits, nonzeros = channel_code_bits(codes, q), channel_nonzeros(codes, q)
     error = (q(w) - w).double().square()
     if q.per_channel:
-        axis = q.axis % w.dim()
-        nonzeros = np.count_nonzero(np.moveaxis(codes, axis, 0).reshape(len(bits), -1), 1)
-        error = error.movedim(axis, 0).reshape(len(bits), -1).sum(1)
+        error = error.movedim(q.axis % w.dim(), 0).reshape(len(bits), -1).sum(1)
     else:
-        nonzeros, error = np.array([np.count_nonzero(codes)]), error.sum().reshape(1)
+        error = error.sum().reshape(1)
     return (bits * nonzeros).astype(np.float64), error.cpu().numpy()
 
 
@@ -110,31 +108,35 @@ def raise_bits_within_budget(
     if cost_model.metric == "latency":
         return bits
     coef, layers = cost_model.coefficients(), cost_model.layers
+
+    def offers_of(i: int) -> list[tuple[float, float, int, int]]:
+        """Layer ``i``'s one-bit-more offers: (gain, extra cost, layer, channel)."""
+        now, q = bits[i], layers[i].quantizer
+        if now is None or q is None:
+            return []
+        up = (now + 1).clamp_max(top)
+        if not bool((up > now).any()):
+            return []
+        cost, error = _channel_state(layers[i])
+        saved = (q.d.detach().clone(), q.q_m.detach().clone())
+        q.calibrate(layers[i].weight.detach(), up)
+        cost_up, error_up = _channel_state(layers[i])
+        q.d.copy_(saved[0])
+        q.q_m.copy_(saved[1])
+        extra, drop = float(coef[i]) * (cost_up - cost), error - error_up
+        movable = (up > now).cpu().numpy().reshape(-1)
+        if not per_channel:
+            extra, drop = extra.sum(keepdims=True), drop.sum(keepdims=True)
+            movable = movable.any(keepdims=True)
+        good = np.flatnonzero(movable & (extra > 0) & (drop > 0))
+        return [(drop[c] / extra[c], float(extra[c]), i, c) for c in good]
+
+    offers = {i: offers_of(i) for i in range(len(layers))}  # only a raised layer's change
     while True:
         total = measured_cost(cost_model)
-        offers = []  # (gain, extra cost, layer, channels raised)
-        for i, layer in enumerate(layers):
-            now, q = bits[i], layer.quantizer
-            if now is None or q is None:
-                continue
-            up = (now + 1).clamp_max(top)
-            if not bool((up > now).any()):
-                continue
-            cost, error = _channel_state(layer)
-            saved = (q.d.detach().clone(), q.q_m.detach().clone())
-            q.calibrate(layer.weight.detach(), up)
-            cost_up, error_up = _channel_state(layer)
-            q.d.copy_(saved[0])
-            q.q_m.copy_(saved[1])
-            extra, drop = float(coef[i]) * (cost_up - cost), error - error_up
-            movable = (up > now).cpu().numpy().reshape(-1)
-            if not per_channel:
-                extra, drop = extra.sum(keepdims=True), drop.sum(keepdims=True)
-                movable = movable.any(keepdims=True)
-            for c in np.flatnonzero(movable & (extra > 0) & (drop > 0)):
-                offers.append((drop[c] / extra[c], float(extra[c]), i, c))
         taken: dict[int, torch.Tensor] = {}
-        for _, extra, i, c in sorted(offers, key=lambda o: -o[0]):
+        ranked = sorted((o for layer in offers.values() for o in layer), key=lambda o: -o[0])
+        for _, extra, i, c in ranked:
             if total + extra > limit:
                 continue
             total += extra
@@ -149,6 +151,7 @@ def raise_bits_within_budget(
             up = torch.where(mask, (bits[i] + 1).clamp_max(top), bits[i])
             _set_channel_bits(layers[i], up, mask)
             bits[i] = up
+            offers[i] = offers_of(i)
 
 
 def trim_steps(start: int, end: int) -> set[int]:

@@ -13,7 +13,7 @@ from torch import nn
 
 from geta.optim.budget import Budget
 from geta.optim.cost import FLOAT_BITS, CostModel
-from geta.quant.codes import channel_code_bits, quantized_codes
+from geta.quant.codes import channel_code_bits, channel_nonzeros, quantized_codes
 from geta.quant.prepare import QuantizableLayer, quantizable_layers
 from geta.quant.ratio import papers_ratio, real_ratio, speedup
 
@@ -160,14 +160,10 @@ def _measure(
             codes, _ = quantized_codes(w, q)
             nonzeros = int(np.count_nonzero(codes))
             channel_bits = channel_code_bits(codes, q)
+            per_channel = channel_nonzeros(codes, q)
             if q.per_channel:
-                axis = q.axis % codes.ndim
-                per_channel = np.count_nonzero(
-                    np.moveaxis(codes, axis, 0).reshape(len(channel_bits), -1), 1
-                )
                 histogram = dict(Counter(int(b) for b in channel_bits.tolist()))
             else:
-                per_channel = np.array([nonzeros])
                 histogram = {int(channel_bits[0]): int(codes.shape[q.axis % codes.ndim])}
             payload = int((channel_bits * per_channel).sum())
             bits = int(channel_bits.max())

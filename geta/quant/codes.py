@@ -8,7 +8,7 @@ import torch
 
 from geta.quant.quantizer import Quantizer
 
-__all__ = ["quantized_codes", "code_bits", "channel_code_bits"]
+__all__ = ["quantized_codes", "code_bits", "channel_code_bits", "channel_nonzeros"]
 
 
 def quantized_codes(weight: torch.Tensor, q: Quantizer) -> tuple[np.ndarray, np.ndarray]:
@@ -49,3 +49,18 @@ def channel_code_bits(codes: np.ndarray, q: Quantizer) -> np.ndarray:
     if code_bits(codes, int(bits.max())) == 1:
         return np.ones_like(bits)
     return bits
+
+
+def channel_nonzeros(codes: np.ndarray, q: Quantizer) -> np.ndarray:
+    """Nonzero codes of each channel along the quantizer's axis (one value for a per-tensor
+    quantizer), matching :func:`channel_code_bits`.
+
+    Example:
+        >>> q = Quantizer.for_tensor(torch.randn(2, 3), bits=4, per_channel=True)
+        >>> channel_nonzeros(np.array([[1, 0, -1], [0, 0, 2]]), q).tolist()
+        [2, 1]
+    """
+    if not q.per_channel:
+        return np.array([np.count_nonzero(codes)])
+    channels = np.moveaxis(codes, q.axis % codes.ndim, 0)
+    return np.count_nonzero(channels.reshape(channels.shape[0], -1), 1)
