@@ -35,16 +35,28 @@ def _shard(model: torch.nn.Module) -> None:
     fully_shard(model)
 
 
-def _geta_run(sharded: bool) -> dict:
+def _geta_run(sharded: bool, resume_at: int | None = None, checkpoint: str = "") -> dict:
     """GETA mode on the MLP with the same batches in every process; with ``sharded`` the
-    model is fully sharded after the Compressor is built (as accelerate would)."""
+    model is fully sharded after the Compressor is built (as accelerate would). With
+    ``resume_at`` the run stops after that many steps, saves each rank's model and optimizer
+    state to ``checkpoint``, and a fresh Compressor, model and optimizer carry on from it."""
     model = mlp()
     c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode="geta")
     if sharded:
         _shard(model)
     opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=STEPS)
     blobs = Blobs(seed=100)  # every rank the same batches: averaged gradients = one process's
-    for _ in range(STEPS):
+    for step in range(STEPS):
+        if step == resume_at:
+            torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, checkpoint)
+            del model, c, opt
+            state = torch.load(checkpoint, weights_only=False)  # DTensor shards: not plain
+            model = mlp()
+            c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode="geta")
+            _shard(model)
+            opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=STEPS)
+            model.load_state_dict(state["model"])
+            opt.load_state_dict(state["optimizer"])
         x, y = blobs.batch(32)
         F.cross_entropy(model(x), y).backward()
         opt.step()
@@ -117,6 +129,8 @@ def _worker(rank: int, world: int, port: int, out: str, case: str) -> None:
     try:
         if case == "geta":
             result = _geta_run(sharded=True)
+        elif case == "resume":  # at step 20, in the joint stage, a quarter of the removals made
+            result = _geta_run(sharded=True, resume_at=20, checkpoint=f"{out}.ckpt{rank}")
         elif case == "oneshot":
             result = _oneshot_run(_calibration()[rank::world], sharded=True)
         else:
@@ -144,6 +158,18 @@ def test_geta_mode_on_a_sharded_model_matches_one_process(tmp_path):
         np.testing.assert_array_equal(result["removed"], reference["removed"])
         np.testing.assert_allclose(result["out"], reference["out"], rtol=1e-4, atol=1e-5)
     np.testing.assert_array_equal(ranks[0]["out"], ranks[1]["out"])
+
+
+def test_a_sharded_geta_run_resumed_from_its_checkpoint_matches_the_uninterrupted_one(
+    tmp_path,
+):
+    reference = _geta_run(sharded=False)
+    for result in _spawn(tmp_path, "resume"):
+        assert result["plain"] and result["within"]
+        np.testing.assert_array_equal(result["bits"], reference["bits"])
+        np.testing.assert_array_equal(result["shapes"], reference["shapes"])
+        np.testing.assert_array_equal(result["removed"], reference["removed"])
+        np.testing.assert_allclose(result["out"], reference["out"], rtol=1e-4, atol=1e-5)
 
 
 def test_oneshot_on_a_sharded_model_plans_from_every_ranks_batches(tmp_path):
