@@ -28,6 +28,7 @@ import copy
 import json
 import logging
 import multiprocessing
+import shutil
 import sys
 import tempfile
 import time
@@ -41,6 +42,7 @@ import baselines  # noqa: E402,F401  (registers the baselines as runner methods)
 import torch  # noqa: E402
 from _common import RESULTS, machine  # noqa: E402
 
+from geta.cli.baseline import cache_dir  # noqa: E402
 from geta.cli.compress import run_compress  # noqa: E402
 from geta.cli.spec import CompressSpec  # noqa: E402
 from geta.compressor import CompressorConfig  # noqa: E402
@@ -282,6 +284,7 @@ def _result(report: dict[str, Any]) -> dict[str, Any]:
         "validation_accuracy": c["validation_accuracy"],
         "dense_accuracy": d["accuracy"],
         "dense_validation_accuracy": d.get("validation_accuracy"),
+        "dense_key": d.get("key"),
         "papers_ratio": c["papers_ratio"],
         "real_ratio": c["real_ratio"],
         "artifact_bytes": c["artifact_bytes"],
@@ -395,7 +398,8 @@ class Runner:
     def study_methods(self, methods: list[Method], budgets: list[str] | None) -> None:
         """Each method at each of its kind's budgets: the rounds of free choices on the first
         seed (all pairs of a round run together), then the winners on every seed."""
-        train_dense(self.study.base, max(self.threads, 2))  # once, before the parallel runs
+        pinned = FRONTIER / self.study.name / "dense" if not self.study.base.limit else None
+        train_dense(self.study.base, max(self.threads, 2), pinned)  # once, before the runs
         pairs = [
             (method, budget)
             for method in methods
@@ -431,11 +435,29 @@ class Runner:
         )
 
 
-def train_dense(base: CompressSpec, threads: int) -> None:
-    """The study's dense model, trained into the runner's cache (a one-step run reads it)."""
+def train_dense(base: CompressSpec, threads: int, pinned: Path | None = None) -> None:
+    """The study's dense model, trained into the runner's cache (a one-step run reads it).
+
+    Retraining it is not bit-exact across CPUs, so a study pins its dense model: the first
+    run copies it from the cache into ``pinned`` (the study's ``dense/`` folder, committed),
+    and a later run on any machine copies it back into the cache before it looks there. Every
+    method of a study then starts from the same weights, whenever and wherever it runs.
+    """
     torch.set_num_threads(threads)
+    store = cache_dir() / "baselines"
+    if pinned is not None and pinned.is_dir():
+        store.mkdir(parents=True, exist_ok=True)
+        for file in pinned.iterdir():
+            if not (store / file.name).exists():
+                shutil.copyfile(file, store / file.name)
     with tempfile.TemporaryDirectory() as tmp:
-        run_compress(replace(base, epochs=1, budget="1x"), Path(tmp), progress=False)
+        result = run_compress(replace(base, epochs=1, budget="1x"), Path(tmp), progress=False)
+    if pinned is not None and base.dense_epochs:
+        pinned.mkdir(parents=True, exist_ok=True)
+        for suffix in (".pt", ".json"):
+            name = result.dense["key"] + suffix
+            if not (pinned / name).exists():
+                shutil.copyfile(store / name, pinned / name)
 
 
 def ablation(

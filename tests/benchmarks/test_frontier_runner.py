@@ -1,6 +1,8 @@
 """The frontier runner's schedule: free choices are picked on the first seed before the seeds
 run; a method with nothing to choose runs all its seeds in one batch (in parallel)."""
 
+from types import SimpleNamespace
+
 import frontier
 
 
@@ -18,7 +20,7 @@ def _batches(monkeypatch, tmp_path, methods, seeds=(0, 1, 2)):
             self.rows[frontier.row_key(row)] = row
 
     monkeypatch.setattr(frontier.Runner, "run", fake_run)
-    monkeypatch.setattr(frontier, "train_dense", lambda base, threads: None)
+    monkeypatch.setattr(frontier, "train_dense", lambda base, threads, pinned=None: None)
     study = frontier.STUDIES["lenet5-fashion-mnist"]
     study = frontier.replace(study, seeds=seeds)
     runner = frontier.Runner(study, jobs=2, threads=1, out=tmp_path)
@@ -59,3 +61,31 @@ def test_runs_another_runner_wrote_since_are_not_run_again(monkeypatch, tmp_path
     monkeypatch.setattr(frontier.concurrent.futures, "ProcessPoolExecutor", no_pool)
     runner.run([job])
     assert runner._done(job)["result"] == {"accuracy": 0.9}
+
+
+def test_the_dense_model_is_pinned_in_the_study_and_reused_on_a_fresh_machine(
+    monkeypatch, tmp_path
+):
+    """Retraining the dense model is not bit-exact across CPUs: the first run pins the cached
+    dense model in the study; a machine with an empty cache starts from the pinned weights."""
+    trained = []
+
+    def fake_compress(spec, out, progress):
+        store = frontier.cache_dir() / "baselines"
+        if not (store / "k.pt").exists():  # the runner's cache miss: train
+            trained.append(spec.model)
+            store.mkdir(parents=True, exist_ok=True)
+            (store / "k.pt").write_bytes(b"weights")
+            (store / "k.json").write_text("{}")
+        return SimpleNamespace(dense={"key": "k"})
+
+    monkeypatch.setattr(frontier, "run_compress", fake_compress)
+    base = frontier.STUDIES["lenet5-fashion-mnist"].base
+    pinned = tmp_path / "study" / "dense"
+    monkeypatch.setenv("GETA_CACHE", str(tmp_path / "cache-1"))
+    frontier.train_dense(base, 1, pinned)
+    assert sorted(p.name for p in pinned.iterdir()) == ["k.json", "k.pt"]
+    monkeypatch.setenv("GETA_CACHE", str(tmp_path / "cache-2"))  # another machine
+    frontier.train_dense(base, 1, pinned)
+    assert trained == [base.model]
+    assert (tmp_path / "cache-2" / "baselines" / "k.pt").read_bytes() == b"weights"
