@@ -83,6 +83,19 @@ def _hint(message: str) -> str:
     return "check that the model runs eagerly on these inputs; see the torch.export docs for unsupported Python constructs"
 
 
+@contextlib.contextmanager
+def _without_stack_traces() -> Iterator[None]:
+    """Capture without a Python stack trace per node: geta never reads ``stack_trace`` (it
+    reads ``nn_module_stack``), and extracting one per node is about a quarter of a large
+    model's capture (Llama-2-7B-shaped: 1,925 nodes, ~1.2 s of ~5 s)."""
+    before = torch.fx.config.do_not_emit_stack_traces
+    torch.fx.config.do_not_emit_stack_traces = True
+    try:
+        yield
+    finally:
+        torch.fx.config.do_not_emit_stack_traces = before
+
+
 def export_program(
     model: nn.Module, example_args: tuple, example_kwargs: Mapping[str, Any] | None
 ) -> torch.export.ExportedProgram:
@@ -90,7 +103,7 @@ def export_program(
     geta's error handling; the model's train/eval mode is left as found."""
     was_training = {m: m.training for m in model.modules()}
     try:
-        with warnings.catch_warnings(), capture_context(model):
+        with warnings.catch_warnings(), capture_context(model), _without_stack_traces():
             warnings.simplefilter("ignore")
             return torch.export.export(
                 model, tuple(example_args), dict(example_kwargs or {}), strict=False
