@@ -89,20 +89,24 @@ def _bit_floors(values) -> tuple[dict[str, Any], ...]:
 
 
 BITS = (2, 3, 4, 8)
+PLAN_AT_START = {"warmup": 0, "bit_reduction": 0, "joint": 0}  # GETA mode's stages, skipped
 METHODS = {
     m.label: m
     for m in (
         # GETA mode's saliency, picked on validation: Taylor's ranks units by |<x, g>| alone
         # (their size cancels against their cost), Fisher's by their loss estimate; on
         # ResNet-20 at 100x Fisher's thinned the last stage to 7 of 64 channels, Taylor's kept
-        # 8-26 (resnet20-fashion-mnist-ablations: geta[taylor])
-        Method("geta", STRUCTURED, "geta", rounds=(({}, {"config": {"saliency": "taylor"}}),)),
+        # 8-26 (resnet20-fashion-mnist-ablations: geta[taylor]). Then its schedule: the
+        # progressive one (the plan reached over the first 40% of the run) or the plan made
+        # once, at the first step, and every epoch trained at the final structure, which
+        # tied or beat it on LeNet-5 (the geta-allocation line)
         Method(
-            "geta-allocation",
+            "geta",
             STRUCTURED,
             "geta",
-            config={"warmup": 0, "bit_reduction": 0, "joint": 0},
+            rounds=(({}, {"config": {"saliency": "taylor"}}), ({"config": PLAN_AT_START},)),
         ),
+        Method("geta-allocation", STRUCTURED, "geta", config=PLAN_AT_START),
         Method("admm-structured", STRUCTURED, "admm", config={"admm": {"granularity": "group"}}),
         # AJPQ: a 60-episode search (50 recovery steps, the validation split as reward), then
         # QAT of the best policy for the study's epochs; the search's time is reported apart
@@ -524,6 +528,12 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--tag", help="appended to the method names of this invocation's rows")
     parser.add_argument(
+        "--fixed",
+        action="store_true",
+        help="run the methods as set, without their free-choice rounds (for an ablation whose "
+        "--set a round would otherwise override)",
+    )
+    parser.add_argument(
         "--drop",
         action="store_true",
         help="first remove the study's rows of --methods (after a change to those methods)",
@@ -543,6 +553,8 @@ def main(argv: list[str] | None = None) -> None:
         validation = min(study.base.validation, args.limit // 5)
         study = replace(study, base=replace(study.base, limit=args.limit, validation=validation))
     methods = study.method_lines(args.methods)
+    if args.fixed:
+        methods = [replace(m, rounds=((),)) for m in methods]
     study, methods = ablation(study, methods, args.set, args.tag)
     out = args.out or FRONTIER / study.name
     if args.drop:
