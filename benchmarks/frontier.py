@@ -42,7 +42,7 @@ import baselines  # noqa: E402,F401  (registers the baselines as runner methods)
 import torch  # noqa: E402
 from _common import RESULTS, machine  # noqa: E402
 
-from geta.cli.baseline import cache_dir  # noqa: E402
+from geta.cli.baseline import baseline_files, baseline_folder  # noqa: E402
 from geta.cli.compress import run_compress  # noqa: E402
 from geta.cli.spec import CompressSpec  # noqa: E402
 from geta.compressor import CompressorConfig  # noqa: E402
@@ -448,8 +448,8 @@ def train_dense(base: CompressSpec, threads: int, pinned: Path | None = None) ->
     method of a study then starts from the same weights, whenever and wherever it runs.
     """
     torch.set_num_threads(threads)
-    store = cache_dir() / "baselines"
     if pinned is not None and pinned.is_dir():
+        store = baseline_folder()
         store.mkdir(parents=True, exist_ok=True)
         for file in pinned.iterdir():
             if not (store / file.name).exists():
@@ -458,10 +458,9 @@ def train_dense(base: CompressSpec, threads: int, pinned: Path | None = None) ->
         result = run_compress(replace(base, epochs=1, budget="1x"), Path(tmp), progress=False)
     if pinned is not None and base.dense_epochs:
         pinned.mkdir(parents=True, exist_ok=True)
-        for suffix in (".pt", ".json"):
-            name = result.dense["key"] + suffix
-            if not (pinned / name).exists():
-                shutil.copyfile(store / name, pinned / name)
+        for file in baseline_files(result.dense["key"]):
+            if not (pinned / file.name).exists():
+                shutil.copyfile(file, pinned / file.name)
 
 
 def ablation(

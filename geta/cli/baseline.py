@@ -21,7 +21,14 @@ from torch import nn
 
 from geta.data.cache import cache_dir
 
-__all__ = ["cache_dir", "baseline_key", "load_baseline", "store_baseline"]
+__all__ = [
+    "cache_dir",
+    "baseline_key",
+    "baseline_files",
+    "baseline_folder",
+    "load_baseline",
+    "store_baseline",
+]
 
 log = logging.getLogger("geta.cli")
 
@@ -40,15 +47,21 @@ def baseline_key(model: nn.Module, settings: dict[str, Any]) -> str:
     return f"{readable}-{h.hexdigest()[:16]}"
 
 
-def _paths(key: str) -> tuple[Path, Path]:
-    folder = cache_dir() / "baselines"
+def baseline_folder() -> Path:
+    """The cache's folder of dense baselines: ``cache_dir() / "baselines"``."""
+    return cache_dir() / "baselines"
+
+
+def baseline_files(key: str) -> tuple[Path, Path]:
+    """Where baseline ``key`` lives in the cache: its weights (``.pt``) and its info (``.json``)."""
+    folder = baseline_folder()
     return folder / f"{key}.pt", folder / f"{key}.json"
 
 
 def load_baseline(key: str, model: nn.Module) -> dict[str, Any] | None:
     """Load the cached baseline ``key`` into ``model`` and return its info, or ``None`` when
     there is none (or it cannot be read: then it is trained again)."""
-    weights, info = _paths(key)
+    weights, info = baseline_files(key)
     if not (weights.exists() and info.exists()):
         return None
     try:
@@ -62,7 +75,7 @@ def load_baseline(key: str, model: nn.Module) -> dict[str, Any] | None:
 def store_baseline(key: str, model: nn.Module, info: dict[str, Any]) -> Path:
     """Write ``model``'s weights and ``info`` as baseline ``key`` (atomically); returns the
     weights' path."""
-    weights, info_path = _paths(key)
+    weights, info_path = baseline_files(key)
     weights.parent.mkdir(parents=True, exist_ok=True)
     for path, write in (
         (weights, lambda p: torch.save(model.state_dict(), p)),

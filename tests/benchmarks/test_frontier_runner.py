@@ -71,7 +71,7 @@ def test_the_dense_model_is_pinned_in_the_study_and_reused_on_a_fresh_machine(
     trained = []
 
     def fake_compress(spec, out, progress):
-        store = frontier.cache_dir() / "baselines"
+        store = frontier.baseline_folder()
         if not (store / "k.pt").exists():  # the runner's cache miss: train
             trained.append(spec.model)
             store.mkdir(parents=True, exist_ok=True)

@@ -40,21 +40,22 @@ def _geta_run(sharded: bool, resume_at: int | None = None, checkpoint: str = "")
     model is fully sharded after the Compressor is built (as accelerate would). With
     ``resume_at`` the run stops after that many steps, saves each rank's model and optimizer
     state to ``checkpoint``, and a fresh Compressor, model and optimizer carry on from it."""
-    model = mlp()
-    c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode="geta")
-    if sharded:
-        _shard(model)
-    opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=STEPS)
+
+    def start():
+        model = mlp()
+        c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode="geta")
+        if sharded:
+            _shard(model)
+        return model, c, c.optimizer(lr=0.05, momentum=0.9, total_steps=STEPS)
+
+    model, c, opt = start()
     blobs = Blobs(seed=100)  # every rank the same batches: averaged gradients = one process's
     for step in range(STEPS):
         if step == resume_at:
             torch.save({"model": model.state_dict(), "optimizer": opt.state_dict()}, checkpoint)
             del model, c, opt
             state = torch.load(checkpoint, weights_only=False)  # DTensor shards: not plain
-            model = mlp()
-            c = geta.Compressor(model, (torch.randn(2, 16),), "24x", mode="geta")
-            _shard(model)
-            opt = c.optimizer(lr=0.05, momentum=0.9, total_steps=STEPS)
+            model, c, opt = start()
             model.load_state_dict(state["model"])
             opt.load_state_dict(state["optimizer"])
         x, y = blobs.batch(32)
