@@ -69,13 +69,16 @@ def _channel_state(layer: QuantizableLayer) -> tuple[np.ndarray, np.ndarray]:
     return (bits * nonzeros).astype(np.float64), error.cpu().numpy()
 
 
-def _set_channel_bits(layer: QuantizableLayer, bits: torch.Tensor, raised: torch.Tensor) -> None:
-    """Give the ``raised`` channels ``bits`` with their clips re-fitted to them; the other
-    channels keep their clips (learned ones stay learned)."""
+def _set_channel_bits(
+    layer: QuantizableLayer, bits: torch.Tensor, raised: torch.Tensor, refit_clip: bool
+) -> None:
+    """Give the ``raised`` channels ``bits``, with their clips re-fitted to them when
+    ``refit_clip``; the other channels keep their clips (learned ones stay learned)."""
     q, w = layer.quantizer, layer.weight.detach()
-    kept_clip = q.q_m.detach().clone()
-    q.calibrate(w, bits)
-    q.q_m.copy_(torch.where(raised.to(q.q_m.device), q.q_m, kept_clip))
+    if refit_clip:
+        kept_clip = q.q_m.detach().clone()
+        q.calibrate(w, bits)
+        q.q_m.copy_(torch.where(raised.to(q.q_m.device), q.q_m, kept_clip))
     q.set_bits(bits)
 
 
@@ -87,16 +90,20 @@ def raise_bits_within_budget(
     top: float,
     *,
     per_channel: bool = False,
+    refit_clip: bool = True,
 ) -> list[torch.Tensor | None]:
     """Spend the room zero codes left under ``limit`` on bits: raise bits one at a time, the
     largest drop of squared quantization error per unit of measured cost first, while the
-    measured cost stays within ``limit``; a raised channel's clip is re-fitted to its new bits.
+    measured cost stays within ``limit``.
 
     ``bits``: each counted layer's bits now (one value per channel of its quantizer, as
     :meth:`geta.quant.Quantizer.bits` gives them); a layer without a quantizer, or whose
     entry is ``None``, is left as it is.
     ``per_channel=False`` raises a layer's channels together (one bit width per layer, GETA
-    mode's); ``True`` raises single channels (mixed precision, AJPQ's). Each round offers
+    mode's); ``True`` raises single channels (mixed precision, AJPQ's). ``refit_clip``: a
+    raised channel's clip is re-fitted to its new bits (where the clip is still to be
+    trained); off, it keeps its clip and only the step gets finer (where the clip was learned
+    and too little training is left to learn a new one). Each round offers
     every layer (channel) one bit more, up to ``top``; rounds repeat while one is taken.
     Returns the new bits; the quantizers are left at them. A latency budget is left alone
     (its cost does not follow the zero codes).
@@ -119,7 +126,10 @@ def raise_bits_within_budget(
             return []
         cost, error = _channel_state(layers[i])
         saved = (q.d.detach().clone(), q.q_m.detach().clone())
-        q.calibrate(layers[i].weight.detach(), up)
+        if refit_clip:
+            q.calibrate(layers[i].weight.detach(), up)
+        else:
+            q.set_bits(up)
         cost_up, error_up = _channel_state(layers[i])
         q.d.copy_(saved[0])
         q.q_m.copy_(saved[1])
@@ -149,7 +159,7 @@ def raise_bits_within_budget(
             return bits
         for i, mask in taken.items():
             up = torch.where(mask, (bits[i] + 1).clamp_max(top), bits[i])
-            _set_channel_bits(layers[i], up, mask)
+            _set_channel_bits(layers[i], up, mask, refit_clip)
             bits[i] = up
             offers[i] = offers_of(i)
 
