@@ -130,3 +130,15 @@ def test_geta_mode_spends_room_left_by_codes_drifting_to_zero_on_bits():
     assert any(raised) and all(
         bool((new >= old).all()) for new, old in zip(opt.frozen_bits, frozen, strict=True)
     )
+
+
+def test_raising_bits_can_keep_every_learned_clip():
+    cm, bits = _at_two_bits()
+    before, error = measured_cost(cm), _error(cm)
+    clips = [layer.quantizer.q_m.detach().clone() for layer in cm.layers]
+    raised = raise_bits_within_budget(cm, bits, 1.5 * before, 8.0, refit_clip=False)
+    assert measured_cost(cm) <= 1.5 * before
+    assert any(bool((b > old).any()) for b, old in zip(raised, bits, strict=True))
+    assert _error(cm) < error
+    for layer, clip in zip(cm.layers, clips, strict=True):
+        assert torch.equal(layer.quantizer.q_m.detach(), clip)  # only the steps got finer
