@@ -89,3 +89,15 @@ def test_the_dense_model_is_pinned_in_the_study_and_reused_on_a_fresh_machine(
     frontier.train_dense(base, 1, pinned)
     assert trained == [base.model]
     assert (tmp_path / "cache-2" / "baselines" / "k.pt").read_bytes() == b"weights"
+
+
+def test_a_later_round_keeps_the_nested_choices_of_the_earlier_ones():
+    winner = {"config": {"bit_range": [4, 8], "admm": {"distance": "euclidean"}}}
+    candidate = frontier._merge(winner, {"config": {"admm": {"rho": 0.01}}})
+    assert candidate == {
+        "config": {"bit_range": [4, 8], "admm": {"distance": "euclidean", "rho": 0.01}}
+    }
+    assert winner["config"]["admm"] == {"distance": "euclidean"}  # the winner is left as it was
+    assert frontier._merge(
+        {"config": {"bit_range": [2, 8]}}, {"config": {"bit_range": [3, 3]}}
+    ) == {"config": {"bit_range": [3, 3]}}
