@@ -26,6 +26,7 @@ __all__ = [
     "quantized_values",
     "trim_to_budget",
     "raise_bits_within_budget",
+    "land_on_budget",
     "trim_steps",
 ]
 
@@ -162,6 +163,33 @@ def raise_bits_within_budget(
             _set_channel_bits(layers[i], up, mask, refit_clip)
             bits[i] = up
             offers[i] = offers_of(i)
+
+
+def land_on_budget(
+    cost_model: CostModel,
+    held: list[torch.Tensor],
+    bits: list[torch.Tensor | None],
+    target: float,
+    top: float,
+    *,
+    per_channel: bool = False,
+    refit_clip: bool = True,
+) -> tuple[list[torch.Tensor] | None, list[torch.Tensor | None]]:
+    """The landing rule at a trim point: over ``target``, the narrowed keep masks
+    (:func:`trim_to_budget`) and ``bits`` as they are; under it, ``None`` and the bits raised
+    into the room (:func:`raise_bits_within_budget`, with ``per_channel`` and ``refit_clip``).
+    The caller holds the narrowed masks.
+
+    Example:
+        >>> narrowed, bits = land_on_budget(cm, held, bits, target, 8.0)  # doctest: +SKIP
+    """
+    narrowed = trim_to_budget(cost_model, held, target)
+    if narrowed is not None:
+        return narrowed, bits
+    raised = raise_bits_within_budget(
+        cost_model, bits, target, top, per_channel=per_channel, refit_clip=refit_clip
+    )
+    return None, raised
 
 
 def trim_steps(start: int, end: int) -> set[int]:

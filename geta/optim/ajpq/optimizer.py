@@ -11,7 +11,7 @@ import torch
 from geta.errors import ConfigError
 from geta.optim.ajpq.hold import apply_held
 from geta.optim.channel_bits import ChannelLayout, ChannelPlan
-from geta.optim.landing import raise_bits_within_budget, trim_steps, trim_to_budget
+from geta.optim.landing import land_on_budget, trim_steps
 from geta.optim.problem import CompressionProblem
 from geta.optim.report import measured_cost
 from geta.optim.wrapped import WrappedOptimizer
@@ -126,15 +126,18 @@ class AjpqOptimizer(WrappedOptimizer):
         ``w_q^2 / cost``; under it, raise single channels' bits while it holds."""
         if self.problem.target is None:
             return
-        cm, target = self.problem.cost_model, float(self.problem.target)
-        narrowed = trim_to_budget(cm, self.keep, target)
+        cm = self.problem.cost_model
+        narrowed, self._bits = land_on_budget(
+            cm,
+            self.keep,
+            self._bits,
+            float(self.problem.target),
+            float(self.high_bits),
+            per_channel=True,
+        )
         if narrowed is not None:
             self.keep = narrowed
             apply_held(self.problem, self.keep)
-        else:
-            self._bits = raise_bits_within_budget(
-                cm, self._bits, target, float(self.high_bits), per_channel=True
-            )
         self.history.append({"step": float(self.step_count), "cost": measured_cost(cm)})
 
     def _quantizer_gradients(self) -> None:

@@ -14,10 +14,10 @@ import torch
 from geta.distributed import is_distributed
 from geta.optim.landing import (
     HEADROOM,
+    land_on_budget,
     quantized_values,
     raise_bits_within_budget,
     trim_steps,
-    trim_to_budget,
 )
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import keep_top
@@ -305,24 +305,24 @@ class GetaOptimizer(WrappedOptimizer):
             layer.weight.mul_(keep)
 
     def _trim_to_budget(self) -> None:
-        """Meet the budget on the measured cost: if the held codes cost more than it now, zero
-        the weights of least ``w_q^2 / cost`` across layers until it holds, and hold them at
-        zero; if codes that drifted into the zero bin left room under it, spend the room on
-        bits (a layer at a time, the largest drop of quantization error per unit cost first),
-        each raised layer keeping its learned clip: re-fitted clips at the last trim point,
-        with no training left to learn them, cost LeNet-5 Fashion-MNIST at 300x 2.7 pt)."""
+        """Meet the budget on the measured cost (:func:`geta.optim.landing.land_on_budget`):
+        over it, the weights of least ``w_q^2 / cost`` across layers are zeroed and held at
+        zero; under it (codes drifted into the zero bin), layers' bits are raised into the
+        room, each keeping its learned clip (re-fitted clips at the last trim point, with no
+        training left to learn them, cost LeNet-5 Fashion-MNIST at 300x 2.7 pt)."""
         if not self.held or self.problem.target is None:
             return
-        cm, target = self.problem.cost_model, float(self.problem.target)
-        held = trim_to_budget(cm, self.held, target)
+        held, self.frozen_bits = land_on_budget(
+            self.problem.cost_model,
+            self.held,
+            self.frozen_bits,
+            float(self.problem.target),
+            float(self.problem.bit_options[-1]),
+            refit_clip=False,
+        )
         if held is not None:
             self._set_held(held)
             self._apply_held()
-        else:
-            top = float(self.problem.bit_options[-1])
-            self.frozen_bits = raise_bits_within_budget(
-                cm, self.frozen_bits, target, top, refit_clip=False
-            )
 
     @torch.no_grad()
     def finish(self) -> None:
