@@ -6,7 +6,9 @@ Importing this package registers them as runner methods:
 
 - ``prune-then-qat``: Torch-Pruning structured pruning, then uniform fixed-bit QAT;
 - ``qat-only``: uniform fixed-bit QAT (where ``32 / bits`` meets the budget);
-- ``magnitude-qat``: unstructured global magnitude pruning, then uniform fixed-bit QAT.
+- ``magnitude-qat``: unstructured global magnitude pruning, then uniform fixed-bit QAT;
+- ``ffn-magnitude-qat`` (a registered compression mode, so HuggingFace runs train it too):
+  uniform fixed-bit QAT plus magnitude pruning of a transformer's FFN channels.
 
 geta's own allocation with simple training is a geta config, not a baseline:
 ``CompressorConfig(warmup=0, bit_reduction=0, joint=0)`` (plan once, then masked QAT).
@@ -14,13 +16,14 @@ geta's own allocation with simple training is a geta config, not a baseline:
 
 from __future__ import annotations
 
+from baselines.ffn_magnitude_qat import FfnMagnitudeQatConfig
 from baselines.magnitude_qat import MagnitudeQat
 from baselines.prune_then_qat import PruneThenQat
 from geta import config
 from geta.cli.methods import register_run_method
 from geta.errors import BudgetError
 
-__all__ = ["MagnitudeQat", "PruneThenQat", "BASELINES"]
+__all__ = ["FfnMagnitudeQatConfig", "MagnitudeQat", "PruneThenQat", "BASELINES"]
 
 BASELINES = {
     "prune-then-qat": PruneThenQat,

@@ -2,7 +2,6 @@
 download), a labelled JSON-lines file, each task end to end, resume and the errors."""
 
 import json
-import random
 
 import numpy as np
 import pytest
@@ -15,40 +14,12 @@ from geta.errors import CheckpointError, ConfigError
 from geta.hf.data import load_texts
 from geta.hf.run import HfRunSpec, run_hf_compress
 from geta.hf.tasks import probe_accuracy
-
-WORDS = {
-    "sport": "ball goal team match score win player coach".split(),
-    "money": "bank price market stock trade rate cash fund".split(),
-}
+from tests.hf.text_files import write_text_files
 
 
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
-    root = tmp_path_factory.mktemp("hf-run")
-    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "a", "of"]
-    vocab += sorted({w for ws in WORDS.values() for w in ws})
-    (root / "vocab.txt").write_text("\n".join(vocab) + "\n")
-    tokenizer = transformers.BertTokenizerFast(vocab_file=str(root / "vocab.txt"))
-    rng = random.Random(0)
-    with open(root / "docs.jsonl", "w") as f:
-        for i in range(40):
-            label = "sport" if i % 2 else "money"
-            words = WORDS[label] + ["the", "a", "of"]
-            text = " ".join(rng.choice(words) for _ in range(rng.randint(5, 12)))
-            f.write(json.dumps({"text": text, "label": label}) + "\n")
-    torch.manual_seed(0)
-    sizes = dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64,
-                 num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)  # fmt: skip
-    models = {
-        "bert": transformers.BertModel(transformers.BertConfig(**sizes)),
-        "llama": transformers.LlamaForCausalLM(
-            transformers.LlamaConfig(**sizes, num_key_value_heads=2, pad_token_id=0)
-        ),
-    }
-    for name, model in models.items():
-        model.save_pretrained(root / name)
-        tokenizer.save_pretrained(root / name)
-    return root
+    return write_text_files(tmp_path_factory.mktemp("hf-run"))
 
 
 def spec(files, **kw):
