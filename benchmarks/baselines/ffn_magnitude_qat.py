@@ -55,16 +55,23 @@ class FfnMagnitudeQatConfig:
             raise ConfigError(f"max_sparsity is in [0, 1), got {self.max_sparsity}")
 
 
-def _removal(problem: CompressionProblem, prunable: np.ndarray, share: float) -> np.ndarray:
-    """The ``share`` of each prunable group's units of least importance (one at least kept)."""
+def _least_important(problem: CompressionProblem, kinds: tuple[str, ...]) -> list[np.ndarray]:
+    """For each group of one of ``kinds``: its unit ids, least magnitude first."""
     units = problem.units
     importance = problem.importance("magnitude")
-    removed = np.zeros(units.count, dtype=bool)
-    for g in np.nonzero(prunable)[0]:
-        lo, hi = int(units.offsets[g]), int(units.offsets[g + 1])
-        count = min(int(share * (hi - lo)), hi - lo - 1)
-        if count > 0:
-            removed[lo + np.argsort(importance[lo:hi], kind="stable")[:count]] = True
+    orders = []
+    for g, group in enumerate(problem.graph.groups):
+        if group.kind in kinds:
+            lo, hi = int(units.offsets[g]), int(units.offsets[g + 1])
+            orders.append(lo + np.argsort(importance[lo:hi], kind="stable"))
+    return orders
+
+
+def _removal(count: int, orders: list[np.ndarray], share: float) -> np.ndarray:
+    """The ``share`` of each ordered group's units that come first (one at least kept)."""
+    removed = np.zeros(count, dtype=bool)
+    for order in orders:
+        removed[order[: min(int(share * len(order)), len(order) - 1)]] = True
     return removed
 
 
@@ -81,13 +88,13 @@ def uniform_magnitude_plan(
     if problem.target is None:
         raise ConfigError("mode 'ffn-magnitude-qat' needs a budget (e.g. budget='12x')")
     layout = ChannelLayout(problem)
-    prunable = np.array([g.kind in cfg.kinds for g in problem.graph.groups], dtype=bool)
+    orders = _least_important(problem, cfg.kinds)  # the weights do not move while planning
     shares = [s / 100 for s in range(int(round(cfg.max_sparsity * 100)) + 1)]
     for bits in cfg.bits:
         code_share = channel_tables(layout, (bits,))[1] if cfg.count_zero_codes else None
         layer_bits = np.full(layout.layer_count, float(bits))
         for share in shares:
-            removed = _removal(problem, prunable, share)
+            removed = _removal(problem.units.count, orders, share)
             plan = ChannelPlan(np.where(removed, 0.0, float(bits)), layer_bits)
             if layout.cost(plan, code_share) <= problem.target:
                 return plan, share
