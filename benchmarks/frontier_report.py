@@ -23,6 +23,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib import ticker  # noqa: E402
 
 FRONTIER = Path(__file__).parent / "results" / "frontier"
 PLOT = "frontier.png"
@@ -317,38 +318,60 @@ SUMMARY_HEADER = [
 ]
 
 
-def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
-    cs = cells(rows)
-    kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
-    fig, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.6), squeeze=False)
+def _metrics(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, float, str]]:
+    """``(result key, axis label, scale, reference line, its label)`` of each plotted score: accuracy
+    against the dense model's; for studies that measure it, the cosine to the original
+    model's outputs too (its reference is the original itself, 1)."""
     dense = statistics.fmean(
         r["result"]["dense_accuracy"] for r in rows if "dense_accuracy" in r["result"]
     )
-    for ax, kind in zip(axes[0], kinds, strict=True):
-        for method in sorted({c.method for c in cs if c.kind == kind}):
-            line = sorted(
-                (c for c in cs if c.kind == kind and c.method == method),
-                key=lambda c: c.mean("papers_ratio"),
-            )
-            baseline = line[0].baseline
-            ax.errorbar(
-                [c.mean("papers_ratio") for c in line],
-                [100 * c.mean("accuracy") for c in line],
-                xerr=[c.std("papers_ratio") for c in line],
-                yerr=[100 * c.std("accuracy") for c in line],
-                marker="s" if baseline else "o",
-                linestyle="--" if baseline else "-",
-                capsize=3,
-                label=method,
-            )
-        ax.axhline(100 * dense, color="grey", linewidth=0.8, linestyle=":", label="dense")
-        ax.set_xscale("log")
-        what = "BOPs reduction" if "BOPs" in kind else "papers' compression ratio"
-        ax.set_xlabel(f"{what} (delivered, log scale)")
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{study}: {kind}")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+    metrics = [("accuracy", "test accuracy (%)", 100.0, 100 * dense, "dense")]
+    if any(r["result"].get("cosine") is not None for r in rows):
+        metrics.append(("cosine", "cosine to the original's outputs", 1.0, 1.0, "original"))
+    return metrics
+
+
+def _budget_ticks(ax: Any, budgets: list[float]) -> None:
+    """The asked budgets as the x ticks, written as plain numbers (30, not 3 x 10^1)."""
+    ax.xaxis.set_major_locator(ticker.FixedLocator(budgets))
+    ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
+    ax.xaxis.set_minor_formatter(ticker.NullFormatter())
+
+
+def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
+    cs = cells(rows)
+    kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
+    metrics = _metrics(rows)
+    fig, axes = plt.subplots(
+        len(metrics), len(kinds), figsize=(6.5 * len(kinds), 4.6 * len(metrics)), squeeze=False
+    )
+    for (key, label, scale, reference, name), axes_row in zip(metrics, axes, strict=True):
+        for ax, kind in zip(axes_row, kinds, strict=True):
+            for method in sorted({c.method for c in cs if c.kind == kind}):
+                line = sorted(
+                    (c for c in cs if c.kind == kind and c.method == method),
+                    key=lambda c: c.mean("papers_ratio"),
+                )
+                baseline = line[0].baseline
+                ax.errorbar(
+                    [c.mean("papers_ratio") for c in line],
+                    [scale * c.mean(key) for c in line],
+                    xerr=[c.std("papers_ratio") for c in line],
+                    yerr=[scale * c.std(key) for c in line],
+                    marker="s" if baseline else "o",
+                    linestyle="--" if baseline else "-",
+                    capsize=3,
+                    label=method,
+                )
+            ax.axhline(reference, color="grey", linewidth=0.8, linestyle=":", label=name)
+            ax.set_xscale("log")
+            _budget_ticks(ax, sorted({_budget_value(c.budget) for c in cs if c.kind == kind}))
+            what = "BOPs reduction" if "BOPs" in kind else "papers' compression ratio"
+            ax.set_xlabel(f"{what} (delivered, log scale)")
+            ax.set_ylabel(label)
+            ax.set_title(f"{study}: {kind}")
+            ax.grid(True, which="both", alpha=0.3)
+            ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -113,6 +113,23 @@ def test_plot_is_an_image(tmp_path):
     assert image.shape[0] > 300 and image[..., :3].std() > 0.05
 
 
+def test_a_study_that_measures_the_cosine_plots_it_below_the_accuracy(tmp_path):
+    (tmp_path / "plain").mkdir()
+    (tmp_path / "cosine").mkdir()
+    plain = study(tmp_path / "plain")
+    frontier_report.write(plain)
+    directory = study(tmp_path / "cosine")
+    rows = frontier_report.read_rows(directory)
+    for i, row in enumerate(rows):
+        row["result"]["cosine"] = 0.9 + 0.01 * (i % 5)
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    frontier_report.write(directory)
+    assert [m[0] for m in frontier_report._metrics(rows)] == ["accuracy", "cosine"]
+    one = matplotlib.image.imread(plain / frontier_report.PLOT)
+    two = matplotlib.image.imread(directory / frontier_report.PLOT)
+    assert two.shape[1] == one.shape[1] and two.shape[0] > 1.8 * one.shape[0]
+
+
 def test_readme_carries_the_notes_and_each_methods_command(tmp_path):
     directory = study(tmp_path)
     rows = [json.loads(line) for line in (directory / "runs.jsonl").read_text().splitlines()]
