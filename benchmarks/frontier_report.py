@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import statistics
 import sys
 from collections import defaultdict
@@ -312,6 +313,46 @@ def summary(study: str, rows: list[dict[str, Any]]) -> list[str]:
     return out
 
 
+def selection(study: str, rows: list[dict[str, Any]]) -> list[str]:
+    """How far each validation pick can be trusted: for every method and budget with two or
+    more feasible candidates run on the first seed, the chosen one's validation lead over the
+    runner-up next to the standard error of a difference of two accuracies on that many
+    validation images (``sqrt(2 p (1 - p) / n)``, p the chosen one's validation accuracy;
+    an upper bound, as both are scored on the same images), and its regret: the best
+    candidate's test accuracy minus the chosen one's. The test set judges the pick here; it
+    never makes it."""
+    out = []
+    for cell in cells(rows):
+        first = cell.runs[0]["seed"]
+        scored = [
+            r
+            for r in rows
+            if (r["method"], r["budget"], r["seed"]) == (cell.method, cell.budget, first)
+            and r["result"].get("validation_accuracy") is not None
+        ]
+        if len(scored) < 2:
+            continue
+        chosen = next(r for r in scored if r["choice"] == cell.choice)
+        others = [r for r in scored if r is not chosen]
+        p = chosen["result"]["validation_accuracy"]
+        lead = p - max(r["result"]["validation_accuracy"] for r in others)
+        n = chosen["run"].get("validation") or 0
+        noise = math.sqrt(2 * p * (1 - p) / n) if n else math.nan
+        regret = max(r["result"]["accuracy"] for r in scored) - chosen["result"]["accuracy"]
+        out.append(
+            f"| {study} | {cell.method} | {cell.budget} | {len(scored)} | {100 * lead:.2f} | "
+            f"{100 * noise:.2f} | {100 * regret:.2f} |"
+        )
+    return out
+
+
+SELECTION_HEADER = [
+    "| study | method | budget | candidates | validation lead (pt) | its noise (pt) "
+    "| test regret (pt) |",
+    "|---|---|---|---|---|---|---|",
+]
+
+
 SUMMARY_HEADER = [
     "| study | kind | budget | geta | accuracy (%) | best baseline (%) | gap (pt) | seeds |",
     "|---|---|---|---|---|---|---|---|",
@@ -399,15 +440,24 @@ def write(study_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("studies", nargs="+", help="study names or directories")
-    parser.add_argument(
+    shown = parser.add_mutually_exclusive_group()
+    shown.add_argument(
         "--summary", action="store_true", help="print the README front page's table instead"
+    )
+    shown.add_argument(
+        "--selection",
+        action="store_true",
+        help="print how far each validation pick can be trusted (lead, noise, test regret)",
     )
     args = parser.parse_args(argv)
     paths = [Path(n) if Path(n).is_dir() else FRONTIER / n for n in args.studies]
-    if args.summary:
-        lines = list(SUMMARY_HEADER)
+    if args.summary or args.selection:
+        header, lines_of = (
+            (SUMMARY_HEADER, summary) if args.summary else (SELECTION_HEADER, selection)
+        )
+        lines = list(header)
         for path in paths:
-            lines += summary(path.name, read_rows(path))
+            lines += lines_of(path.name, read_rows(path))
         print("\n".join(lines), file=sys.stdout)
         return
     for path in paths:

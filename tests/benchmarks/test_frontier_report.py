@@ -150,3 +150,18 @@ def test_summary_sets_each_geta_method_against_the_best_baseline(tmp_path):
     assert "prune-then-qat (bits=3)" in row and f"| {gap:+.2f} | 3 |" in row
     (bops,) = [line for line in lines if "bops=22.2x" in line]
     assert bops.endswith("| - | - | 1 |")  # no baseline at that budget
+
+
+def test_selection_judges_each_validation_pick_by_its_lead_noise_and_test_regret(tmp_path):
+    rows = frontier_report.read_rows(study(tmp_path))
+    (line,) = frontier_report.selection("tiny", rows)  # geta ran one candidate: no pick to judge
+    noise = 100 * (2 * 0.970 * 0.030 / 100) ** 0.5  # 100 validation images in the tiny study
+    # 3 bits led on validation (97.0% against 4 bits' 90.0%), 4 bits scored 0.5 pt more on test
+    assert line == f"| tiny | prune-then-qat | 30x | 2 | 7.00 | {noise:.2f} | 0.50 |"
+
+
+def test_the_selection_table_is_printed_for_several_studies(tmp_path, capsys):
+    frontier_report.main(["--selection", str(study(tmp_path))])
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[: len(frontier_report.SELECTION_HEADER)] == frontier_report.SELECTION_HEADER
+    assert len(printed) == len(frontier_report.SELECTION_HEADER) + 1
