@@ -46,12 +46,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 import baselines  # noqa: E402,F401  (registers the baselines as runner methods)
 import torch  # noqa: E402
 from _common import RESULTS, machine, minilm_and_bbc_news  # noqa: E402
+from frontier_report import no_model  # noqa: E402
 
 from geta.cli.baseline import baseline_files, baseline_folder  # noqa: E402
 from geta.cli.compress import run_compress  # noqa: E402
 from geta.cli.spec import CompressSpec  # noqa: E402
 from geta.compressor import CompressorConfig  # noqa: E402
-from geta.errors import BudgetError, ConfigError  # noqa: E402
+from geta.errors import BudgetError, ConfigError, DivergenceError  # noqa: E402
 from geta.hf.run import HF_PREFIX, HfRunSpec, run_hf_compress  # noqa: E402
 
 FRONTIER = RESULTS / "frontier"
@@ -392,7 +393,9 @@ def _hf_result(report: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_one(spec: RunSpec, threads: int) -> dict[str, Any]:
-    """Run ``spec`` in a scratch directory; its result, or why it cannot meet the budget."""
+    """Run ``spec`` in a scratch directory: its result; or, when it gives no model, why (it
+    cannot meet the budget: ``infeasible``; its training diverged: ``diverged``). A
+    candidate without a model is never chosen, and the other runs of the batch go on."""
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.WARNING)
     with tempfile.TemporaryDirectory() as tmp:
@@ -402,6 +405,8 @@ def run_one(spec: RunSpec, threads: int) -> dict[str, Any]:
             run_compress(spec, Path(tmp) / "run", progress=False)
         except BudgetError as err:
             return {"infeasible": str(err)}
+        except (DivergenceError, FloatingPointError) as err:
+            return {"diverged": str(err)}
         report = json.loads((Path(tmp) / "run" / "report.json").read_text())
     return _result(report)
 
@@ -440,9 +445,9 @@ def _merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
 
 
 def _score(row: dict[str, Any] | None) -> float:
-    """Validation accuracy of a candidate's run (infeasible: never chosen)."""
+    """Validation accuracy of a candidate's run (without a model: never chosen)."""
     r = row["result"] if row else {}
-    return -1.0 if "infeasible" in r else float(r.get("validation_accuracy") or 0.0)
+    return -1.0 if no_model(r) else float(r.get("validation_accuracy") or 0.0)
 
 
 class Runner:
@@ -479,11 +484,7 @@ class Runner:
                     f.write(json.dumps(row) + "\n")
                 self.rows[row_key(row)] = row
                 res = row["result"]
-                status = (
-                    "infeasible"
-                    if "infeasible" in res
-                    else f"{res['accuracy']:.2%} at {res['papers_ratio']:.1f}x"
-                )
+                status = no_model(res) or f"{res['accuracy']:.2%} at {res['papers_ratio']:.1f}x"
                 print(
                     f"{row['method']:<16} {row['budget']:>6} seed {row['seed']} "
                     f"{json.dumps(row['choice'])}: {status}",

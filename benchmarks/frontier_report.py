@@ -32,6 +32,14 @@ NOTES = "NOTES.md"  # optional, hand-written, put under the generated README's h
 SECTIONS = ("structured", "structured, BOPs", "unstructured")  # a BOPs ratio is not a size one
 
 
+NO_MODEL = ("infeasible", "diverged")  # a run's result without a model: why
+
+
+def no_model(result: dict[str, Any]) -> str | None:
+    """Why a run's ``result`` holds no model (``infeasible``, ``diverged``); None if it does."""
+    return next((why for why in NO_MODEL if why in result), None)
+
+
 def _budget_value(budget: str) -> float:
     return float(budget.rstrip("x").split("=")[-1])
 
@@ -83,9 +91,7 @@ def cells(rows: list[dict[str, Any]]) -> list[Cell]:
         by_choice: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for row in group:
             by_choice[json.dumps(row["choice"], sort_keys=True)].append(row)
-        feasible = {
-            k: v for k, v in by_choice.items() if not any("infeasible" in r["result"] for r in v)
-        }
+        feasible = {k: v for k, v in by_choice.items() if not any(no_model(r["result"]) for r in v)}
         if not feasible:
             continue
         key = max(
@@ -104,7 +110,7 @@ def cells(rows: list[dict[str, Any]]) -> list[Cell]:
             {
                 "choice": json.loads(k),
                 "validation_accuracy": v[0]["result"].get("validation_accuracy"),
-                "infeasible": "infeasible" in v[0]["result"],
+                "no_model": no_model(v[0]["result"]),
             }
             for k, v in by_choice.items()
         ]
@@ -254,7 +260,7 @@ def _body(rows: list[dict[str, Any]], notes: str) -> list[str]:
         if len(c.candidates) > 1:
             text = "; ".join(
                 f"{_choice_text(x['choice'])}: "
-                + ("infeasible" if x["infeasible"] else f"{100 * x['validation_accuracy']:.2f}")
+                + (x["no_model"] or f"{100 * x['validation_accuracy']:.2f}")
                 for x in c.candidates
             )
             lines.append(f"- {c.method} {c.budget}: {text}")
@@ -432,7 +438,7 @@ def write(study_dir: Path) -> Path:
     notes = study_dir / NOTES
     text = table(study, rows, notes.read_text() if notes.is_file() else "")
     (study_dir / "README.md").write_text(text)
-    if cells(rows):  # a study of infeasible runs only has nothing to plot
+    if cells(rows):  # a study of runs without a model only has nothing to plot
         plot(study, rows, study_dir / PLOT)
     return study_dir / "README.md"
 

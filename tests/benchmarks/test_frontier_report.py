@@ -165,3 +165,17 @@ def test_the_selection_table_is_printed_for_several_studies(tmp_path, capsys):
     printed = capsys.readouterr().out.splitlines()
     assert printed[: len(frontier_report.SELECTION_HEADER)] == frontier_report.SELECTION_HEADER
     assert len(printed) == len(frontier_report.SELECTION_HEADER) + 1
+
+
+def test_a_diverged_candidate_is_listed_as_such_and_never_chosen(tmp_path):
+    directory = study(tmp_path)
+    rows = frontier_report.read_rows(directory)
+    for r in rows:
+        if r["method"] == "prune-then-qat" and r["choice"] == {"method": {"bits": 3}}:
+            if r["seed"] == 0:
+                r["result"] = {"diverged": "conv1: the QAT step is not finite"}
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = frontier_report.write(directory).read_text()
+    assert "bits=3: diverged" in readme and "bits=2: infeasible" in readme
+    (cell,) = [c for c in frontier_report.cells(rows) if c.method == "prune-then-qat"]
+    assert cell.choice == {"method": {"bits": 4}}

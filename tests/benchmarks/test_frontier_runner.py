@@ -101,3 +101,38 @@ def test_a_later_round_keeps_the_nested_choices_of_the_earlier_ones():
     assert frontier._merge(
         {"config": {"bit_range": [2, 8]}}, {"config": {"bit_range": [3, 3]}}
     ) == {"config": {"bit_range": [3, 3]}}
+
+
+def test_a_run_whose_training_diverges_is_a_row_that_says_so(monkeypatch):
+    def diverging(spec, out, progress):
+        raise frontier.DivergenceError("step 7: the loss is nan")
+
+    monkeypatch.setattr(frontier, "run_compress", diverging)
+    spec = frontier.STUDIES["lenet5-fashion-mnist"].base
+    assert frontier.run_one(spec, threads=1) == {"diverged": "step 7: the loss is nan"}
+
+
+def test_a_diverged_candidate_is_never_chosen_and_the_round_goes_on(monkeypatch, tmp_path):
+    most = max(frontier.BITS)
+    batches = []
+
+    def fake_run(self, jobs):
+        batches.append(jobs)
+        for j in jobs:
+            bits = j.choice.get("method", {}).get("bits", 0)
+            row = j.row(self.study)
+            # the most bits would win on validation, but its training diverged
+            row["result"] = (
+                {"diverged": "nan"}
+                if bits == most
+                else {"validation_accuracy": bits / 10, "accuracy": 0.5}
+            )
+            self.rows[frontier.row_key(row)] = row
+
+    monkeypatch.setattr(frontier.Runner, "run", fake_run)
+    monkeypatch.setattr(frontier, "train_dense", lambda base, threads, pinned=None: None)
+    study = frontier.replace(frontier.STUDIES["lenet5-fashion-mnist"], seeds=(0, 1))
+    runner = frontier.Runner(study, jobs=2, threads=1, out=tmp_path)
+    runner.study_methods([frontier.METHODS["qat-only"]], ["30x"])
+    runner_up = {"method": {"bits": sorted(frontier.BITS)[-2]}}
+    assert [(j.seed, j.choice) for j in batches[-1]] == [(0, runner_up), (1, runner_up)]
