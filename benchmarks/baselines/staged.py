@@ -14,6 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from geta.errors import DivergenceError
 from geta.optim.wrapped import BASE_OPTIMIZERS
 
 __all__ = ["StagedOptimizer"]
@@ -25,7 +26,10 @@ class StagedOptimizer(torch.optim.Optimizer):
     """Steps a base optimizer over ``model``'s weights (group 0) and quantizer steps
     (group 1, ``lr_quant``, no weight decay); ``events[k]`` runs after the base step of step
     ``k`` (gradients still in place, e.g. for Taylor importance), and the base optimizer is
-    rebuilt afterwards. ``hold`` runs after every step (e.g. to keep pruned weights at zero)."""
+    rebuilt afterwards. ``hold`` runs after every step (e.g. to keep pruned weights at zero).
+    A quantizer step that is no longer finite (the training diverged: a non-finite loss
+    reaches every step through the gradients) raises :class:`geta.errors.DivergenceError`
+    at once, instead of at the end of the run."""
 
     def __init__(
         self,
@@ -82,6 +86,7 @@ class StagedOptimizer(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         self.base.step()
+        self._check_finite()
         event = self.events.get(self.step_count)
         if event is not None:
             with torch.enable_grad():  # Torch-Pruning traces with autograd
@@ -91,6 +96,14 @@ class StagedOptimizer(torch.optim.Optimizer):
             self.hold()
         self.step_count += 1
         return loss
+
+    def _check_finite(self) -> None:
+        for p in self.param_groups[1]["params"]:
+            if not bool(torch.isfinite(p).all()):
+                raise DivergenceError(
+                    f"step {self.step_count}: a quantizer step of shape {tuple(p.shape)} is "
+                    "not finite (the fixed-bit QAT diverged); a lower learning rate may help"
+                )
 
     def state_dict(self) -> dict[str, Any]:
         raise NotImplementedError("the baselines change the model's shape; they do not resume")

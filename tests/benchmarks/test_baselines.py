@@ -88,3 +88,19 @@ def test_torch_pruning_leaves_a_zero_padded_shortcut_alone():
     assert all(m.out_channels < b for m, b in zip(inner, before, strict=True))
     assert model.conv1.out_channels == 16  # the stream kept its width
     assert unprunable_layers(lenet5(), example) == []  # nothing blocks a plain chain
+
+
+def test_a_diverging_qat_stops_at_the_step_it_diverges():
+    import torch
+    from baselines.quantization import attach_fixed_bits, step_parameters
+    from baselines.staged import StagedOptimizer
+
+    model = torch.nn.Sequential(torch.nn.Linear(4, 3))
+    attach_fixed_bits(model, 3)
+    opt = StagedOptimizer(model, {}, lr=0.1, quantizer_params=step_parameters)
+    model(torch.randn(2, 4)).sum().backward()
+    opt.step()  # a finite step passes
+    opt.zero_grad()
+    model(torch.full((2, 4), float("nan"))).sum().backward()
+    with pytest.raises(geta.errors.DivergenceError, match="step 1: a quantizer step"):
+        opt.step()
