@@ -284,6 +284,12 @@ def comparison(part: list[Cell]) -> list[str]:
             if c.baseline:
                 continue
             gap = 100 * (c.mean("accuracy") - best.mean("accuracy"))
+            if min(len(c.runs), len(best.runs)) < 2:
+                out.append(
+                    f"- {budget}: {c.method} {gap:+.2f} pt against {best.method} "
+                    "(one seed: no spread to judge it by)"
+                )
+                continue
             spread = 100 * max(c.std("accuracy"), best.std("accuracy"))
             verdict = "wins" if gap > spread else ("loses" if gap < -spread else "ties")
             out.append(

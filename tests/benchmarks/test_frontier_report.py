@@ -179,3 +179,12 @@ def test_a_diverged_candidate_is_listed_as_such_and_never_chosen(tmp_path):
     assert "bits=3: diverged" in readme and "bits=2: infeasible" in readme
     (cell,) = [c for c in frontier_report.cells(rows) if c.method == "prune-then-qat"]
     assert cell.choice == {"method": {"bits": 4}}
+
+
+def test_a_gap_over_one_seed_is_not_called_a_win(tmp_path):
+    directory = study(tmp_path)
+    rows = frontier_report.read_rows(directory)
+    rows.append(row("prune-then-qat", "bops=22.2x", 0, 0.90, 22.0, baseline=True))
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = frontier_report.write(directory).read_text()
+    assert "- bops=22.2x: geta +5.00 pt against prune-then-qat (one seed: no spread" in readme
