@@ -269,6 +269,20 @@ def _body(rows: list[dict[str, Any]], notes: str) -> list[str]:
     return lines
 
 
+def _tag(method: str) -> str | None:
+    """An ablation's tag: ``ep20`` of ``admm[ep20]``; None for a method as the study runs it."""
+    return method[method.index("[") + 1 : -1] if method.endswith("]") else None
+
+
+def best_rival(cell: Cell, baselines: list[Cell]) -> Cell | None:
+    """The best baseline (mean accuracy) to set ``cell`` against: among the baselines run
+    with the same ablation tag if there are any (``admm[ep20]`` against
+    ``magnitude-qat[ep20]``), otherwise among the untagged ones."""
+    same = [b for b in baselines if _tag(b.method) == _tag(cell.method)]
+    pool = same or [b for b in baselines if _tag(b.method) is None]
+    return max(pool, key=lambda b: b.mean("accuracy")) if pool else None
+
+
 def comparison(part: list[Cell]) -> list[str]:
     """geta's methods against the best baseline at each budget (mean over seeds; 'wins' means
     ahead by more than the larger of the two standard deviations)."""
@@ -277,11 +291,9 @@ def comparison(part: list[Cell]) -> list[str]:
     for budget in budgets:
         here = [c for c in part if c.budget == budget]
         base = [c for c in here if c.baseline]
-        if not base:
-            continue
-        best = max(base, key=lambda c: c.mean("accuracy"))
         for c in here:
-            if c.baseline:
+            best = None if c.baseline else best_rival(c, base)
+            if best is None:
                 continue
             gap = 100 * (c.mean("accuracy") - best.mean("accuracy"))
             if min(len(c.runs), len(best.runs)) < 2:
@@ -309,8 +321,8 @@ def summary(study: str, rows: list[dict[str, Any]]) -> list[str]:
         for budget in sorted({c.budget for c in part}, key=_budget_value):
             here = [c for c in part if c.budget == budget]
             base = [c for c in here if c.baseline]
-            best = max(base, key=lambda c: c.mean("accuracy")) if base else None
             for c in (c for c in here if not c.baseline):
+                best = best_rival(c, base)
                 against = (
                     f"{best.method} ({_choice_text(best.choice)}): {_pm(best, 'accuracy')} "
                     f"at {best.mean('papers_ratio'):,.0f}x"

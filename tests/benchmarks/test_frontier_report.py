@@ -188,3 +188,21 @@ def test_a_gap_over_one_seed_is_not_called_a_win(tmp_path):
     (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = frontier_report.write(directory).read_text()
     assert "- bops=22.2x: geta +5.00 pt against prune-then-qat (one seed: no spread" in readme
+
+
+def test_an_ablation_is_set_against_the_baselines_run_with_the_same_tag(tmp_path):
+    directory = study(tmp_path)
+    rows = frontier_report.read_rows(directory)
+    rows += [
+        row("geta[ep20]", "30x", 0, 0.990, 30.0),
+        row("geta[ep20]", "30x", 1, 0.992, 30.0),
+        row("prune-then-qat[ep20]", "30x", 0, 0.995, 30.0, baseline=True),
+        row("prune-then-qat[ep20]", "30x", 1, 0.997, 30.0, baseline=True),
+    ]
+    (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    readme = frontier_report.write(directory).read_text()
+    # the untagged method still meets the untagged baseline, not the longer-trained one
+    assert "- 30x: geta +0.80 pt against prune-then-qat (" in readme
+    assert "- 30x: geta[ep20] -0.50 pt against prune-then-qat[ep20] (" in readme
+    summary = frontier_report.summary("tiny", rows)
+    assert any("| geta[ep20] |" in line and "prune-then-qat[ep20]" in line for line in summary)
