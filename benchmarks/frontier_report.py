@@ -276,11 +276,17 @@ def _tag(method: str) -> str | None:
 
 def best_rival(cell: Cell, baselines: list[Cell]) -> Cell | None:
     """The best baseline (mean accuracy) to set ``cell`` against: among the baselines run
-    with the same ablation tag if there are any (``admm[ep20]`` against
-    ``magnitude-qat[ep20]``), otherwise among the untagged ones."""
-    same = [b for b in baselines if _tag(b.method) == _tag(cell.method)]
-    pool = same or [b for b in baselines if _tag(b.method) is None]
-    return max(pool, key=lambda b: b.mean("accuracy")) if pool else None
+    with the same ablation tag (``admm[ep20]`` against ``magnitude-qat[ep20]``), or else the
+    longest tag it extends (``admm[ep20-bits3]`` against ``magnitude-qat[ep20]``), or else
+    among the untagged ones."""
+    tag = _tag(cell.method)
+    parts = tag.split("-") if tag else []
+    for k in range(len(parts), -1, -1):
+        wanted = "-".join(parts[:k]) or None
+        pool = [b for b in baselines if _tag(b.method) == wanted]
+        if pool:
+            return max(pool, key=lambda b: b.mean("accuracy"))
+    return None
 
 
 def comparison(part: list[Cell]) -> list[str]:

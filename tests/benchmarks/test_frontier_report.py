@@ -198,11 +198,14 @@ def test_an_ablation_is_set_against_the_baselines_run_with_the_same_tag(tmp_path
         row("geta[ep20]", "30x", 1, 0.992, 30.0),
         row("prune-then-qat[ep20]", "30x", 0, 0.995, 30.0, baseline=True),
         row("prune-then-qat[ep20]", "30x", 1, 0.997, 30.0, baseline=True),
+        row("geta[ep20-taylor]", "30x", 0, 0.993, 30.0),
     ]
     (directory / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     readme = frontier_report.write(directory).read_text()
     # the untagged method still meets the untagged baseline, not the longer-trained one
     assert "- 30x: geta +0.80 pt against prune-then-qat (" in readme
     assert "- 30x: geta[ep20] -0.50 pt against prune-then-qat[ep20] (" in readme
+    # a tag that extends another meets that one's baselines
+    assert "- 30x: geta[ep20-taylor] -0.30 pt against prune-then-qat[ep20] (" in readme
     summary = frontier_report.summary("tiny", rows)
     assert any("| geta[ep20] |" in line and "prune-then-qat[ep20]" in line for line in summary)
