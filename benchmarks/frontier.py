@@ -405,7 +405,7 @@ def run_one(spec: RunSpec, threads: int) -> dict[str, Any]:
             run_compress(spec, Path(tmp) / "run", progress=False)
         except BudgetError as err:
             return {"infeasible": str(err)}
-        except (DivergenceError, FloatingPointError) as err:
+        except DivergenceError as err:
             return {"diverged": str(err)}
         report = json.loads((Path(tmp) / "run" / "report.json").read_text())
     return _result(report)

@@ -13,6 +13,7 @@ import torch
 from torch import nn
 from torch.nn.utils import parametrize
 
+from geta.errors import DivergenceError
 from geta.quant import prepare
 from geta.quant.functional import clip_search
 from geta.quant.ops import quantize
@@ -100,7 +101,7 @@ def to_geta_quantizers(model: nn.Module) -> nn.Module:
             fixed = found[name]
             step = fixed.positive_step().detach().to(q.d)
             if not bool(torch.isfinite(step).all()):
-                raise FloatingPointError(
+                raise DivergenceError(
                     f"{name}: the QAT step of channels "
                     f"{torch.nonzero(~torch.isfinite(step.flatten())).flatten().tolist()} is "
                     "not finite (the fixed-bit QAT diverged there)"
