@@ -20,12 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-from matplotlib import ticker  # noqa: E402
-
 FRONTIER = Path(__file__).parent / "results" / "frontier"
 PLOT = "frontier.png"
 NOTES = "NOTES.md"  # optional, hand-written, put under the generated README's header
@@ -404,12 +398,21 @@ def _metrics(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, float, s
 
 def _budget_ticks(ax: Any, budgets: list[float]) -> None:
     """The asked budgets as the x ticks, written as plain numbers (30, not 3 x 10^1)."""
+    from matplotlib import ticker
     ax.xaxis.set_major_locator(ticker.FixedLocator(budgets))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
 
 
 def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
+    """The frontier plot (accuracy, and the cosine where measured, against the papers' ratio).
+
+    matplotlib is imported here, with the file-only Agg backend, so that the runner's workers,
+    which read rows through this module, never load it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
     cs = cells(rows)
     kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
     metrics = _metrics(rows)
