@@ -399,6 +399,7 @@ def _metrics(rows: list[dict[str, Any]]) -> list[tuple[str, str, float, float, s
 def _budget_ticks(ax: Any, budgets: list[float]) -> None:
     """The asked budgets as the x ticks, written as plain numbers (30, not 3 x 10^1)."""
     from matplotlib import ticker
+
     ax.xaxis.set_major_locator(ticker.FixedLocator(budgets))
     ax.xaxis.set_major_formatter(ticker.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.xaxis.set_minor_formatter(ticker.NullFormatter())
@@ -413,6 +414,7 @@ def plot(study: str, rows: list[dict[str, Any]], path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     cs = cells(rows)
     kinds = [k for k in SECTIONS if any(c.kind == k for c in cs)]
     metrics = _metrics(rows)
