@@ -160,7 +160,9 @@ METHODS = {
         # as the baselines' bits and ranking are: with 3 bits everywhere and the Euclidean
         # distance it beat magnitude + QAT by ~1 pt at 1,000x where its defaults only tied
         # (lenet5-fashion-mnist-ablations: admm[lsq-step-euclid-bits3]); the proximal term
-        # gains ~1 pt at 1,000x and costs 0.2 pt at 100x (admm[bits3-euclid-rho0])
+        # gains ~1 pt at 1,000x and costs 0.2 pt at 100x (admm[bits3-euclid-rho0]); its pull
+        # toward zero alone (the default since 2026-12-05) beats the papers' pull onto V's
+        # levels by 0.5-1.3 pt from 300x on (admm[bits3-euclid-zeros] / [-budget])
         Method(
             "admm",
             UNSTRUCTURED,

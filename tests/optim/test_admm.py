@@ -35,43 +35,74 @@ def weight_values(c):
     return [layer.module.weight.detach() for layer in c.problem.cost_model.layers]
 
 
-@pytest.mark.parametrize("balance_rho", [False, True])
-def test_quadratic_toy_reaches_the_known_admm_answer(balance_rho):
-    """loss = 1/2 ||W - A||^2 under "6 weights at 8 bits": the answer is A's 6 largest
-    entries (quantized), and at the fixed point W = V and U = (A - V) / rho (with residual
-    balancing, at the rho it ends with: U is rescaled whenever rho changes)."""
-    g = torch.Generator().manual_seed(0)
+def quadratic_toy(seed, **admm):
+    """``loss = 1/2 ||W - A||^2`` on a 4x8 linear layer under "6 weights at 8 bits", where 6
+    entries of ``A`` (the support) are far larger than the rest; 299 of 300 steps run (the
+    last would end the run with the hard projection). Returns the compressor, its optimizer,
+    ``A``, the support and the loss."""
+    g = torch.Generator().manual_seed(seed)
     a = 0.3 * torch.rand(4, 8, generator=g) * torch.randn(4, 8, generator=g).sign()
     support = torch.zeros(32, dtype=torch.bool)
     support[torch.randperm(32, generator=g)[:6]] = True
     support = support.reshape(4, 8)
     a[support] = (2 + torch.rand(6, generator=g)) * torch.randn(6, generator=g).sign()
     model = nn.Linear(8, 4, bias=False)
-    rho = 1.0
-    config = geta.CompressorConfig(
-        bit_range=(8, 8),
-        admm=geta.AdmmConfig(rho=rho, update_every=5, finetune=0, ramp=1, balance_rho=balance_rho),
-    )
+    admm = geta.AdmmConfig(rho=1.0, update_every=5, finetune=0, ramp=1, **admm)
+    config = geta.CompressorConfig(bit_range=(8, 8), admm=admm)
     c = geta.Compressor(model, (torch.randn(2, 8),), geta.Budget.size(bits=48), "admm", config)
     opt = c.optimizer(base="sgd", lr=0.1, total_steps=300)
-    for _ in range(299):  # the last step would end the run with the hard projection
-        (0.5 * (model.weight - a).square().sum()).backward()
+
+    def loss():
+        return 0.5 * (model.weight - a).square().sum()
+
+    for _ in range(299):
+        loss().backward()
         opt.step()
         opt.zero_grad()
+    return c, opt, a, support, loss
+
+
+@pytest.mark.parametrize("balance_rho", [False, True])
+def test_quadratic_toy_reaches_the_known_admm_answer(balance_rho):
+    """With the papers' proximal term the toy's answer is A's 6 largest entries (quantized),
+    and at the fixed point W = V and
+    U = (A - V) / rho (with residual balancing, at the rho it ends with: U is rescaled
+    whenever rho changes)."""
+    c, opt, a, support, loss = quadratic_toy(0, balance_rho=balance_rho, proximal="budget")
+    model = c.model
     w, v, u = model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]
-    rho = opt.rho
     rhos = {h["rho"] for h in opt.history}
     assert (len(rhos) > 1) == balance_rho  # residual balancing moved it; growth 1.0 did not
     assert bool(((v != 0) == support).all())
     half_step = float(a.abs().max()) / 127 / 2  # V's clip moves on a grid as Z moves
     torch.testing.assert_close(w, v, atol=half_step, rtol=0)
-    torch.testing.assert_close(u, (a - v) / rho, atol=2e-2, rtol=0)
-    (0.5 * (model.weight - a).square().sum()).backward()
+    torch.testing.assert_close(u, (a - v) / opt.rho, atol=2e-2, rtol=0)
+    loss().backward()
     opt.step()  # the hard projection
     final = model.weight.detach()
     assert bool(((final != 0) == support).all())
     torch.testing.assert_close(final[support], a[support], atol=0.03, rtol=0)
     assert c.report().achieved <= 48
+
+
+def test_zeros_proximal_pulls_only_the_dropped_weights():
+    """``proximal="zeros"`` (the default) on the same toy: the kept weights are not pulled onto V's
+    quantization levels (they reach A itself, their duals stay 0); the dropped ones go to zero
+    with the duals ``A / rho``, as with the papers' proximal term."""
+    c, opt, a, support, _ = quadratic_toy(1)
+    assert opt.config.proximal == "zeros"
+    w, v, u = c.model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]
+    assert bool(((v != 0) == support).all())
+    torch.testing.assert_close(w[support], a[support], atol=1e-4, rtol=0)  # float, not 8-bit
+    assert float((v[support] - a[support]).abs().max()) > 1e-3  # V is on 8-bit levels
+    assert bool((u[support] == 0).all())
+    torch.testing.assert_close(w[~support], torch.zeros_like(w[~support]), atol=2e-2, rtol=0)
+    torch.testing.assert_close(u[~support], a[~support] / opt.rho, atol=2e-2, rtol=0)
+
+
+def test_proximal_must_be_known():
+    with pytest.raises(geta.ConfigError, match="proximal"):
+        geta.AdmmConfig(proximal="weights")
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,10 @@ Each run (progressive: each of its steps) has two phases:
 
 1. ADMM: every step adds ``rho (W - V + U)`` (the gradient of ``rho/2 ||W - V + U||^2``) to
    the counted layers' weight gradients before the base step; every ``update_every`` steps
-   ``V <- proj(W + U)``, ``U <- U + W - V`` and ``rho <- min(rho * growth, rho_max)``. The
+   ``V <- proj(W + U)``, ``U <- U + W - V`` and ``rho <- min(rho * growth, rho_max)``. With
+   ``AdmmConfig.proximal = "zeros"`` (unstructured budget ADMM's default) the term and ``U``
+   act only where ``V`` is zero: the weights to be dropped are pulled to zero, the kept ones
+   are left to the loss. The
    weights train in float (their quantizers stay at high bits with a clip above the weights).
    With ``AdmmConfig.ramp = K > 1`` (budget ADMM, unstructured) the budget tightens in ``K``
    hard projections spread over the phase (cubic schedule, :func:`ramp_budgets`): each zeroes
@@ -350,6 +353,8 @@ class AdmmOptimizer(WrappedOptimizer):
     def _add_proximal_gradient(self) -> None:
         for w, v, u in zip(self._weights(), self.V, self.U, strict=True):
             prox = (w.detach() - v + u).mul_(self.rho)
+            if self.config.proximal == "zeros":
+                prox.mul_(v == 0)
             if w.grad is None:
                 w.grad = prox
             else:
@@ -361,7 +366,7 @@ class AdmmOptimizer(WrappedOptimizer):
         v = self._project(z, phase)
         previous, self.V = self.V, [x.detach().clone() for x in v.values]
         for u, w, x in zip(self.U, weights, self.V, strict=True):
-            u.add_(w - x)
+            u.add_((w - x).mul_(x == 0) if self.config.proximal == "zeros" else w - x)
         gap = sum(float((w - x).square().sum()) for w, x in zip(weights, self.V, strict=True))
         self._record("update", v, gap=gap)
         if self.config.balance_rho:
