@@ -352,9 +352,7 @@ class AdmmOptimizer(WrappedOptimizer):
 
     def _add_proximal_gradient(self) -> None:
         for w, v, u in zip(self._weights(), self.V, self.U, strict=True):
-            prox = (w.detach() - v + u).mul_(self.rho)
-            if self.config.proximal == "zeros":
-                prox.mul_(v == 0)
+            prox = self._pulled((w.detach() - v + u).mul_(self.rho), v)
             if w.grad is None:
                 w.grad = prox
             else:
@@ -365,17 +363,24 @@ class AdmmOptimizer(WrappedOptimizer):
         z = [w + u for w, u in zip(weights, self.U, strict=True)]
         v = self._project(z, phase)
         previous, self.V = self.V, [x.detach().clone() for x in v.values]
-        for u, w, x in zip(self.U, weights, self.V, strict=True):
-            u.add_((w - x).mul_(x == 0) if self.config.proximal == "zeros" else w - x)
-        gap = sum(float((w - x).square().sum()) for w, x in zip(weights, self.V, strict=True))
+        residuals = [self._pulled(w - x, x) for w, x in zip(weights, self.V, strict=True)]
+        for u, r in zip(self.U, residuals, strict=True):
+            u.add_(r)
+        gap = sum(float(r.square().sum()) for r in residuals)
         self._record("update", v, gap=gap)
         if self.config.balance_rho:
             moved = sum(
-                float((x - o).square().sum()) for x, o in zip(self.V, previous, strict=True)
+                float(self._pulled(x - o, x).square().sum())
+                for x, o in zip(self.V, previous, strict=True)
             )
             self._balance_rho(gap**0.5, self.rho * moved**0.5)
         else:
             self.rho = min(self.rho * float(self.config.rho_growth), self.config.rho_max)
+
+    def _pulled(self, t: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """``t`` where the proximal term acts: everywhere, or with ``proximal="zeros"`` only
+        where ``V`` is zero (elsewhere 0, in place)."""
+        return t.mul_(v == 0) if self.config.proximal == "zeros" else t
 
     def _balance_rho(self, primal: float, dual: float) -> None:
         """Boyd et al.'s residual balancing (2011, sec. 3.4.1): ``rho`` doubles while the
