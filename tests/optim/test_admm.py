@@ -65,9 +65,8 @@ def quadratic_toy(seed, **admm):
 @pytest.mark.parametrize("balance_rho", [False, True])
 def test_quadratic_toy_reaches_the_known_admm_answer(balance_rho):
     """With the papers' proximal term the toy's answer is A's 6 largest entries (quantized),
-    and at the fixed point W = V and
-    U = (A - V) / rho (with residual balancing, at the rho it ends with: U is rescaled
-    whenever rho changes)."""
+    and at the fixed point W = V and U = (A - V) / rho (with residual balancing, at the rho
+    it ends with: U is rescaled whenever rho changes)."""
     c, opt, a, support, loss = quadratic_toy(0, balance_rho=balance_rho, proximal="budget")
     model = c.model
     w, v, u = model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]
@@ -86,9 +85,9 @@ def test_quadratic_toy_reaches_the_known_admm_answer(balance_rho):
 
 
 def test_zeros_proximal_pulls_only_the_dropped_weights():
-    """``proximal="zeros"`` (the default) on the same toy: the kept weights are not pulled onto V's
-    quantization levels (they reach A itself, their duals stay 0); the dropped ones go to zero
-    with the duals ``A / rho``, as with the papers' proximal term."""
+    """``proximal="zeros"`` (the default) on the same toy: the kept weights are not pulled
+    onto V's quantization levels (they reach A itself, their duals stay 0); the dropped ones
+    go to zero with the duals ``A / rho``, as with the papers' proximal term."""
     c, opt, a, support, _ = quadratic_toy(1)
     assert opt.config.proximal == "zeros"
     w, v, u = c.model.parametrizations.weight.original.detach(), opt.V[0], opt.U[0]

@@ -137,8 +137,9 @@ class AdmmConfig:
       ``"budget"``. Pulling the kept weights onto levels that the fine-tuning's learned clips
       move anyway costs accuracy (LeNet-5, every layer at 3 bits, 3 seeds, budget -> zeros:
       Fashion-MNIST 300x 88.82% -> 89.35%, 1,000x 85.39% -> 86.10%, 2,000x 81.11% ->
-      82.42%; MNIST 1,000x at 20 epochs 98.87% (seed 0) -> 99.08%; ``docs/admm.md``). Progressive ADMM's binary and ternary targets
-      are the levels, so it keeps the pull onto them.
+      82.42%; MNIST 1,000x at 20 epochs 98.87% (seed 0) -> 99.08%; ``docs/admm.md``).
+      Progressive ADMM's binary and ternary targets are the levels, so it keeps the pull
+      onto them.
 
     Example:
         >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
