@@ -235,3 +235,25 @@ def test_bits_after_reduction_are_the_plan_or_learned_within_it(learned):
     assert seen
     if not learned:  # the bound itself at every step (GETA's learned bits stay within it)
         assert all(seen)
+
+
+@pytest.mark.parametrize("learned", [False, True])
+def test_the_exponent_learns_only_with_learned_bits(learned):
+    """With the plan's bits the quantizers stay uniform (``t`` held at 1) while their clips
+    learn; GETA's learned bits train ``t`` too."""
+    from tests.optim.conftest import Blobs
+
+    model, c = make("24x", learned_bits=learned)
+    quantizers = [layer.quantizer for layer in c.problem.cost_model.layers]
+    clips = [q.q_m.detach().clone() for q in quantizers]
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=60)
+    train(model, opt, Blobs(), 60)
+    exponents = torch.cat([q.t.detach() for q in quantizers])
+    assert all(q.t.requires_grad == learned for q in quantizers)
+    assert any(
+        not torch.equal(q.q_m.detach(), clip) for q, clip in zip(quantizers, clips, strict=True)
+    )
+    if learned:
+        assert bool((exponents != 1).any())
+    else:
+        assert bool((exponents == 1).all())
