@@ -80,7 +80,8 @@ class CompressorConfig:
     - ``learned_bits``: GETA's quantizer step learns each layer's bits between the lowest
       option and the (falling) upper bound, rounded at the freeze; off (default), the bits
       are the bound itself: the plan's integer bits from the end of bit reduction on, so the
-      freeze changes nothing and training sees the final quantization throughout.
+      freeze changes nothing and training sees the final quantization throughout; the
+      quantizers' exponent ``t`` then stays 1 (uniform levels; the step and the clip learn).
     - ``max_group_sparsity``: the largest share of any one group that may be removed.
     - ``equalise_groups``: rescale the unit importances of every group to the same mean
       before the budget projection, so units compete with their own group's on saliency and
