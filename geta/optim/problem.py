@@ -22,7 +22,7 @@ from geta.optim.projection import (
     project,
     select_fraction,
 )
-from geta.optim.saliency import LOSS_SCALED, Curvature, UnitStatistics, importance
+from geta.optim.saliency import AVERAGED, LOSS_SCALED, Curvature, UnitStatistics, importance
 from geta.quant.ratio import FLOAT_BITS
 
 if TYPE_CHECKING:
@@ -154,6 +154,14 @@ class CompressionProblem:
             unit_of[s.positions] = s.unit_ids
             masks.append(TensorMask(s.tensor, s.dim, unit_of))
         return masks
+
+    def observe(self) -> None:
+        """Record this step's gradients (in place) in the running statistics the saliency
+        reads: Fisher's curvature, Taylor's mean ``|<x, g>|`` per unit."""
+        if self.saliency in LOSS_SCALED:
+            self.curvature.observe()
+        if self.saliency in AVERAGED:
+            self.stats.observe()
 
     @property
     def loss_scaled(self) -> bool:

@@ -5,7 +5,9 @@ Per unit (one channel / head of a group, all its member slices together) we accu
 (tensor, dim) pair, never a Python loop over groups. From those:
 
 - ``"magnitude"``: ``||x_u||^2``;
-- ``"taylor"``: first-order Taylor, ``|<x_u, g_u>|``;
+- ``"taylor"``: first-order Taylor, ``|<x_u, g_u>|``, averaged over the steps observed so far
+  (:meth:`UnitStatistics.observe`, a running mean as :class:`Curvature`'s; Molchanov et al.
+  2019 average it over mini-batches too): one batch's value ranks units by noise;
 - ``"geta"`` (default): GETA's five criteria, each divided by its largest value over all units
   and averaged with weight 0.2: ``||x||``, ``||x|| / |u|``, ``cos(x, g) + 1``, ``|<x, g>|``,
   ``0.5 <x, g>^2``;
@@ -40,6 +42,8 @@ __all__ = [
     "Curvature",
     "SALIENCY",
     "LOSS_SCALED",
+    "AVERAGED",
+    "TaylorMean",
     "saliency",
     "importance",
     "register_saliency",
@@ -86,6 +90,7 @@ class UnitStatistics:
             )
             for (name, dim), (p, u) in slices.items()
         ]
+        self.taylor = TaylorMean(self.units.count)
         self.count = torch.zeros(self.units.count, dtype=torch.float64)
         for s in self.slices:
             shape = params[s.tensor].shape
@@ -95,11 +100,28 @@ class UnitStatistics:
             )
 
     @torch.no_grad()
+    def observe(self) -> None:
+        """Add this step's ``|<x_u, g_u>|`` (the gradients in place) to the running mean."""
+        xg = torch.zeros(self.units.count, dtype=torch.float64)
+        for s in self.slices:
+            p = self.params[s.tensor]
+            if p.grad is None:
+                continue
+            dims = [d for d in range(p.dim()) if d != s.dim]
+            prod = p.detach().float() * p.grad.detach().float()
+            vec = prod.sum(dims) if dims else prod
+            xg.index_add_(
+                0, s.unit_ids, vec.index_select(0, s.positions.to(vec.device)).double().cpu()
+            )
+        self.taylor.add(xg.abs())
+
+    @torch.no_grad()
     def compute(
         self, with_grad: bool = True, curvature: Curvature | None = None
     ) -> dict[str, torch.Tensor]:
         """``x2``, ``g2``, ``xg`` (float64 tensors of one value per unit) and ``n``; with
-        ``curvature`` also ``fx2``, the curvature-weighted energy ``sum F x^2``."""
+        ``curvature`` also ``fx2``, the curvature-weighted energy ``sum F x^2``; once steps
+        were observed also ``axg``, the running mean of ``|<x, g>|``."""
         n = self.units.count
         keys = ("x2", "g2", "xg", "fx2") if curvature is not None else ("x2", "g2", "xg")
         out = {k: torch.zeros(n, dtype=torch.float64) for k in keys}
@@ -119,7 +141,37 @@ class UnitStatistics:
                 picked = vec.index_select(0, s.positions.to(vec.device)).double().cpu()
                 out[key].index_add_(0, s.unit_ids, picked)
         out["n"] = self.count
+        if self.taylor.steps:
+            out["axg"] = self.taylor.value.clone()
         return out
+
+
+class TaylorMean:
+    """A bias-corrected running mean of one value per unit (exact until ``1 / (1 - decay)``
+    observations, then decaying), like :class:`Curvature`'s.
+
+    Example:
+        >>> m = TaylorMean(2); m.add(torch.tensor([1.0, 0.0])); m.add(torch.tensor([3.0, 2.0]))
+        >>> m.value.tolist(), m.steps
+        ([2.0, 1.0], 2)
+    """
+
+    def __init__(self, count: int, decay: float = 0.99) -> None:
+        self.decay = decay
+        self.value = torch.zeros(count, dtype=torch.float64)
+        self.steps = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        self.steps += 1
+        weight = max(1.0 - self.decay, 1.0 / self.steps)
+        self.value.mul_(1 - weight).add_(x.to(self.value), alpha=weight)
+
+    def state_dict(self) -> dict[str, object]:
+        return {"steps": self.steps, "value": self.value.clone()}
+
+    def load_state_dict(self, state: dict[str, object]) -> None:
+        self.steps = int(state["steps"])
+        self.value = state["value"].clone().to(torch.float64)
 
 
 class Curvature:
@@ -190,11 +242,12 @@ def _geta(s: dict[str, torch.Tensor]) -> torch.Tensor:
 
 SALIENCY: dict[str, Callable[[dict[str, torch.Tensor]], torch.Tensor]] = {
     "magnitude": lambda s: s["x2"],
-    "taylor": lambda s: s["xg"].abs(),
+    "taylor": lambda s: s["axg"] if "axg" in s else s["xg"].abs(),
     "geta": _geta,
     "fisher": lambda s: 0.5 * s["fx2"],
 }
 LOSS_SCALED = {"fisher"}  # criteria already in loss units: distortion is weighed to match
+AVERAGED = {"taylor"}  # criteria read from the running mean of UnitStatistics.observe
 
 
 def register_saliency(name: str, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor]) -> None:

@@ -111,12 +111,13 @@ def test_stages_switch_at_the_right_steps(blobs):
     assert opt.frozen
 
 
-def test_resume_gives_the_same_result_as_not_stopping(tmp_path):
+@pytest.mark.parametrize("saliency", ["fisher", "taylor"])  # each with its running statistics
+def test_resume_gives_the_same_result_as_not_stopping(tmp_path, saliency):
     from tests.optim.conftest import Blobs
 
     def run(stop_at=None):
         blobs = Blobs(seed=1)
-        model, c = make("12x", periods=2)
+        model, c = make("12x", periods=2, saliency=saliency)
         opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=60)
         sched = torch.optim.lr_scheduler.StepLR(opt, 20, 0.5)
         if stop_at is None:
@@ -133,7 +134,7 @@ def test_resume_gives_the_same_result_as_not_stopping(tmp_path):
             tmp_path / "ckpt.pt",
         )
         state = torch.load(tmp_path / "ckpt.pt", weights_only=True)
-        model2, c2 = make("12x", periods=2)
+        model2, c2 = make("12x", periods=2, saliency=saliency)
         opt2 = c2.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=60)
         sched2 = torch.optim.lr_scheduler.StepLR(opt2, 20, 0.5)
         model2.load_state_dict(state["model"])

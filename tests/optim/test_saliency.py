@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torch import nn
 
 import geta
-from geta.optim.saliency import Curvature
+from geta.optim.saliency import Curvature, saliency
 from tests.optim.conftest import Blobs, mlp, train
 
 
@@ -26,6 +26,26 @@ def test_curvature_is_the_running_mean_of_squared_gradients():
     again = Curvature({"p": p}, decay=0.5)
     again.load_state_dict(c.state_dict())
     torch.testing.assert_close(again.of("p", p), expected)
+
+
+def test_taylor_saliency_is_the_running_mean_of_each_units_abs_inner_product():
+    model = mlp()
+    c = geta.Compressor(
+        model, (torch.randn(2, 16),), "20x", config=geta.CompressorConfig(saliency="taylor")
+    )
+    stats, blobs, seen = c.problem.stats, Blobs(), []
+    for _ in range(3):
+        model.zero_grad()
+        x, y = blobs.batch()
+        F.cross_entropy(model(x), y).backward()
+        seen.append(stats.compute(with_grad=True)["xg"].abs())
+        c.problem.observe()  # the optimizer's call at every step
+    mean = torch.stack(seen).mean(0)
+    out = stats.compute(with_grad=True)
+    torch.testing.assert_close(out["axg"], mean)
+    assert not torch.allclose(mean, seen[-1])  # one batch alone ranks differently
+    torch.testing.assert_close(saliency(out, "taylor"), mean)
+    assert c.problem.curvature.steps == 0  # Fisher's statistics are not gathered for Taylor
 
 
 def test_fisher_importance_is_half_the_curvature_weighted_energy_of_each_unit():

@@ -22,7 +22,6 @@ from geta.optim.landing import (
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import keep_top
 from geta.optim.report import measure_layers
-from geta.optim.saliency import LOSS_SCALED
 from geta.optim.schedule import BIT_REDUCTION, COOLDOWN, JOINT, WARMUP, Schedule
 from geta.optim.wrapped import BASE_OPTIMIZERS, WrappedOptimizer
 
@@ -102,8 +101,8 @@ class GetaOptimizer(WrappedOptimizer):
         stage = self.schedule.stage(step)
         with self._full_parameters():  # a sharded model's parameters, in full for geta's part
             self._check_step(loss)
-            if self.problem.saliency in LOSS_SCALED and not self.frozen:
-                self.problem.curvature.observe()
+            if not self.frozen:
+                self.problem.observe()
             self._before(step, stage)
             self._scale_quantizer_grads()
         self.base.step()
@@ -365,6 +364,7 @@ class GetaOptimizer(WrappedOptimizer):
             "history": list(self.history),
             "held": [m.bool() for m in self.held],
             "curvature": self.problem.curvature.state_dict(),
+            "taylor": self.problem.stats.taylor.state_dict(),
         }
         return state
 
@@ -384,6 +384,8 @@ class GetaOptimizer(WrappedOptimizer):
         self.history = list(extra["history"])
         if "curvature" in extra:
             self.problem.curvature.load_state_dict(extra["curvature"])
+        if "taylor" in extra:
+            self.problem.stats.taylor.load_state_dict(extra["taylor"])
         held = extra.get("held", [])
         self.held = []
         if held:
