@@ -67,7 +67,8 @@ class CompressorConfig:
       the inputs of conv and linear layers (activation bits count in BOPs).
     - ``saliency``: ``"fisher"`` (default: the diagonal-Fisher estimate of the loss a group's
       removal costs, 0.5 * sum F x^2, also weighting each layer's quantization distortion in the
-      bit allocation), ``"geta"`` (the paper's five criteria), ``"magnitude"`` or ``"taylor"``.
+      bit allocation), ``"geta"`` (the paper's five criteria), ``"magnitude"`` or ``"taylor"``
+      (``|<x, g>|`` per unit, a running mean over the steps).
     - ``warmup``, ``bit_reduction``, ``joint``: stage lengths (fractions of the run, or steps);
       cool-down takes the rest (default 5% / 5% / 30%, so 60% of the run trains the final
       structure; GETA's 10% / 10% / 50% left too little at 300x). ``periods``: pruning periods
