@@ -43,7 +43,7 @@ __all__ = [
     "SALIENCY",
     "LOSS_SCALED",
     "AVERAGED",
-    "TaylorMean",
+    "RunningMean",
     "saliency",
     "importance",
     "register_saliency",
@@ -90,7 +90,7 @@ class UnitStatistics:
             )
             for (name, dim), (p, u) in slices.items()
         ]
-        self.taylor = TaylorMean(self.units.count)
+        self.taylor = RunningMean(self.units.count)
         self.count = torch.zeros(self.units.count, dtype=torch.float64)
         for s in self.slices:
             shape = params[s.tensor].shape
@@ -105,14 +105,8 @@ class UnitStatistics:
         xg = torch.zeros(self.units.count, dtype=torch.float64)
         for s in self.slices:
             p = self.params[s.tensor]
-            if p.grad is None:
-                continue
-            dims = [d for d in range(p.dim()) if d != s.dim]
-            prod = p.detach().float() * p.grad.detach().float()
-            vec = prod.sum(dims) if dims else prod
-            xg.index_add_(
-                0, s.unit_ids, vec.index_select(0, s.positions.to(vec.device)).double().cpu()
-            )
+            if p.grad is not None:
+                _add_to_units(xg, s, _per_index(p.detach().float() * p.grad.detach().float(), s))
         self.taylor.add(xg.abs())
 
     @torch.no_grad()
@@ -127,31 +121,46 @@ class UnitStatistics:
         out = {k: torch.zeros(n, dtype=torch.float64) for k in keys}
         for s in self.slices:
             p = self.params[s.tensor]
-            dims = [d for d in range(p.dim()) if d != s.dim]
             x = p.detach().float()
-            sums = {"x2": x.square().sum(dims) if dims else x.square()}
+            sums = {"x2": x.square()}
             if with_grad and p.grad is not None:
                 g = p.grad.detach().float()
-                sums["g2"] = g.square().sum(dims) if dims else g.square()
-                sums["xg"] = (x * g).sum(dims) if dims else x * g
+                sums["g2"] = g.square()
+                sums["xg"] = x * g
             if curvature is not None:
-                fx2 = curvature.of(s.tensor, p) * x.square()
-                sums["fx2"] = fx2.sum(dims) if dims else fx2
-            for key, vec in sums.items():
-                picked = vec.index_select(0, s.positions.to(vec.device)).double().cpu()
-                out[key].index_add_(0, s.unit_ids, picked)
+                sums["fx2"] = curvature.of(s.tensor, p) * x.square()
+            for key, values in sums.items():
+                _add_to_units(out[key], s, _per_index(values, s))
         out["n"] = self.count
         if self.taylor.steps:
             out["axg"] = self.taylor.value.clone()
         return out
 
 
-class TaylorMean:
-    """A bias-corrected running mean of one value per unit (exact until ``1 / (1 - decay)``
-    observations, then decaying), like :class:`Curvature`'s.
+def _per_index(values: torch.Tensor, s: _Slice) -> torch.Tensor:
+    """``values`` (shaped like the slice's tensor) summed over every dim but the slice's."""
+    dims = [d for d in range(values.dim()) if d != s.dim]
+    return values.sum(dims) if dims else values
+
+
+def _add_to_units(out: torch.Tensor, s: _Slice, per_index: torch.Tensor) -> None:
+    """Add the slice's indices' values to the units they belong to (``out``: one per unit)."""
+    picked = per_index.index_select(0, s.positions.to(per_index.device)).double().cpu()
+    out.index_add_(0, s.unit_ids, picked)
+
+
+def _running_weight(steps: int, decay: float) -> float:
+    """The newest value's weight in a bias-corrected running mean: the exact mean until
+    ``1 / (1 - decay)`` steps, then an exponential decay."""
+    return max(1.0 - decay, 1.0 / steps)
+
+
+class RunningMean:
+    """A bias-corrected running mean of one value per unit (:func:`_running_weight`), like
+    :class:`Curvature`'s.
 
     Example:
-        >>> m = TaylorMean(2); m.add(torch.tensor([1.0, 0.0])); m.add(torch.tensor([3.0, 2.0]))
+        >>> m = RunningMean(2); m.add(torch.tensor([1.0, 0.0])); m.add(torch.tensor([3.0, 2.0]))
         >>> m.value.tolist(), m.steps
         ([2.0, 1.0], 2)
     """
@@ -163,7 +172,7 @@ class TaylorMean:
 
     def add(self, x: torch.Tensor) -> None:
         self.steps += 1
-        weight = max(1.0 - self.decay, 1.0 / self.steps)
+        weight = _running_weight(self.steps, self.decay)
         self.value.mul_(1 - weight).add_(x.to(self.value), alpha=weight)
 
     def state_dict(self) -> dict[str, object]:
@@ -196,8 +205,7 @@ class Curvature:
     @torch.no_grad()
     def observe(self) -> None:
         self.steps += 1
-        # a bias-corrected running mean: exact mean until 1 / (1 - decay) steps, then decaying
-        weight = max(1.0 - self.decay, 1.0 / self.steps)
+        weight = _running_weight(self.steps, self.decay)
         for name, p in self.params.items():
             if p.grad is None:
                 continue
