@@ -38,7 +38,7 @@ from geta.optim.oneshot.config import OneshotConfig
 from geta.optim.problem import CompressionProblem
 from geta.optim.projection import minimum_cost
 from geta.optim.report import CompressionReport, measure_layers, measured_cost
-from geta.quant import Quantizer, prepare
+from geta.quant import prepare, quantizers
 from geta.quant.prepare import input_quantizers
 
 __all__ = ["Compressor", "CompressorConfig"]
@@ -332,12 +332,7 @@ class Compressor:
         return self._quantizer_params() if learned is None else learned
 
     def _quantizer_params(self) -> list[nn.Parameter]:
-        return [
-            p
-            for module in self.model.modules()
-            if isinstance(module, Quantizer)
-            for p in module.parameters(recurse=False)
-        ]
+        return [p for q in quantizers(self.model) for p in q.parameters(recurse=False)]
 
     def _hold_kept_layers(self) -> None:
         """Block the groups with a unit among the output channels of ``keep_layers``."""

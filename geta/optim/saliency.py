@@ -101,8 +101,12 @@ class UnitStatistics:
 
     @torch.no_grad()
     def observe(self) -> None:
-        """Add this step's ``|<x_u, g_u>|`` (the gradients in place) to the running mean."""
-        xg = torch.zeros(self.units.count, dtype=torch.float64)
+        """Add this step's ``|<x_u, g_u>|`` (the gradients in place) to the running mean.
+        The sums stay on the parameters' device: no copy to the host at each step."""
+        if not self.slices:
+            return
+        device = self.params[self.slices[0].tensor].device
+        xg = torch.zeros(self.units.count, dtype=torch.float64, device=device)
         for s in self.slices:
             p = self.params[s.tensor]
             if p.grad is not None:
@@ -133,7 +137,7 @@ class UnitStatistics:
                 _add_to_units(out[key], s, _per_index(values, s))
         out["n"] = self.count
         if self.taylor.steps:
-            out["axg"] = self.taylor.value.clone()
+            out["axg"] = self.taylor.value.to("cpu", copy=True)
         return out
 
 
@@ -144,9 +148,10 @@ def _per_index(values: torch.Tensor, s: _Slice) -> torch.Tensor:
 
 
 def _add_to_units(out: torch.Tensor, s: _Slice, per_index: torch.Tensor) -> None:
-    """Add the slice's indices' values to the units they belong to (``out``: one per unit)."""
-    picked = per_index.index_select(0, s.positions.to(per_index.device)).double().cpu()
-    out.index_add_(0, s.unit_ids, picked)
+    """Add the slice's indices' values to the units they belong to (``out``: one per unit, on
+    any device)."""
+    picked = per_index.index_select(0, s.positions.to(per_index.device))
+    out.index_add_(0, s.unit_ids.to(out.device), picked.to(out.device, torch.float64))
 
 
 def _running_weight(steps: int, decay: float) -> float:
@@ -171,12 +176,14 @@ class RunningMean:
         self.steps = 0
 
     def add(self, x: torch.Tensor) -> None:
+        """Add one value per unit; the mean moves to ``x``'s device (and stays there)."""
+        self.value = self.value.to(x.device)
         self.steps += 1
         weight = _running_weight(self.steps, self.decay)
         self.value.mul_(1 - weight).add_(x.to(self.value), alpha=weight)
 
     def state_dict(self) -> dict[str, object]:
-        return {"steps": self.steps, "value": self.value.clone()}
+        return {"steps": self.steps, "value": self.value.to("cpu", copy=True)}
 
     def load_state_dict(self, state: dict[str, object]) -> None:
         self.steps = int(state["steps"])

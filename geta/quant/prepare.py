@@ -191,6 +191,11 @@ def attach_input_quantizer(module: nn.Module, quantizer: Quantizer) -> None:
     module.register_forward_pre_hook(_InputQuantizerHook(quantizer))
 
 
+def quantizers(model: nn.Module) -> list[Quantizer]:
+    """Every quantizer in ``model`` (on weights and on inputs), each once, in module order."""
+    return [m for m in model.modules() if isinstance(m, Quantizer)]
+
+
 def weight_quantizers(model: nn.Module) -> dict[str, Quantizer]:
     """``{layer name: its weight quantizer}``."""
     out = {}

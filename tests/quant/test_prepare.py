@@ -6,7 +6,7 @@ import geta
 from geta.graph.equivalence import check_prune_equivalence
 from geta.models import example_inputs, get_model, list_models
 from geta.models.torchvision_zoo import build_small, small_input
-from geta.quant import Quantizer, bits, prepare, weight_quantizers
+from geta.quant import Quantizer, bits, input_quantizers, prepare, quantizers, weight_quantizers
 
 
 @pytest.mark.parametrize("name", ["lenet5", "resnet20", "gqa_block", "conv_decoder"])
@@ -25,6 +25,14 @@ def test_bits_reports_every_quantized_layer():
     layers = {"0", "3", "7", "9", "11"}
     assert set(b) == layers | {f"{n}:input" for n in layers}
     assert all(abs(v - 6) < 1e-4 for v in b.values())
+
+
+def test_quantizers_lists_weight_and_input_quantizers_once_each():
+    model = prepare(get_model("lenet5"), init_bits=6, activations=True)
+    listed = quantizers(model)
+    expected = [*weight_quantizers(model).values(), *input_quantizers(model).values()]
+    assert len(listed) == len(expected) == 10
+    assert {id(q) for q in listed} == {id(q) for q in expected}
 
 
 def test_layer_kinds_come_from_a_registry_not_names():

@@ -41,7 +41,7 @@ from geta.optim.channel_bits import ChannelLayout, ChannelPlan
 from geta.optim.mode import SearchData
 from geta.optim.problem import CompressionProblem
 from geta.optim.report import measure_layers, measured_cost
-from geta.quant.quantizer import Quantizer
+from geta.quant.prepare import quantizers
 
 __all__ = ["AjpqSearch"]
 
@@ -188,9 +188,7 @@ class AjpqSearch:
             self.model.zero_grad(set_to_none=True)
 
     def _weights(self) -> list[nn.Parameter]:
-        quantizer_params = {
-            id(p) for m in self.model.modules() if isinstance(m, Quantizer) for p in m.parameters()
-        }
+        quantizer_params = {id(p) for q in quantizers(self.model) for p in q.parameters()}
         return [
             p for p in self.model.parameters() if id(p) not in quantizer_params and p.requires_grad
         ]

@@ -11,7 +11,7 @@ from geta.errors import ConfigError
 from geta.optim.geta.optimizer import GetaOptimizer
 from geta.optim.mode import CompressionMode, register_mode
 from geta.optim.schedule import Schedule
-from geta.quant import Quantizer
+from geta.quant import quantizers
 
 if TYPE_CHECKING:
     from geta.compressor import Compressor
@@ -44,12 +44,7 @@ class GetaMode(CompressionMode):
         ``geta-allocation[learned-exponent]`` in ``lenet5-fashion-mnist-ablations``)."""
         if compressor.config.learned_bits:
             return None
-        return [
-            p
-            for module in compressor.model.modules()
-            if isinstance(module, Quantizer)
-            for p in (module.d, module.q_m)
-        ]
+        return [p for q in quantizers(compressor.model) for p in (q.d, q.q_m)]
 
     def optimizer(
         self, compressor: Compressor, groups: list[dict], total_steps: int, **kwargs: Any
