@@ -142,3 +142,32 @@ def test_raising_bits_can_keep_every_learned_clip():
     assert _error(cm) < error
     for layer, clip in zip(cm.layers, clips, strict=True):
         assert torch.equal(layer.quantizer.q_m.detach(), clip)  # only the steps got finer
+
+
+@pytest.mark.parametrize("granularity", ["weight", "group"])
+def test_admm_spends_room_left_by_codes_drifting_to_zero_on_bits(granularity):
+    """As in GETA mode: when fine-tuning leaves the cost under the budget, ADMM's trim points
+    raise projected layers' bits into the room (one width per layer), so the run still lands
+    on the budget."""
+    model = mlp()
+    config = geta.CompressorConfig(admm=geta.AdmmConfig(granularity=granularity, update_every=20))
+    c = geta.Compressor(model, (torch.randn(2, 16),), "20x", mode="admm", config=config)
+    total = 200
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=total)
+    blobs = Blobs()
+    train(model, opt, blobs, opt.phases[-1].admm_end + 5)  # into the masked fine-tuning
+    layers = c.problem.cost_model.layers
+    before = opt.bits.copy()
+    with torch.no_grad():  # the drift, exaggerated: a third of every layer's kept weights to zero
+        for layer, mask in zip(layers, opt.masks, strict=True):
+            kept = mask.reshape(-1).nonzero().reshape(-1)
+            mask.view(-1)[kept[torch.randperm(len(kept))[: len(kept) // 3]]] = 0
+            layer.weight.mul_(mask)
+    train(model, opt, blobs, total - opt.step_count)
+    c.finalize()
+    report = c.report()
+    assert (opt.bits >= before).all() and (opt.bits > before).any()
+    for layer, bits in zip(layers, opt.bits, strict=True):
+        assert layer.quantizer.bits().detach().round().unique().tolist() == [bits]
+    assert report.within_budget
+    assert 1.0 <= report.ratio / 20 <= 1.1, f"delivered {report.ratio:.1f}x"

@@ -41,7 +41,7 @@ from geta.optim.admm.projection import (
     project_targets,
 )
 from geta.optim.cost import FLOAT_BITS
-from geta.optim.landing import HEADROOM, trim_steps, trim_to_budget
+from geta.optim.landing import HEADROOM, land_on_budget, trim_steps
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
@@ -449,14 +449,38 @@ class AdmmOptimizer(WrappedOptimizer):
         )
 
     def _trim_to_budget(self) -> None:
-        """If the masked model costs more than the budget now, drop its weights of least
-        ``w_q^2 / cost`` until it holds (the masks narrow)."""
+        """Meet the budget on the measured cost (:func:`geta.optim.landing.land_on_budget`):
+        if the masked model costs more than the budget now, drop its weights of least
+        ``w_q^2 / cost`` until it holds (the masks narrow); if it costs less (kept codes
+        drifted into the zero bin, or the projection left room), raise projected layers'
+        bits into the room, each keeping its learned clip, as GETA mode does."""
         if self.masks is None or not self._lands_by_trimming(self.phases[-1]):
             return
-        masks = trim_to_budget(self.problem.cost_model, self.masks, float(self.problem.target))
+        masks, bits = land_on_budget(
+            self.problem.cost_model,
+            self.masks,
+            self._raisable_bits(),
+            float(self.problem.target),
+            float(self.problem.bit_options[-1]),
+            refit_clip=False,
+        )
         if masks is not None:
             self.masks = [m.to(old.dtype) for m, old in zip(masks, self.masks, strict=True)]
             self._apply_masks()
+            return
+        for i, b in enumerate(bits):
+            if b is not None:
+                self.bits[i] = float(b.reshape(-1)[0])
+
+    def _raisable_bits(self) -> list[torch.Tensor | None]:
+        """The bits of each projected layer (one width per layer), ``None`` for the others
+        (float and binary layers keep theirs)."""
+        return [
+            layer.quantizer.bits().detach().round()
+            if self.fixed[i] and not self.binary[i]
+            else None
+            for i, layer in enumerate(self.layers)
+        ]
 
     # ------------------------------------------------------------ masks and quantizers
     def _drop_clip_gradients(self) -> None:
