@@ -25,9 +25,10 @@ _RHO = {"admm": (0.05, 1.0), "admm-progressive": (1e-3, 1.3)}
 # quarter per step
 _FINETUNE = {("admm", "weight"): 0.7, ("admm", "group"): 0.9, ("admm-progressive", "weight"): 0.25}
 _RAMP = {("admm", "weight"): 5}
-# unstructured budget ADMM pulls only the weights V drops (frontier ablations, `[*-zeros]`);
-# structured and progressive ADMM keep the papers' pull onto V's levels
-_PROXIMAL = {("admm", "weight"): "zeros"}
+# budget ADMM pulls only the weights V drops (frontier ablations: unstructured `[*-zeros]`,
+# structured `admm-structured[budget-pull]`); progressive ADMM keeps the papers' pull onto its
+# binary and ternary levels
+_PROXIMAL = {("admm", "weight"): "zeros", ("admm", "group"): "zeros"}
 
 
 @dataclass(frozen=True)
@@ -133,13 +134,14 @@ class AdmmConfig:
       zero and the kept ones onto their quantization levels. ``"zeros"``: only the weights
       ``V`` drops, toward zero (their duals alone accumulate); the kept weights train freely
       in float and their quantization is learned in fine-tuning (LSQ), as in the
-      magnitude + QAT pipeline. ``None``: ``"zeros"`` for unstructured budget ADMM, else
-      ``"budget"``. Pulling the kept weights onto levels that the fine-tuning's learned clips
-      move anyway costs accuracy (LeNet-5, every layer at 3 bits, 3 seeds, budget -> zeros:
-      Fashion-MNIST 300x 88.82% -> 89.35%, 1,000x 85.39% -> 86.10%, 2,000x 81.11% ->
-      82.42%; MNIST 1,000x at 20 epochs 98.87% (seed 0) -> 99.08%; ``docs/admm.md``).
-      Progressive ADMM's binary and ternary targets are the levels, so it keeps the pull
-      onto them.
+      magnitude + QAT pipeline. ``None``: ``"zeros"`` for budget ADMM (both granularities),
+      ``"budget"`` for progressive ADMM. Pulling the kept weights onto levels that the
+      fine-tuning's learned clips move anyway costs accuracy (LeNet-5, 3 seeds, budget ->
+      zeros; unstructured, every layer at 3 bits: Fashion-MNIST 300x 88.82% -> 89.35%,
+      1,000x 85.39% -> 86.10%, 2,000x 81.11% -> 82.42%, MNIST 1,000x at 20 epochs 98.87%
+      (seed 0) -> 99.08%; structured: Fashion-MNIST 100x 90.02% -> 90.52%, 300x 88.64% ->
+      88.94%; ``docs/admm.md``). Progressive ADMM's binary and ternary targets are the
+      levels, so it keeps the pull onto them.
 
     Example:
         >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
@@ -149,7 +151,7 @@ class AdmmConfig:
         (0.9, 0.25)
         >>> AdmmConfig().resolved("admm").ramp, AdmmConfig().resolved("admm").finetune
         (5, 0.7)
-        >>> AdmmConfig().resolved("admm").proximal, cfg.resolved("admm").proximal
+        >>> cfg.resolved("admm").proximal, cfg.resolved("admm-progressive").proximal
         ('zeros', 'budget')
     """
 

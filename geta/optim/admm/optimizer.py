@@ -6,7 +6,7 @@ Each run (progressive: each of its steps) has two phases:
 1. ADMM: every step adds ``rho (W - V + U)`` (the gradient of ``rho/2 ||W - V + U||^2``) to
    the counted layers' weight gradients before the base step; every ``update_every`` steps
    ``V <- proj(W + U)``, ``U <- U + W - V`` and ``rho <- min(rho * growth, rho_max)``. With
-   ``AdmmConfig.proximal = "zeros"`` (unstructured budget ADMM's default) the term and ``U``
+   ``AdmmConfig.proximal = "zeros"`` (budget ADMM's default) the term and ``U``
    act only where ``V`` is zero: the weights to be dropped are pulled to zero, the kept ones
    are left to the loss. The
    weights train in float (their quantizers stay at high bits with a clip above the weights).
