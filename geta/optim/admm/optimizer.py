@@ -319,7 +319,7 @@ class AdmmOptimizer(WrappedOptimizer):
             self._update_latent()
             self._apply_masks()
             if k in self.trim_at:
-                self._trim_to_budget()
+                self._land_on_budget()
         self.step_count += 1
         return loss
 
@@ -402,7 +402,7 @@ class AdmmOptimizer(WrappedOptimizer):
         """``W <- proj(W)``; quantizers set so that ``Q(W) = W``; masks from now on. The
         budget projection keeps :data:`geta.optim.landing.HEADROOM` times the
         budget at the last run's projection: kept codes drift into the zero bin in
-        fine-tuning, and :meth:`_trim_to_budget` enforces the budget exactly."""
+        fine-tuning, and :meth:`_land_on_budget` enforces the budget exactly."""
         weights = self._weights()
         headroom = HEADROOM if self._lands_by_trimming(phase) else 1.0
         p = self._project([w.detach() for w in weights], phase, headroom=headroom)
@@ -448,7 +448,7 @@ class AdmmOptimizer(WrappedOptimizer):
             and self.problem.target is not None
         )
 
-    def _trim_to_budget(self) -> None:
+    def _land_on_budget(self) -> None:
         """Meet the budget on the measured cost (:func:`geta.optim.landing.land_on_budget`):
         if the masked model costs more than the budget now, drop its weights of least
         ``w_q^2 / cost`` until it holds (the masks narrow); if it costs less (kept codes
@@ -603,7 +603,7 @@ class AdmmOptimizer(WrappedOptimizer):
         if self.projected_phase < last.index:
             self._hard_project(last)
         self._apply_masks()
-        self._trim_to_budget()
+        self._land_on_budget()
 
     @property
     def zeroed(self) -> np.ndarray:

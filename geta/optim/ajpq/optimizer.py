@@ -117,11 +117,11 @@ class AjpqOptimizer(WrappedOptimizer):
         self._keep_bits()
         self._apply_masks()
         if self.step_count in self.trim_at:
-            self._trim_to_budget()
+            self._land_on_budget()
         self.step_count += 1
         return loss
 
-    def _trim_to_budget(self) -> None:
+    def _land_on_budget(self) -> None:
         """Meet the budget on the measured cost: over it, zero (and hold) the weights of least
         ``w_q^2 / cost``; under it, raise single channels' bits while it holds."""
         if self.problem.target is None:
@@ -170,7 +170,7 @@ class AjpqOptimizer(WrappedOptimizer):
         self._require_plan()
         self._keep_bits()
         self._apply_masks()
-        self._trim_to_budget()
+        self._land_on_budget()
 
     @property
     def zeroed(self) -> np.ndarray:

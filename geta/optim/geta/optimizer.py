@@ -140,7 +140,7 @@ class GetaOptimizer(WrappedOptimizer):
         self._project_bits(step, stage)
         self._apply_held()
         if step in self.trim_at:
-            self._trim_to_budget()
+            self._land_on_budget()
 
     # ------------------------------------------------------------ planning
     def _replan(self) -> None:
@@ -279,7 +279,7 @@ class GetaOptimizer(WrappedOptimizer):
         cost leaves room, and when it is over, the weights of least ``w_q^2 / cost`` are zeroed too,
         across all layers. Zero codes are held at zero from now on; within a few dozen steps
         about a tenth of the kept codes jitter into the zero bin and stay there, which the
-        headroom anticipates, and :meth:`_trim_to_budget` (at the cool-down's quarters and at
+        headroom anticipates, and :meth:`_land_on_budget` (at the cool-down's quarters and at
         the end) makes the budget hold exactly."""
         self._apply_masks(self.step_count, COOLDOWN)  # the planned units are zero from now on
         limit = float(self.problem.target) * HEADROOM
@@ -303,7 +303,7 @@ class GetaOptimizer(WrappedOptimizer):
         for layer, keep in zip(self.problem.cost_model.layers, self.held, strict=False):
             layer.weight.mul_(keep)
 
-    def _trim_to_budget(self) -> None:
+    def _land_on_budget(self) -> None:
         """Meet the budget on the measured cost (:func:`geta.optim.landing.land_on_budget`):
         over it, the weights of least ``w_q^2 / cost`` across layers are zeroed and held at
         zero; under it (codes drifted into the zero bin), layers' bits are raised into the
@@ -338,7 +338,7 @@ class GetaOptimizer(WrappedOptimizer):
         self._apply_masks(self.step_count, COOLDOWN)
         self._project_bits(self.step_count, COOLDOWN)
         self._apply_held()
-        self._trim_to_budget()
+        self._land_on_budget()
 
     def removal_counts(self) -> tuple[int, int]:
         """(removed, total) units of the graph's groups."""
