@@ -57,6 +57,10 @@ class _Slice:
     positions: torch.Tensor  # indices along dim
     unit_ids: torch.Tensor  # the unit each index belongs to
 
+    def on(self, device: torch.device) -> _Slice:
+        """This slice with its index tensors on ``device``."""
+        return _Slice(self.tensor, self.dim, self.positions.to(device), self.unit_ids.to(device))
+
 
 class UnitStatistics:
     """Per-unit sums over the member slices of every group.
@@ -90,6 +94,7 @@ class UnitStatistics:
             )
             for (name, dim), (p, u) in slices.items()
         ]
+        self._slices_on: dict[torch.device, list[_Slice]] = {}  # the slices' copies per device
         self.taylor = RunningMean(self.units.count)
         self.count = torch.zeros(self.units.count, dtype=torch.float64)
         for s in self.slices:
@@ -102,12 +107,15 @@ class UnitStatistics:
     @torch.no_grad()
     def observe(self) -> None:
         """Add this step's ``|<x_u, g_u>|`` (the gradients in place) to the running mean.
-        The sums stay on the parameters' device: no copy to the host at each step."""
+        The sums and the slices' index tensors (copied once per device) stay on the
+        parameters' device: no copy between host and device at each step."""
         if not self.slices:
             return
         device = self.params[self.slices[0].tensor].device
+        if device not in self._slices_on:
+            self._slices_on[device] = [s.on(device) for s in self.slices]
         xg = torch.zeros(self.units.count, dtype=torch.float64, device=device)
-        for s in self.slices:
+        for s in self._slices_on[device]:
             p = self.params[s.tensor]
             if p.grad is not None:
                 _add_to_units(xg, s, _per_index(p.detach().float() * p.grad.detach().float(), s))
