@@ -11,6 +11,7 @@ from torch import nn
 
 import geta
 from geta.optim.admm.optimizer import admm_phases, ramp_budgets, ramp_steps
+from geta.optim.admm.projection import project_groups
 from geta.optim.landing import HEADROOM
 from geta.optim.report import measured_cost
 from tests.optim.conftest import Blobs, mlp, train
@@ -199,6 +200,77 @@ def test_structured_admm_prunes_groups_physically():
     assert accuracy(model, blobs) > 0.9
 
 
+def _bn_mlp(first_scale: float) -> nn.Module:
+    """An MLP whose hidden layers feed batch norm: scaling a layer's weights leaves its
+    outputs (in training mode) and the loss unchanged."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Linear(16, 48, bias=False),
+        nn.BatchNorm1d(48, eps=1e-12),
+        nn.ReLU(),
+        nn.Linear(48, 48, bias=False),
+        nn.BatchNorm1d(48, eps=1e-12),
+        nn.ReLU(),
+        nn.Linear(48, 4),
+    )
+    with torch.no_grad():
+        model[0].weight.mul_(first_scale)
+    return model
+
+
+@pytest.mark.parametrize("distance", ["fisher", "euclidean"])
+def test_structured_projection_with_fisher_ignores_the_scale_batch_norm_hides(distance):
+    """Structured budget ADMM ranks groups by ``sum F z^2`` with ``distance="fisher"``: the
+    loss a group's removal costs. A layer before batch norm with its weights 100x smaller
+    computes the same function (its gradients are 100x larger; batch norm's eps set tiny so
+    that holds to rounding); the Fisher plan is the same, the energy plan removes that
+    layer's units first."""
+    blobs = Blobs()
+    batches = [blobs.batch(128) for _ in range(20)]
+    removed = []
+    for scale in (1.0, 0.01):
+        model, c = make("admm", "48x", model=_bn_mlp(scale), granularity="group", distance=distance)
+        opt = c.optimizer(base="sgd", lr=0.05, total_steps=100)
+        for x, y in batches:  # curvature observed, weights unchanged
+            nn.functional.cross_entropy(model(x), y).backward()
+            c.problem.curvature.observe()
+            opt.zero_grad()
+        curvature = opt._curvature()
+        assert (curvature is not None) == (distance == "fisher")
+        z = [w.detach().clone() for w in opt._weights()]
+        p = project_groups(c.problem, z, opt.specs, curvature=curvature)
+        assert p.cost <= c.problem.target
+        removed.append(p.removed)
+    first = slice(0, 48)  # the first group's units: model[0]'s outputs
+    assert removed[0].sum() > 0
+    if distance == "fisher":
+        np.testing.assert_array_equal(removed[0], removed[1])
+    else:  # the scaled layer loses most of the removed units
+        assert removed[1][first].sum() > removed[0][first].sum() + removed[0].sum() // 2
+
+
+@pytest.mark.parametrize("hold", [True, False])
+def test_structured_admm_holds_zero_codes_or_lets_them_train(hold):
+    """``hold_zero_codes``: the weights of kept units whose code is zero at the hard
+    projection stay zero through fine-tuning (True), or may leave the zero bin (False);
+    either way the run ends within the budget."""
+    blobs = Blobs()
+    model, c = make(
+        "admm", "24x", granularity="group", finetune=0.6, update_every=0.1, hold_zero_codes=hold
+    )
+    opt = c.optimizer(base="sgd", lr=0.05, momentum=0.9, total_steps=160)
+    steps = 0
+    while opt.stage != "finetune":
+        train(model, opt, blobs, 1)
+        steps += 1
+    zero = [w == 0 for w in weight_values(c)]
+    train(model, opt, blobs, 160 - steps)
+    revived = sum(int((z & (w != 0)).sum()) for z, w in zip(zero, weight_values(c), strict=True))
+    assert (revived == 0) == hold
+    c.finalize()
+    assert c.report().within_budget
+
+
 def test_fully_binarized_network():
     blobs = Blobs()
     model, c = make("admm-progressive", None, targets=geta.LayerTarget.binary(), finetune=0.3)
@@ -282,7 +354,11 @@ def test_ramp_tightens_the_budget_in_steps_and_holds_what_it_removed():
 def test_defaults_ramp_unstructured_budget_admm_only():
     weight, group = geta.AdmmConfig(), geta.AdmmConfig(granularity="group")
     assert (weight.resolved("admm").ramp, weight.resolved("admm").finetune) == (5, 0.7)
-    assert (group.resolved("admm").ramp, group.resolved("admm").finetune) == (1, 0.9)
+    assert (group.resolved("admm").ramp, group.resolved("admm").finetune) == (1, 0.7)
+    assert (weight.resolved("admm").distance, group.resolved("admm").distance) == (
+        "fisher",
+        "euclidean",
+    )
     progressive = weight.resolved("admm-progressive")
     assert (progressive.ramp, progressive.finetune) == (1, 0.25)
     assert geta.AdmmConfig(ramp=1, finetune=0.25).resolved("admm").ramp == 1  # the papers'

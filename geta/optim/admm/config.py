@@ -21,14 +21,17 @@ ADMM_MODES = ("admm", "admm-progressive")
 _RHO = {"admm": (0.05, 1.0), "admm-progressive": (1e-3, 1.3)}
 # by (mode, granularity), from the frontier's ablations: unstructured budget ADMM reaches its
 # budget in a ramp of 5 projections over the first 30% of the run and fine-tunes the rest;
-# structured budget ADMM projects once and fine-tunes 90%; progressive runs keep the papers'
-# quarter per step
-_FINETUNE = {("admm", "weight"): 0.7, ("admm", "group"): 0.9, ("admm-progressive", "weight"): 0.25}
+# structured budget ADMM projects once, after 30% of the run (10%, `[finetune-0.9]` in the
+# ablations, starved a ResNet-20's last stage); progressive runs keep the papers' quarter per step
+_FINETUNE = {("admm", "weight"): 0.7, ("admm", "group"): 0.7, ("admm-progressive", "weight"): 0.25}
 _RAMP = {("admm", "weight"): 5}
 # budget ADMM pulls only the weights V drops (frontier ablations: unstructured `[*-zeros]`,
 # structured `admm-structured[budget-pull]`); progressive ADMM keeps the papers' pull onto its
 # binary and ternary levels
 _PROXIMAL = {("admm", "weight"): "zeros", ("admm", "group"): "zeros"}
+# unstructured projections weigh weights by the Fisher; structured ones rank groups by energy
+# (the Fisher ranking, `admm-structured[fisher]` in the ResNet-20 ablations, scored lower)
+_DISTANCE = {"weight": "fisher", "group": "euclidean"}
 
 
 @dataclass(frozen=True)
@@ -92,7 +95,8 @@ class AdmmConfig:
       epoch) or that fraction of each ADMM phase (a float).
     - ``finetune``: the share (float) or steps (int) of each run spent on masked fine-tuning
       after the hard projection (zeros held, bits frozen). ``None``: for ``admm`` 0.7
-      unstructured (after the ramp over the first 30%) and 0.9 structured; 0.25 per step for
+      unstructured (after the ramp over the first 30%) and structured (one projection after
+      30% of the run); 0.25 per step for
       ``admm-progressive``. Budget ADMM fine-tunes that long because in a run of a fixed
       length with one learning-rate schedule the weights need most of it, at a learning rate
       that still moves them, to recover from the projection (LeNet-5 Fashion-MNIST 1,000x,
@@ -122,13 +126,16 @@ class AdmmConfig:
       off, the hard projection's clip stays (the papers'). After a hard projection to 1% of
       the weights the kept ones must grow to make up for the rest: a fixed clip holds them
       back.
-    - ``distance``: what the unstructured budget projection minimises: ``"euclidean"`` (the
-      papers' ``||Z - V||^2``) or ``"fisher"`` (``sum F (z - v)^2`` with the diagonal empirical
-      Fisher ``F``, a running mean of squared gradients: the loss the projection costs to second
-      order; the default). The Euclidean distance weighs every weight alike, so at extreme
-      ratios it spends the budget on a few layers' large weights and starves a layer the loss
-      needs (LeNet-5 Fashion-MNIST 2,000x: fc1 kept 14 weights, 66.1%; Fisher: 77.0%).
-      Structured ADMM ranks groups by their energy either way.
+    - ``distance``: what the budget projection minimises: ``"euclidean"`` (the papers'
+      ``||Z - V||^2``) or ``"fisher"`` (``sum F (z - v)^2`` with the diagonal empirical Fisher
+      ``F``, a running mean of squared gradients: the loss the projection costs to second
+      order). ``None``: ``"fisher"`` unstructured, ``"euclidean"`` structured. Unstructured,
+      the Euclidean distance weighs every weight alike, so at extreme ratios it spends the
+      budget on a few layers' large weights and starves a layer the loss needs (LeNet-5
+      Fashion-MNIST 2,000x: fc1 kept 14 weights, 66.1%; Fisher: 77.0%). Structured, groups
+      are ranked by their energy ``sum_u z^2`` or by ``sum_u F z^2``, each layer's bit
+      distortion weighed to match; the Fisher ranking is blind to the scale a batch norm
+      after a layer leaves free, but scored lower on ResNet-20 (``docs/admm.md``).
     - ``proximal``: what the proximal term ``rho (W - V + U)`` pulls toward in the ADMM
       phase. ``"budget"`` (the papers'): the whole projection ``V``, the weights it drops to
       zero and the kept ones onto their quantization levels. ``"zeros"``: only the weights
@@ -142,17 +149,24 @@ class AdmmConfig:
       (seed 0) -> 99.08%; structured: Fashion-MNIST 100x 90.02% -> 90.52%, 300x 88.64% ->
       88.94%; ``docs/admm.md``). Progressive ADMM's binary and ternary targets are the
       levels, so it keeps the pull onto them.
+    - ``hold_zero_codes``: structured budget ADMM, with ``count_zero_codes``: the hard
+      projection's keep masks leave out the weights of kept units whose code is zero then, so
+      masked fine-tuning holds them at zero (``True``), or hold only the removed groups and the
+      codes trimmed to meet the budget, the zero codes staying free to leave the zero bin as
+      they train (``False``; the trim points then enforce the measured budget).
 
     Example:
         >>> cfg = AdmmConfig(granularity="group", update_every=469)   # one epoch of steps
         >>> cfg.resolved("admm").rho, cfg.resolved("admm-progressive").rho_growth
         (0.05, 1.3)
         >>> cfg.resolved("admm").finetune, cfg.resolved("admm-progressive").finetune
-        (0.9, 0.25)
+        (0.7, 0.25)
         >>> AdmmConfig().resolved("admm").ramp, AdmmConfig().resolved("admm").finetune
         (5, 0.7)
         >>> cfg.resolved("admm").proximal, cfg.resolved("admm-progressive").proximal
         ('zeros', 'budget')
+        >>> cfg.resolved("admm").distance, AdmmConfig().resolved("admm").distance
+        ('euclidean', 'fisher')
     """
 
     granularity: str = "weight"
@@ -168,13 +182,14 @@ class AdmmConfig:
     balance_rho: bool = False
     min_layer_density: float = 0.0
     learn_clip: bool = True
-    distance: str = "fisher"
+    distance: str | None = None
     proximal: str | None = None
+    hold_zero_codes: bool = True
 
     def __post_init__(self) -> None:
         if self.proximal is not None and self.proximal not in PROXIMALS:
             raise ConfigError(f"proximal is one of {', '.join(PROXIMALS)}, not {self.proximal!r}")
-        if self.distance not in DISTANCES:
+        if self.distance is not None and self.distance not in DISTANCES:
             raise ConfigError(f"distance is one of {', '.join(DISTANCES)}, not {self.distance!r}")
         if self.granularity not in GRANULARITIES:
             raise ConfigError(
@@ -212,7 +227,7 @@ class AdmmConfig:
 
     def resolved(self, mode: str) -> AdmmConfig:
         """This config with the mode's (and granularity's) default ``rho``, ``rho_growth``,
-        ``finetune``, ``ramp`` and ``proximal`` filled in."""
+        ``finetune``, ``ramp``, ``proximal`` and ``distance`` filled in."""
         rho, growth = _RHO[mode]
         key = (mode, self.granularity)
         return replace(
@@ -224,6 +239,7 @@ class AdmmConfig:
             else _FINETUNE.get(key, _FINETUNE[(mode, "weight")]),
             ramp=self.ramp if self.ramp is not None else _RAMP.get(key, 1),
             proximal=self.proximal if self.proximal is not None else _PROXIMAL.get(key, "budget"),
+            distance=self.distance if self.distance is not None else _DISTANCE[self.granularity],
         )
 
     def interval(self, admm_steps: int) -> int:

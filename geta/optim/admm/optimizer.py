@@ -41,7 +41,7 @@ from geta.optim.admm.projection import (
     project_targets,
 )
 from geta.optim.cost import FLOAT_BITS
-from geta.optim.landing import HEADROOM, land_on_budget, trim_steps
+from geta.optim.landing import HEADROOM, land_on_budget, quantized_values, trim_steps
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
@@ -244,7 +244,14 @@ class AdmmOptimizer(WrappedOptimizer):
     ) -> WeightProjection:
         p = self.problem
         if self.config.granularity == "group":
-            return project_groups(p, z, self.specs, p.target * headroom)
+            return project_groups(
+                p,
+                z,
+                self.specs,
+                p.target * headroom,
+                curvature=self._curvature(),
+                hold_zero_codes=self.config.hold_zero_codes,
+            )
         return project_budget(
             z,
             self.specs,
@@ -465,6 +472,11 @@ class AdmmOptimizer(WrappedOptimizer):
             refit_clip=False,
         )
         if masks is not None:
+            if not self.config.hold_zero_codes:  # a zero code left in a kept unit stays free
+                zero = [v == 0 for v in quantized_values(self.problem.cost_model)]
+                masks = [
+                    m | (o.bool() & z) for m, o, z in zip(masks, self.masks, zero, strict=True)
+                ]
             self.masks = [m.to(old.dtype) for m, old in zip(masks, self.masks, strict=True)]
             self._apply_masks()
             return

@@ -308,19 +308,36 @@ def project_targets(
 
 
 # ---------------------------------------------------------------------------- groups
-def unit_energy(problem: CompressionProblem, z: Sequence[torch.Tensor]) -> np.ndarray:
-    """``||Z_u||^2`` of every unit over the counted layers' weight slices it owns."""
+def unit_energy(
+    problem: CompressionProblem,
+    z: Sequence[torch.Tensor],
+    curvature: Sequence[torch.Tensor] | None = None,
+) -> np.ndarray:
+    """``||Z_u||^2`` of every unit over the counted layers' weight slices it owns; with
+    ``curvature`` (``F`` per weight of each counted layer) ``sum_u F z^2``."""
     energy = torch.zeros(problem.units.count, dtype=torch.float64)
     index = {layer.tensor_name: i for i, layer in enumerate(problem.cost_model.layers)}
     for mask in problem.masks:
         if mask.name not in index:
             continue
-        zl = z[index[mask.name]].detach().double()
+        i = index[mask.name]
+        zl = z[i].detach().double().square()
+        if curvature is not None:
+            zl = zl * curvature[i].to(zl.device, torch.float64)
         dims = [d for d in range(zl.dim()) if d != mask.dim]
-        per_index = zl.square().sum(dims).cpu() if dims else zl.square().cpu()
+        per_index = zl.sum(dims).cpu() if dims else zl.cpu()
         hit = mask.unit_of >= 0
         energy.index_add_(0, mask.unit_of[hit], per_index[hit])
     return energy.numpy()
+
+
+def _layer_means(curvature: Sequence[torch.Tensor], z: Sequence[torch.Tensor]) -> np.ndarray:
+    """Each layer's mean curvature over its nonzero weights."""
+    out = []
+    for f, zl in zip(curvature, z, strict=True):
+        nonzero = zl.detach() != 0
+        out.append(float(f.to(zl.device)[nonzero].mean()) if bool(nonzero.any()) else 0.0)
+    return np.array(out)
 
 
 def group_masks(problem: CompressionProblem, removed: np.ndarray) -> list[torch.Tensor]:
@@ -338,25 +355,38 @@ def project_groups(
     z: Sequence[torch.Tensor],
     specs: Sequence[LayerSpec],
     target: float | None = None,
+    curvature: Sequence[torch.Tensor] | None = None,
+    hold_zero_codes: bool = True,
 ) -> WeightProjection:
     """The structured V-step: the shared budget projection over the graph's groups, with each
     unit's energy in ``Z`` as its importance and the bit distortion measured on ``Z``, onto
     ``target`` (default: the problem's budget).
 
+    With ``curvature`` (the diagonal Fisher ``F`` per weight of each counted layer) a unit's
+    importance is ``sum_u F z^2`` and each layer's bit distortion is weighed by the mean ``F``
+    of its nonzero weights: both are then the loss the projection costs to second order, as
+    GETA mode's Fisher saliency. Energy alone compares units across layers by their weights'
+    scale, which a normalisation after the layer sets freely: with batch norm, the layers
+    with the largest fan-in have the smallest weights and lose the most units.
+
     With ``problem.count_zero_codes`` the plan counts the expected nonzero codes (as GETA
     mode does), and the projection's cost is then measured on its values: the weights whose
     code is zero are left out of the keep masks (so masked fine-tuning holds them at zero), and
-    if the codes that are not zero cost more than the budget, the smallest are zeroed too."""
+    if the codes that are not zero cost more than the budget, the smallest are zeroed too.
+    With ``hold_zero_codes=False`` the masks hold only the removed groups and those trimmed
+    codes: a weight of a kept unit whose code is zero now stays free to leave the zero bin."""
     cm = problem.cost_model
     options = problem.bit_options
     target = float(problem.target if target is None else target)
     weights = list(z)
     distortion = bit_distortion(cm, options, weights=weights)
+    if curvature is not None:
+        distortion = distortion * _layer_means(curvature, weights)[:, None]
     share = nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
     p = project(
         cm,
         target,
-        unit_energy(problem, z),
+        unit_energy(problem, z, curvature),
         distortion,
         options,
         min_keep=problem.min_keep,
@@ -376,9 +406,13 @@ def project_groups(
     cost = p.cost
     if problem.count_zero_codes:
         weight_cost = cm.coefficients() * np.where(cm.quantized, p.bits, float(FLOAT_BITS))
-        masks = keep_top(values, weight_cost, target)  # zero codes never kept
-        values = [v * m for v, m in zip(values, masks, strict=True)]
-        cost = float(sum(c * float(m.sum()) for c, m in zip(weight_cost, masks, strict=True)))
+        kept = keep_top(values, weight_cost, target)  # zero codes never kept
+        cost = float(sum(c * float(m.sum()) for c, m in zip(weight_cost, kept, strict=True)))
+        if hold_zero_codes:
+            masks = kept
+        else:  # only the removed groups and the trimmed codes are held
+            masks = [k | (m & (v == 0)) for k, m, v in zip(kept, masks, values, strict=True)]
+        values = [v * k for v, k in zip(values, kept, strict=True)]
     error = sum(
         float((zl.detach() - v).double().square().sum()) for zl, v in zip(z, values, strict=True)
     )
