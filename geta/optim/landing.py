@@ -44,15 +44,20 @@ def quantized_values(cost_model: CostModel) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def trim_to_budget(
-    cost_model: CostModel, held: list[torch.Tensor], target: float
+    cost_model: CostModel, held: list[torch.Tensor], target: float, *, hold_zero_codes: bool = True
 ) -> list[torch.Tensor] | None:
     """New keep masks (``held`` narrowed) if the model's measured cost is over ``target``:
-    the weights of least ``w_q^2 / cost`` across layers are dropped until it holds. ``None``
-    when the budget already holds (nothing to change)."""
+    the weights of least ``w_q^2 / cost`` across layers are dropped until it holds; the weights
+    whose code is zero now are dropped too, or, with ``hold_zero_codes=False``, stay in the
+    masks (free to leave the zero bin). ``None`` when the budget already holds (nothing to
+    change)."""
     rows, _, bits = measure_layers(cost_model)
     if measured_cost(cost_model, rows) <= target:
         return None
-    keep = keep_top(quantized_values(cost_model), cost_model.coefficients() * bits, target)
+    values = quantized_values(cost_model)
+    keep = keep_top(values, cost_model.coefficients() * bits, target)  # zero codes never kept
+    if not hold_zero_codes:
+        keep = [k | (v == 0) for k, v in zip(keep, values, strict=True)]
     return [h.bool() & k.to(h.device) for h, k in zip(held, keep, strict=True)]
 
 
@@ -174,16 +179,18 @@ def land_on_budget(
     *,
     per_channel: bool = False,
     refit_clip: bool = True,
+    hold_zero_codes: bool = True,
 ) -> tuple[list[torch.Tensor] | None, list[torch.Tensor | None]]:
     """The landing rule at a trim point: over ``target``, the narrowed keep masks
-    (:func:`trim_to_budget`) and ``bits`` as they are; under it, ``None`` and the bits raised
-    into the room (:func:`raise_bits_within_budget`, with ``per_channel`` and ``refit_clip``).
+    (:func:`trim_to_budget`, with ``hold_zero_codes``) and ``bits`` as they are; under it,
+    ``None`` and the bits raised into the room (:func:`raise_bits_within_budget`, with
+    ``per_channel`` and ``refit_clip``).
     The caller holds the narrowed masks.
 
     Example:
         >>> narrowed, bits = land_on_budget(cm, held, bits, target, 8.0)  # doctest: +SKIP
     """
-    narrowed = trim_to_budget(cost_model, held, target)
+    narrowed = trim_to_budget(cost_model, held, target, hold_zero_codes=hold_zero_codes)
     if narrowed is not None:
         return narrowed, bits
     raised = raise_bits_within_budget(

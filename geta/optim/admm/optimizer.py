@@ -41,7 +41,7 @@ from geta.optim.admm.projection import (
     project_targets,
 )
 from geta.optim.cost import FLOAT_BITS
-from geta.optim.landing import HEADROOM, land_on_budget, quantized_values, trim_steps
+from geta.optim.landing import HEADROOM, land_on_budget, trim_steps
 from geta.optim.problem import CompressionProblem
 from geta.optim.wrapped import WrappedOptimizer
 
@@ -470,13 +470,9 @@ class AdmmOptimizer(WrappedOptimizer):
             float(self.problem.target),
             float(self.problem.bit_options[-1]),
             refit_clip=False,
+            hold_zero_codes=self.config.hold_zero_codes,
         )
         if masks is not None:
-            if not self.config.hold_zero_codes:  # a zero code left in a kept unit stays free
-                zero = [v == 0 for v in quantized_values(self.problem.cost_model)]
-                masks = [
-                    m | (o.bool() & z) for m, o, z in zip(masks, self.masks, zero, strict=True)
-                ]
             self.masks = [m.to(old.dtype) for m, old in zip(masks, self.masks, strict=True)]
             self._apply_masks()
             return

@@ -331,15 +331,6 @@ def unit_energy(
     return energy.numpy()
 
 
-def _layer_means(curvature: Sequence[torch.Tensor], z: Sequence[torch.Tensor]) -> np.ndarray:
-    """Each layer's mean curvature over its nonzero weights."""
-    out = []
-    for f, zl in zip(curvature, z, strict=True):
-        nonzero = zl.detach() != 0
-        out.append(float(f.to(zl.device)[nonzero].mean()) if bool(nonzero.any()) else 0.0)
-    return np.array(out)
-
-
 def group_masks(problem: CompressionProblem, removed: np.ndarray) -> list[torch.Tensor]:
     """Keep masks of the counted layers' weights when the ``removed`` units are gone."""
     masks = [torch.ones_like(layer.weight, dtype=torch.bool) for layer in problem.cost_model.layers]
@@ -381,7 +372,8 @@ def project_groups(
     weights = list(z)
     distortion = bit_distortion(cm, options, weights=weights)
     if curvature is not None:
-        distortion = distortion * _layer_means(curvature, weights)[:, None]
+        nonzero = [w.detach() != 0 for w in weights]
+        distortion = np.array(_weighted(list(distortion), list(curvature), nonzero))
     share = nonzero_code_share(cm, options, weights=weights) if problem.count_zero_codes else None
     p = project(
         cm,
