@@ -197,7 +197,7 @@ def project_budget(
     Example:
         >>> p = project_budget([w1, w2], [LayerSpec(True)] * 2, np.ones(2), 4000.0,
         ...                    np.arange(2.0, 9.0))                          # doctest: +SKIP
-        >>> p.cost <= 4000
+        >>> p.cost <= 4000                                                   # doctest: +SKIP
         True
     """
     options = _options(specs, bit_options)
